@@ -1,0 +1,851 @@
+//! Running a built pipeline.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+use promptkit_core::{Cost, Message, Role, Usage};
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::{PipelineBuilder, PipelineConfig};
+use crate::element::{Element, ElementError, Payload};
+use crate::events::{Emitter, EventBus, EventKind};
+use crate::stage::{
+    DynStage, Inputs, Progress, StageContext, StageError, StageInput, StageOutput, Target,
+};
+use crate::turn::{TurnContext, TurnData};
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A stage returned an error; the run was cancelled.
+    #[error("stage `{stage}` failed: {source}")]
+    StageFailed {
+        /// The stage.
+        stage: String,
+        /// Its error.
+        #[source]
+        source: StageError,
+    },
+    /// A stage panicked; the run was cancelled.
+    #[error("stage `{stage}` panicked: {message}")]
+    StagePanicked {
+        /// The stage.
+        stage: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The run exceeded its execution timeout.
+    #[error("run exceeded its execution timeout of {0:?}")]
+    ExecutionTimeout(Duration),
+    /// No stage made progress for the idle timeout.
+    #[error("run made no progress for {0:?} (idle timeout)")]
+    IdleTimeout(Duration),
+    /// The run was cancelled by its caller (or by a shutdown past its grace period).
+    #[error("run cancelled")]
+    Cancelled,
+    /// The pipeline is shutting down and takes no new runs.
+    #[error("pipeline is shutting down")]
+    ShuttingDown,
+    /// The run's supervisor ended without reporting (a runtime shutdown).
+    #[error("run ended without a result (was the runtime shut down?)")]
+    Lost,
+}
+
+/// The built topology, shared by every run.
+pub(crate) struct Topology {
+    pub(crate) stages: Vec<Arc<dyn DynStage>>,
+    /// (from, to, capacity, competing)
+    pub(crate) edges: Vec<(usize, usize, Option<usize>, bool)>,
+    pub(crate) outgoing: Vec<Vec<usize>>,
+    pub(crate) incoming: Vec<Vec<usize>>,
+    pub(crate) config: PipelineConfig,
+    pub(crate) bus: Option<EventBus>,
+    pub(crate) base_metadata: Option<Arc<Map<String, Value>>>,
+}
+
+struct Inner {
+    topology: Topology,
+    names: Vec<Arc<str>>,
+    shutting_down: AtomicBool,
+    runs: Mutex<HashMap<u64, CancellationToken>>,
+    runs_changed: Notify,
+    next_run: AtomicU64,
+}
+
+/// A validated DAG of stages. Cheap to clone; runs may execute concurrently.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("stages", &self.stage_names())
+            .field("edges", &self.inner.topology.edges.len())
+            .field("config", &self.inner.topology.config)
+            .finish_non_exhaustive()
+    }
+}
+
+static PROCESS_RUNS: AtomicU64 = AtomicU64::new(0);
+
+impl Pipeline {
+    /// A builder.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::new()
+    }
+
+    pub(crate) fn from_parts(topology: Topology) -> Self {
+        let names = topology
+            .stages
+            .iter()
+            .map(|s| Arc::from(s.name()))
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                topology,
+                names,
+                shutting_down: AtomicBool::new(false),
+                runs: Mutex::default(),
+                runs_changed: Notify::new(),
+                next_run: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The stage names, in the order they were added.
+    pub fn stage_names(&self) -> Vec<&str> {
+        self.inner.names.iter().map(|n| &**n).collect()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.inner.topology.config
+    }
+
+    /// Runs in flight.
+    pub fn active_runs(&self) -> usize {
+        self.inner
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Starts a run fed through the returned [`InputSender`]; closing (dropping) the sender
+    /// ends the input. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`PipelineError::ShuttingDown`] after [`Pipeline::shutdown`].
+    pub fn start(&self, turn: TurnData) -> Result<(InputSender, Execution), PipelineError> {
+        let (root_txs, execution) = self.launch(turn, None)?;
+        Ok((InputSender { txs: root_txs }, execution))
+    }
+
+    /// Starts a run fed by `input`. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`PipelineError::ShuttingDown`] after [`Pipeline::shutdown`].
+    pub fn execute<S>(&self, turn: TurnData, input: S) -> Result<Execution, PipelineError>
+    where
+        S: Stream<Item = Element> + Send + 'static,
+    {
+        let pump: PumpFn = Box::new(move |txs| Box::pin(pump(input, txs)));
+        self.launch(turn, Some(pump)).map(|(_, e)| e)
+    }
+
+    /// Runs to completion on `elements` and collects the result.
+    ///
+    /// # Errors
+    /// A [`RunFailure`] with the error and everything collected before it.
+    pub async fn execute_sync(
+        &self,
+        turn: TurnData,
+        elements: impl IntoIterator<Item = Element, IntoIter: Send + 'static>,
+    ) -> Result<ExecutionResult, RunFailure> {
+        let started = Instant::now();
+        let execution = match self.execute(turn, futures_util::stream::iter(elements)) {
+            Ok(e) => e,
+            Err(error) => {
+                return Err(RunFailure {
+                    error,
+                    partial: ExecutionResult::default(),
+                });
+            }
+        };
+        let (mut output, handle) = execution.into_parts();
+        let mut result = ExecutionResult::default();
+        while let Some(element) = output.recv().await {
+            result.absorb(element);
+        }
+        result.duration = started.elapsed();
+        match handle.wait().await {
+            Ok(_) => Ok(result),
+            Err(error) => Err(RunFailure {
+                error,
+                partial: result,
+            }),
+        }
+    }
+
+    /// Stops taking runs, waits up to the configured grace period for runs in flight, then
+    /// cancels the rest and waits for their tasks to end.
+    pub async fn shutdown(&self) {
+        self.shutdown_with_grace(self.inner.topology.config.shutdown_grace)
+            .await;
+    }
+
+    /// [`shutdown`](Self::shutdown) with an explicit grace period.
+    pub async fn shutdown_with_grace(&self, grace: Duration) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.inner.runs_changed.notified();
+            if self.active_runs() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let tokens: Vec<CancellationToken> = self
+            .inner
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for token in tokens {
+            token.cancel();
+        }
+        loop {
+            let notified = self.inner.runs_changed.notified();
+            if self.active_runs() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn launch(
+        &self,
+        turn: TurnData,
+        pump: Option<PumpFn>,
+    ) -> Result<(Vec<mpsc::Sender<Element>>, Execution), PipelineError> {
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(PipelineError::ShuttingDown);
+        }
+        let topo = &self.inner.topology;
+        let cap = topo.config.channel_capacity;
+        let n = topo.stages.len();
+        let run_no = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
+        let run_id = format!(
+            "run-{:x}-{:x}",
+            std::process::id(),
+            PROCESS_RUNS.fetch_add(1, Ordering::Relaxed)
+        );
+        let emitter = Emitter::new(topo.bus.clone(), run_id.clone(), turn.session_id.as_deref());
+        let turn = Arc::new(TurnContext::new(turn));
+        let token = CancellationToken::new();
+        let progress: Vec<Arc<Progress>> = (0..n).map(|_| Arc::default()).collect();
+
+        // Wire channels.
+        let mut targets: Vec<Vec<Target>> = vec![Vec::new(); n];
+        let mut inputs: Vec<Vec<(u32, InputSource)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut competing: HashMap<usize, (Target, SharedReceiver)> = HashMap::new();
+        for (from, edge_ids) in topo.outgoing.iter().enumerate() {
+            for &e in edge_ids {
+                let (_, to, capacity, is_competing) = topo.edges[e];
+                let slot =
+                    u32::try_from(topo.incoming[to].iter().position(|&x| x == e).unwrap_or(0))
+                        .unwrap_or(u32::MAX);
+                if is_competing {
+                    let entry = competing.entry(from).or_insert_with(|| {
+                        let (tx, rx) = mpsc::channel(capacity.unwrap_or(cap));
+                        (
+                            Target {
+                                names: Vec::new(),
+                                tx,
+                            },
+                            Arc::new(tokio::sync::Mutex::new(rx)),
+                        )
+                    });
+                    entry.0.names.push(Arc::clone(&self.inner.names[to]));
+                    inputs[to].push((slot, InputSource::Shared(Arc::clone(&entry.1))));
+                } else {
+                    let (tx, rx) = mpsc::channel(capacity.unwrap_or(cap));
+                    targets[from].push(Target {
+                        names: vec![Arc::clone(&self.inner.names[to])],
+                        tx,
+                    });
+                    inputs[to].push((slot, InputSource::Single(rx)));
+                }
+            }
+        }
+        for (from, (target, _)) in competing {
+            targets[from].push(target);
+        }
+        let (out_tx, out_rx) = mpsc::channel(cap);
+        let mut root_txs = Vec::new();
+        let mut stage_io = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut ins = std::mem::take(&mut inputs[i]);
+            let is_root = ins.is_empty();
+            if is_root {
+                let (tx, rx) = mpsc::channel(cap);
+                root_txs.push(tx);
+                ins.push((0, InputSource::Single(rx)));
+            }
+            if topo.outgoing[i].is_empty() {
+                targets[i].push(Target {
+                    names: vec!["output".into()],
+                    tx: out_tx.clone(),
+                });
+            }
+            let input_inner = if ins.len() == 1 {
+                match ins.pop().map(|(_, s)| s) {
+                    Some(InputSource::Single(rx)) => Inputs::Single(rx),
+                    Some(InputSource::Shared(rx)) => Inputs::Shared(rx),
+                    None => Inputs::None,
+                }
+            } else {
+                ins.sort_by_key(|(slot, _)| *slot);
+                Inputs::FanIn {
+                    sources: ins
+                        .into_iter()
+                        .filter_map(|(slot, s)| match s {
+                            InputSource::Single(rx) => Some((slot, rx)),
+                            // Rejected at build time.
+                            InputSource::Shared(_) => None,
+                        })
+                        .collect(),
+                    next: 0,
+                }
+            };
+            let base = if is_root {
+                topo.base_metadata.clone()
+            } else {
+                None
+            };
+            let input = StageInput::new(input_inner, Arc::clone(&progress[i]), base);
+            let output =
+                StageOutput::new(std::mem::take(&mut targets[i]), Arc::clone(&progress[i]));
+            stage_io.push((input, output));
+        }
+        drop(out_tx);
+
+        // Register the run before anything can finish.
+        self.inner
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(run_no, token.clone());
+
+        let (result_tx, result_rx) = oneshot::channel();
+        let consumer_progress: Arc<Progress> = Arc::default();
+        let mut all_progress = progress.clone();
+        all_progress.push(Arc::clone(&consumer_progress));
+
+        let mut set = JoinSet::new();
+        let mut task_names = HashMap::new();
+        emitter.emit(EventKind::PipelineStarted { stages: n });
+        for (i, (input, output)) in stage_io.into_iter().enumerate() {
+            let stage = Arc::clone(&topo.stages[i]);
+            let name = Arc::clone(&self.inner.names[i]);
+            let cx = StageContext {
+                name: Arc::clone(&name),
+                turn: Arc::clone(&turn),
+                emitter: emitter.clone(),
+                cancel: token.child_token(),
+                progress: Arc::clone(&progress[i]),
+            };
+            let token = token.clone();
+            let emitter = emitter.clone();
+            let kind = stage.kind();
+            let handle = set.spawn(async move {
+                let started = Instant::now();
+                emitter.emit_with(|| EventKind::StageStarted {
+                    stage: name.to_string(),
+                    kind: kind.as_str().to_owned(),
+                });
+                let fut = stage.run_boxed(cx, input, output);
+                let outcome = tokio::select! {
+                    biased;
+                    () = token.cancelled() => Outcome::Cancelled,
+                    result = fut => match result {
+                        Ok(()) => Outcome::Done,
+                        Err(e) => Outcome::Failed(e),
+                    },
+                };
+                let duration_ms = millis(started.elapsed());
+                match &outcome {
+                    Outcome::Done => emitter.emit_with(|| EventKind::StageCompleted {
+                        stage: name.to_string(),
+                        duration_ms,
+                    }),
+                    Outcome::Failed(e) => emitter.emit_with(|| EventKind::StageFailed {
+                        stage: name.to_string(),
+                        error: e.to_string(),
+                        duration_ms,
+                    }),
+                    Outcome::Cancelled => {}
+                }
+                outcome
+            });
+            task_names.insert(handle.id(), i);
+        }
+        if let Some(pump) = pump {
+            let token = token.clone();
+            let fut = pump(root_txs.clone());
+            let handle = set.spawn(async move {
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => Outcome::Cancelled,
+                    () = fut => Outcome::Done,
+                }
+            });
+            task_names.insert(handle.id(), usize::MAX);
+            root_txs.clear();
+        }
+
+        let supervisor = Supervisor {
+            inner: Arc::clone(&self.inner),
+            run_no,
+            set,
+            task_names,
+            token: token.clone(),
+            progress: all_progress,
+            emitter,
+            started: Instant::now(),
+        };
+        tokio::spawn(supervisor.run(result_tx));
+
+        let output = OutputStream {
+            rx: out_rx,
+            base: topo.base_metadata.clone(),
+            progress: consumer_progress,
+            token: token.clone(),
+            exhausted: false,
+        };
+        let handle = RunHandle {
+            run_id,
+            token,
+            result: result_rx,
+            turn,
+        };
+        Ok((root_txs, Execution { output, handle }))
+    }
+}
+
+type PumpFn =
+    Box<dyn FnOnce(Vec<mpsc::Sender<Element>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+async fn pump<S: Stream<Item = Element> + Send + 'static>(
+    input: S,
+    txs: Vec<mpsc::Sender<Element>>,
+) {
+    let sender = InputSender { txs };
+    let mut input = std::pin::pin!(input);
+    while let Some(element) = std::future::poll_fn(|cx| input.as_mut().poll_next(cx)).await {
+        if sender.send(element).await.is_err() {
+            break;
+        }
+    }
+}
+
+type SharedReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Element>>>;
+
+enum InputSource {
+    Single(mpsc::Receiver<Element>),
+    Shared(SharedReceiver),
+}
+
+enum Outcome {
+    Done,
+    Failed(StageError),
+    Cancelled,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+struct Supervisor {
+    inner: Arc<Inner>,
+    run_no: u64,
+    set: JoinSet<Outcome>,
+    task_names: HashMap<tokio::task::Id, usize>,
+    token: CancellationToken,
+    progress: Vec<Arc<Progress>>,
+    emitter: Emitter,
+    started: Instant,
+}
+
+impl Supervisor {
+    fn stage_name(&self, id: tokio::task::Id) -> String {
+        match self.task_names.get(&id) {
+            Some(&usize::MAX) => "input".to_owned(),
+            Some(&i) => self.inner.names[i].to_string(),
+            None => "unknown".to_owned(),
+        }
+    }
+
+    async fn run(mut self, result_tx: oneshot::Sender<Result<RunSummary, PipelineError>>) {
+        let config = &self.inner.topology.config;
+        let mut error: Option<PipelineError> = None;
+        let exec_deadline = config
+            .execution_timeout
+            .map(|t| (t, tokio::time::Instant::now() + t));
+        let idle = config.idle_timeout;
+        let check_every = idle.map_or(Duration::from_secs(3600), |t| {
+            (t / 4).max(Duration::from_millis(1))
+        });
+        let mut ticker = tokio::time::interval(check_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_total = u64::MAX;
+        let mut last_change = tokio::time::Instant::now();
+        let mut external_cancel_seen = false;
+
+        loop {
+            let exec_sleep = async {
+                match exec_deadline {
+                    Some((_, at)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                joined = self.set.join_next_with_id() => {
+                    let Some(joined) = joined else { break };
+                    match joined {
+                        Ok((_, Outcome::Done | Outcome::Cancelled)) => {}
+                        Ok((id, Outcome::Failed(source))) => {
+                            if error.is_none() {
+                                error = Some(PipelineError::StageFailed { stage: self.stage_name(id), source });
+                                self.token.cancel();
+                            }
+                        }
+                        Err(join_error) => {
+                            if join_error.is_panic() && error.is_none() {
+                                let stage = self.stage_name(join_error.id());
+                                let message = panic_message(&*join_error.into_panic());
+                                self.emitter.emit_with(|| EventKind::StageFailed {
+                                    stage: stage.clone(),
+                                    error: format!("panicked: {message}"),
+                                    duration_ms: millis(self.started.elapsed()),
+                                });
+                                error = Some(PipelineError::StagePanicked { stage, message });
+                                self.token.cancel();
+                            }
+                        }
+                    }
+                }
+                () = exec_sleep, if error.is_none() => {
+                    if let Some((t, _)) = exec_deadline {
+                        error = Some(PipelineError::ExecutionTimeout(t));
+                        self.token.cancel();
+                    }
+                }
+                _ = ticker.tick(), if idle.is_some() && error.is_none() => {
+                    let total: u64 = self.progress.iter().map(|p| p.get()).sum();
+                    if total != last_total {
+                        last_total = total;
+                        last_change = tokio::time::Instant::now();
+                    } else if let Some(limit) = idle && last_change.elapsed() >= limit {
+                        error = Some(PipelineError::IdleTimeout(limit));
+                        self.token.cancel();
+                    }
+                }
+                () = self.token.cancelled(), if !external_cancel_seen => {
+                    external_cancel_seen = true;
+                    if error.is_none() {
+                        error = Some(PipelineError::Cancelled);
+                    }
+                }
+            }
+        }
+
+        let duration = self.started.elapsed();
+        let result = match error {
+            None => {
+                self.emitter.emit(EventKind::PipelineCompleted {
+                    duration_ms: millis(duration),
+                });
+                Ok(RunSummary {
+                    run_id: self.emitter.run_id().to_owned(),
+                    duration,
+                })
+            }
+            Some(e) => {
+                self.emitter.emit_with(|| EventKind::PipelineFailed {
+                    error: e.to_string(),
+                    duration_ms: millis(duration),
+                });
+                Err(e)
+            }
+        };
+        self.inner
+            .runs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.run_no);
+        self.inner.runs_changed.notify_waiters();
+        let _ = result_tx.send(result);
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Feeds a run started with [`Pipeline::start`]. Dropping it ends the input.
+#[derive(Debug, Clone)]
+pub struct InputSender {
+    txs: Vec<mpsc::Sender<Element>>,
+}
+
+/// The run's input is closed (the run ended or its root stages stopped reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("pipeline input closed")]
+pub struct InputClosed;
+
+impl InputSender {
+    /// Sends an element to every root stage, waiting while they are busy.
+    ///
+    /// # Errors
+    /// [`InputClosed`] when no root stage is reading any more.
+    pub async fn send(&self, element: Element) -> Result<(), InputClosed> {
+        match self.txs.as_slice() {
+            [] => Err(InputClosed),
+            [only] => only.send(element).await.map_err(|_| InputClosed),
+            [first, rest @ ..] => {
+                let mut ok = false;
+                for tx in rest {
+                    ok |= tx.send(element.clone()).await.is_ok();
+                }
+                ok |= first.send(element).await.is_ok();
+                if ok { Ok(()) } else { Err(InputClosed) }
+            }
+        }
+    }
+}
+
+/// A run in progress: its output and its handle.
+#[derive(Debug)]
+pub struct Execution {
+    output: OutputStream,
+    handle: RunHandle,
+}
+
+impl Execution {
+    /// The next output element.
+    pub async fn recv(&mut self) -> Option<Element> {
+        self.output.recv().await
+    }
+
+    /// The run's handle.
+    pub fn handle(&self) -> &RunHandle {
+        &self.handle
+    }
+
+    /// Splits into the output stream and the handle. Dropping the output stream cancels the
+    /// run.
+    pub fn into_parts(self) -> (OutputStream, RunHandle) {
+        (self.output, self.handle)
+    }
+
+    /// Reads the output to its end, then waits for the run's result.
+    ///
+    /// # Errors
+    /// The run's error, if it failed.
+    pub async fn finish(self) -> (Vec<Element>, Result<RunSummary, PipelineError>) {
+        let (mut output, handle) = self.into_parts();
+        let mut elements = Vec::new();
+        while let Some(e) = output.recv().await {
+            elements.push(e);
+        }
+        (elements, handle.wait().await)
+    }
+}
+
+/// The output elements of a run. Dropping it before its end cancels the run, so an
+/// abandoned run never leaves tasks behind.
+pub struct OutputStream {
+    rx: mpsc::Receiver<Element>,
+    base: Option<Arc<Map<String, Value>>>,
+    progress: Arc<Progress>,
+    token: CancellationToken,
+    exhausted: bool,
+}
+
+impl Drop for OutputStream {
+    fn drop(&mut self) {
+        if !self.exhausted {
+            self.token.cancel();
+        }
+    }
+}
+
+impl fmt::Debug for OutputStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputStream").finish_non_exhaustive()
+    }
+}
+
+impl OutputStream {
+    /// The next element, or `None` when every leaf stage is done.
+    pub async fn recv(&mut self) -> Option<Element> {
+        std::future::poll_fn(|cx| self.poll_element(cx)).await
+    }
+
+    fn poll_element(&mut self, cx: &mut Context<'_>) -> Poll<Option<Element>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(mut e)) => {
+                self.progress.tick();
+                if let Some(base) = &self.base {
+                    e.meta.merge_base(base);
+                }
+                Poll::Ready(Some(e))
+            }
+            Poll::Ready(None) => {
+                self.exhausted = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Stream for OutputStream {
+    type Item = Element;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Element>> {
+        self.get_mut().poll_element(cx)
+    }
+}
+
+/// Controls a run and waits for its result.
+pub struct RunHandle {
+    run_id: String,
+    token: CancellationToken,
+    result: oneshot::Receiver<Result<RunSummary, PipelineError>>,
+    turn: Arc<TurnContext>,
+}
+
+impl fmt::Debug for RunHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunHandle")
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunHandle {
+    /// The run id (also on the run's events).
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Cancels the run: every stage future is dropped.
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    /// The run's turn data (as the stages left it).
+    pub fn turn(&self) -> &Arc<TurnContext> {
+        &self.turn
+    }
+
+    /// Waits until every task of the run has ended and returns its result: the first fatal
+    /// error, or a summary.
+    ///
+    /// # Errors
+    /// The run's [`PipelineError`].
+    pub async fn wait(self) -> Result<RunSummary, PipelineError> {
+        self.result.await.unwrap_or(Err(PipelineError::Lost))
+    }
+}
+
+/// A successful run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The run id.
+    pub run_id: String,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// What [`Pipeline::execute_sync`] collected.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutionResult {
+    /// Every message that reached the output, in order (history included).
+    pub messages: Vec<Message>,
+    /// The last assistant message.
+    pub response: Option<Message>,
+    /// Text elements that reached the output, concatenated (for example streamed deltas).
+    pub text: String,
+    /// Usage summed over assistant messages that are not history.
+    pub usage: Usage,
+    /// Cost summed over those messages; `None` when none reported a cost.
+    pub cost: Option<Cost>,
+    /// Recoverable errors that reached the output.
+    pub errors: Vec<ElementError>,
+    /// Number of output elements.
+    pub elements: usize,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl ExecutionResult {
+    fn absorb(&mut self, element: Element) {
+        self.elements += 1;
+        let history = element.meta.from_history;
+        match element.payload {
+            Payload::Message(message) => {
+                let message = *message;
+                if message.role == Role::Assistant && !history {
+                    if let Some(usage) = message.usage {
+                        self.usage += usage;
+                    }
+                    if let Some(cost) = message.cost {
+                        *self.cost.get_or_insert_with(Cost::default) += cost;
+                    }
+                    self.response = Some(message.clone());
+                }
+                self.messages.push(message);
+            }
+            Payload::Text(text) if !history => self.text.push_str(&text),
+            Payload::Control(crate::element::Control::Error(e)) => self.errors.push(e),
+            _ => {}
+        }
+    }
+}
+
+/// A failed [`Pipeline::execute_sync`]: the error and everything collected before it.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct RunFailure {
+    /// Why the run failed.
+    #[source]
+    pub error: PipelineError,
+    /// What reached the output before it failed.
+    pub partial: ExecutionResult,
+}

@@ -1,0 +1,517 @@
+//! The stage contract: the [`Stage`] trait, its input and output handles and its context.
+
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+
+use promptkit_core::{BoxError, BoxFuture, ProviderError, SpeechError, StateError, ToolError};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::element::Element;
+use crate::events::Emitter;
+use crate::turn::TurnContext;
+
+/// What a stage does with the stream, from the seed's stage table. Descriptive: it is reported
+/// in events and metrics; the engine runs every kind the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    /// One element in, one or more out (1:1, 1:N).
+    Transform,
+    /// Many in, one out (N:1).
+    Accumulate,
+    /// Produces elements from little or no input (0:N), such as a model call.
+    Generate,
+    /// Consumes elements (N:0).
+    Sink,
+    /// Passes elements through unchanged while looking at them (recording, metrics).
+    Observe,
+    /// Talks both ways with something outside (a realtime session).
+    Bidirectional,
+}
+
+impl StageKind {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transform => "transform",
+            Self::Accumulate => "accumulate",
+            Self::Generate => "generate",
+            Self::Sink => "sink",
+            Self::Observe => "observe",
+            Self::Bidirectional => "bidirectional",
+        }
+    }
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step of a pipeline. Each stage of a run executes as its own tokio task.
+///
+/// `run` is called once per execution with that run's input and output; returning closes the
+/// output (done). Returning `Err` is fatal: it cancels the whole run and becomes its result.
+/// For recoverable problems, send an error element ([`Element::error`]) downstream instead.
+///
+/// A stage value is shared by every run of its pipeline, which may be concurrent: keep
+/// per-run state in locals or in the [`TurnContext`].
+///
+/// ```
+/// use promptkit_pipeline::{Element, Stage, StageContext, StageError, StageInput, StageOutput};
+///
+/// /// Upper-cases text elements.
+/// struct Shout;
+///
+/// impl Stage for Shout {
+///     fn name(&self) -> &str {
+///         "shout"
+///     }
+///
+///     async fn run(
+///         &self,
+///         _cx: StageContext,
+///         mut input: StageInput,
+///         output: StageOutput,
+///     ) -> Result<(), StageError> {
+///         while let Some(mut element) = input.recv().await {
+///             if let Some(text) = element.as_text() {
+///                 element = Element::text(text.to_uppercase());
+///             }
+///             output.send(element).await?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let pipeline = promptkit_pipeline::Pipeline::builder().then(Shout).build()?;
+/// assert_eq!(pipeline.stage_names(), ["shout"]);
+/// # Ok::<(), promptkit_pipeline::BuildError>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    note = "implement `Stage` with `async fn run(&self, cx: StageContext, input: StageInput, output: StageOutput) -> Result<(), StageError>`, or build one from a closure with `stages::map`"
+)]
+pub trait Stage: Send + Sync + 'static {
+    /// The stage's name, unique within its pipeline.
+    fn name(&self) -> &str;
+
+    /// What the stage does (descriptive).
+    fn kind(&self) -> StageKind {
+        StageKind::Transform
+    }
+
+    /// Whether the stage takes several inputs (fan-in). Only such stages may have more than one
+    /// incoming edge; their input tags each element with the index of its edge.
+    fn accepts_fan_in(&self) -> bool {
+        false
+    }
+
+    /// Processes the stream until the input ends (or the stage is done).
+    fn run(
+        &self,
+        cx: StageContext,
+        input: StageInput,
+        output: StageOutput,
+    ) -> impl Future<Output = Result<(), StageError>> + Send;
+}
+
+/// The object-safe form of [`Stage`] the engine stores (`Arc<dyn DynStage>`). Implemented for
+/// every `Stage`; there is no need to implement it by hand.
+pub trait DynStage: Send + Sync + 'static {
+    /// See [`Stage::name`].
+    fn name(&self) -> &str;
+    /// See [`Stage::kind`].
+    fn kind(&self) -> StageKind;
+    /// See [`Stage::accepts_fan_in`].
+    fn accepts_fan_in(&self) -> bool;
+    /// Runs the stage, boxing its future.
+    fn run_boxed(
+        self: Arc<Self>,
+        cx: StageContext,
+        input: StageInput,
+        output: StageOutput,
+    ) -> BoxFuture<'static, Result<(), StageError>>;
+}
+
+impl<S: Stage> DynStage for S {
+    fn name(&self) -> &str {
+        Stage::name(self)
+    }
+
+    fn kind(&self) -> StageKind {
+        Stage::kind(self)
+    }
+
+    fn accepts_fan_in(&self) -> bool {
+        Stage::accepts_fan_in(self)
+    }
+
+    fn run_boxed(
+        self: Arc<Self>,
+        cx: StageContext,
+        input: StageInput,
+        output: StageOutput,
+    ) -> BoxFuture<'static, Result<(), StageError>> {
+        Box::pin(async move { self.run(cx, input, output).await })
+    }
+}
+
+/// A fatal stage error: cancels the run and is returned to the caller.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct StageError {
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl StageError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with a message and a cause.
+    pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The cause, downcast to `E`.
+    pub fn source_as<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.source.as_deref().and_then(|s| s.downcast_ref())
+    }
+}
+
+macro_rules! stage_error_from {
+    ($($ty:ty => $what:literal),* $(,)?) => {$(
+        impl From<$ty> for StageError {
+            fn from(e: $ty) -> Self {
+                Self::with_source(format!(concat!($what, ": {}"), e), e)
+            }
+        }
+    )*};
+}
+
+stage_error_from!(
+    ProviderError => "provider error",
+    StateError => "state error",
+    ToolError => "tool error",
+    SpeechError => "speech error",
+    std::io::Error => "I/O error",
+    serde_json::Error => "JSON error",
+    crate::prompt::TemplateError => "template error",
+    crate::prompt::PromptError => "prompt error",
+);
+
+impl From<OutputClosed> for StageError {
+    fn from(e: OutputClosed) -> Self {
+        Self::with_source("output closed", e)
+    }
+}
+
+/// Every downstream consumer is gone (they finished or the run is ending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no downstream stage is receiving")]
+pub struct OutputClosed;
+
+/// Per-stage progress counter feeding the run's idle timeout.
+#[derive(Debug, Default)]
+pub(crate) struct Progress(AtomicU64);
+
+impl Progress {
+    #[inline]
+    pub(crate) fn tick(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a stage knows about its run.
+#[derive(Clone)]
+pub struct StageContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) turn: Arc<TurnContext>,
+    pub(crate) emitter: Emitter,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) progress: Arc<Progress>,
+}
+
+impl fmt::Debug for StageContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageContext")
+            .field("name", &self.name)
+            .field("run_id", &self.emitter.run_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StageContext {
+    /// A context for running a stage outside a pipeline (tests, tools).
+    pub fn detached(name: &str, turn: Arc<TurnContext>) -> Self {
+        Self {
+            name: name.into(),
+            turn,
+            emitter: Emitter::disabled(),
+            cancel: CancellationToken::new(),
+            progress: Arc::default(),
+        }
+    }
+
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name as a shared string, for stamping [`ElementMeta::source`](crate::ElementMeta).
+    pub fn name_arc(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+
+    /// The run's shared turn data.
+    pub fn turn(&self) -> &Arc<TurnContext> {
+        &self.turn
+    }
+
+    /// The run's event emitter.
+    pub fn events(&self) -> &Emitter {
+        &self.emitter
+    }
+
+    /// Reports progress to the idle timeout. Call it during long operations that neither
+    /// receive nor send (a slow model call, a tool), so the run is not considered idle.
+    pub fn heartbeat(&self) {
+        self.progress.tick();
+    }
+
+    /// Completes when the run is cancelled. Stages rarely need this: a cancelled run drops
+    /// every stage future.
+    pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.cancel.clone().cancelled_owned()
+    }
+
+    /// Whether the run is cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// The receiving end of a stage.
+pub struct StageInput {
+    inner: Inputs,
+    progress: Arc<Progress>,
+    base: Option<Arc<Map<String, Value>>>,
+}
+
+pub(crate) enum Inputs {
+    None,
+    Single(mpsc::Receiver<Element>),
+    Shared(Arc<tokio::sync::Mutex<mpsc::Receiver<Element>>>),
+    FanIn {
+        // (edge index, receiver); closed receivers are removed.
+        sources: Vec<(u32, mpsc::Receiver<Element>)>,
+        next: usize,
+    },
+}
+
+impl fmt::Debug for StageInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.inner {
+            Inputs::None => "none",
+            Inputs::Single(_) => "single",
+            Inputs::Shared(_) => "shared",
+            Inputs::FanIn { .. } => "fan-in",
+        };
+        f.debug_struct("StageInput").field("kind", &kind).finish()
+    }
+}
+
+impl StageInput {
+    pub(crate) fn new(
+        inner: Inputs,
+        progress: Arc<Progress>,
+        base: Option<Arc<Map<String, Value>>>,
+    ) -> Self {
+        Self {
+            inner,
+            progress,
+            base,
+        }
+    }
+
+    /// An input fed by `rx`, for running a stage outside a pipeline.
+    pub fn from_receiver(rx: mpsc::Receiver<Element>) -> Self {
+        Self::new(Inputs::Single(rx), Arc::default(), None)
+    }
+
+    /// An input that is already closed.
+    pub fn empty() -> Self {
+        Self::new(Inputs::None, Arc::default(), None)
+    }
+
+    /// The next element, or `None` when every upstream is done.
+    pub async fn recv(&mut self) -> Option<Element> {
+        let mut element = match &mut self.inner {
+            Inputs::None => None,
+            Inputs::Single(rx) => rx.recv().await,
+            Inputs::Shared(rx) => rx.lock().await.recv().await,
+            Inputs::FanIn { sources, next } => {
+                poll_fn(|cx| {
+                    let mut i = 0;
+                    while i < sources.len() {
+                        let idx = (*next + i) % sources.len();
+                        match sources[idx].1.poll_recv(cx) {
+                            Poll::Ready(Some(mut e)) => {
+                                e.meta.merge_input = Some(sources[idx].0);
+                                *next = idx + 1;
+                                return Poll::Ready(Some(e));
+                            }
+                            Poll::Ready(None) => {
+                                sources.remove(idx);
+                                if sources.is_empty() {
+                                    return Poll::Ready(None);
+                                }
+                                // Re-check the element now at `idx` without advancing.
+                                *next = idx;
+                                i = 0;
+                            }
+                            Poll::Pending => i += 1,
+                        }
+                    }
+                    if sources.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await
+            }
+        }?;
+        self.progress.tick();
+        if let Some(base) = &self.base {
+            element.meta.merge_base(base);
+        }
+        Some(element)
+    }
+}
+
+/// A downstream target of a stage's output.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub(crate) names: Vec<Arc<str>>,
+    pub(crate) tx: mpsc::Sender<Element>,
+}
+
+/// The sending end of a stage. Sending waits while the downstream channel is full
+/// (backpressure).
+pub struct StageOutput {
+    targets: Vec<Target>,
+    progress: Arc<Progress>,
+}
+
+impl fmt::Debug for StageOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageOutput")
+            .field("targets", &self.target_names())
+            .finish()
+    }
+}
+
+impl StageOutput {
+    pub(crate) fn new(targets: Vec<Target>, progress: Arc<Progress>) -> Self {
+        Self { targets, progress }
+    }
+
+    /// An output into `tx`, for running a stage outside a pipeline.
+    pub fn from_sender(tx: mpsc::Sender<Element>) -> Self {
+        Self::new(
+            vec![Target {
+                names: vec!["output".into()],
+                tx,
+            }],
+            Arc::default(),
+        )
+    }
+
+    /// An output that discards everything (for sinks that produce nothing).
+    pub fn discard() -> Self {
+        Self::new(Vec::new(), Arc::default())
+    }
+
+    /// The downstream stage names, one entry per target (competing consumers share a target).
+    pub fn target_names(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .map(|t| t.names.iter().map(|n| &**n).collect::<Vec<_>>().join("|"))
+            .collect()
+    }
+
+    /// Number of targets.
+    pub fn target_count(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Sends `element` to every target (broadcast), in order; waits while a target is full.
+    /// Targets that have stopped receiving are skipped from then on.
+    ///
+    /// # Errors
+    /// [`OutputClosed`] when no target is receiving any more. A stage with no targets at all
+    /// (a sink) never fails.
+    pub async fn send(&self, element: Element) -> Result<(), OutputClosed> {
+        self.progress.tick();
+        match self.targets.as_slice() {
+            [] => Ok(()),
+            [only] => only.tx.send(element).await.map_err(|_| OutputClosed),
+            [first, rest @ ..] => {
+                let mut delivered = false;
+                for target in rest {
+                    if target.tx.send(element.clone()).await.is_ok() {
+                        delivered = true;
+                    }
+                }
+                delivered |= first.tx.send(element).await.is_ok();
+                if delivered { Ok(()) } else { Err(OutputClosed) }
+            }
+        }
+    }
+
+    /// Sends `element` to the target at `index` (routers).
+    ///
+    /// # Errors
+    /// [`OutputClosed`] when that target is not receiving or does not exist.
+    pub async fn send_to(&self, index: usize, element: Element) -> Result<(), OutputClosed> {
+        self.progress.tick();
+        let target = self.targets.get(index).ok_or(OutputClosed)?;
+        target.tx.send(element).await.map_err(|_| OutputClosed)
+    }
+
+    /// The index of the target that includes the stage `name`.
+    pub fn target_index(&self, name: &str) -> Option<usize> {
+        self.targets
+            .iter()
+            .position(|t| t.names.iter().any(|n| &**n == name))
+    }
+
+    /// Whether every target has stopped receiving.
+    pub fn is_closed(&self) -> bool {
+        !self.targets.is_empty() && self.targets.iter().all(|t| t.tx.is_closed())
+    }
+}

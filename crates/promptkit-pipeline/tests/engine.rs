@@ -1,0 +1,1014 @@
+//! Behaviour of the engine: topology, backpressure, failure, cancellation, timeouts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use promptkit_core::{Message, Usage};
+use promptkit_pipeline::{
+    BuildError, Element, Pipeline, PipelineError, Stage, StageContext, StageError, StageInput,
+    StageKind, StageOutput, TurnData, stages,
+};
+use serde_json::json;
+
+/// Emits `count` numbered text elements, ignoring its input.
+struct Source {
+    name: &'static str,
+    count: usize,
+    sent: Arc<AtomicUsize>,
+}
+
+impl Stage for Source {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn kind(&self) -> StageKind {
+        StageKind::Generate
+    }
+
+    async fn run(
+        &self,
+        _cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        while input.recv().await.is_some() {}
+        for i in 0..self.count {
+            output.send(Element::text(i.to_string())).await?;
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// Counts live stage futures: incremented when `run` starts, decremented when it is dropped.
+#[derive(Clone, Default)]
+struct Live(Arc<AtomicUsize>);
+
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Live {
+    fn enter(&self) -> LiveGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        LiveGuard(Arc::clone(&self.0))
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Forwards forever (until cancelled), never finishing on its own: waits on a signal that
+/// never comes after its input ends.
+struct Forever {
+    name: &'static str,
+    live: Live,
+}
+
+impl Stage for Forever {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn run(
+        &self,
+        _cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        let _guard = self.live.enter();
+        while let Some(e) = input.recv().await {
+            output.send(e).await?;
+        }
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+fn texts(elements: &[Element]) -> Vec<String> {
+    elements
+        .iter()
+        .filter_map(|e| e.as_text().map(str::to_owned))
+        .collect()
+}
+
+async fn run_texts(pipeline: &Pipeline, input: Vec<Element>) -> Vec<String> {
+    let (elements, result) = pipeline
+        .execute(TurnData::default(), futures_util::stream::iter(input))
+        .unwrap()
+        .finish()
+        .await;
+    result.unwrap();
+    texts(&elements)
+}
+
+#[test]
+fn build_rejects_bad_graphs_with_clear_errors() {
+    assert_eq!(
+        Pipeline::builder().build().unwrap_err(),
+        BuildError::NoStages
+    );
+
+    let dup = Pipeline::builder()
+        .stage(stages::passthrough("a"))
+        .stage(stages::passthrough("a"))
+        .build()
+        .unwrap_err();
+    assert_eq!(dup, BuildError::DuplicateStage("a".into()));
+
+    let dangling = Pipeline::builder()
+        .stage(stages::passthrough("a"))
+        .connect("a", "nowhere")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        dangling.to_string(),
+        "edge a -> nowhere refers to unknown stage `nowhere`"
+    );
+
+    let twice = Pipeline::builder()
+        .stage(stages::passthrough("a"))
+        .stage(stages::passthrough("b"))
+        .connect("a", "b")
+        .connect("a", "b")
+        .build()
+        .unwrap_err();
+    assert!(matches!(twice, BuildError::DuplicateEdge { .. }));
+
+    let fan_in = Pipeline::builder()
+        .stage(stages::passthrough("a"))
+        .stage(stages::passthrough("b"))
+        .stage(stages::passthrough("c"))
+        .merge(["a", "b"], "c")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        fan_in.to_string(),
+        "stage `c` has 2 inputs (a, b) but does not accept fan-in; add a merge stage"
+    );
+
+    let zero = Pipeline::builder()
+        .stage(stages::passthrough("a"))
+        .stage(stages::passthrough("b"))
+        .connect_with_capacity("a", "b", 0)
+        .build()
+        .unwrap_err();
+    assert!(matches!(zero, BuildError::InvalidConfig(_)));
+}
+
+#[test]
+fn a_cycle_error_names_its_path() {
+    let err = Pipeline::builder()
+        .stage(stages::passthrough("in"))
+        .stage(stages::passthrough("a"))
+        .stage(stages::passthrough("b"))
+        .stage(stages::passthrough("c"))
+        .chain(["in", "a", "b", "c", "a"])
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        BuildError::Cycle {
+            path: vec!["a".into(), "b".into(), "c".into(), "a".into()]
+        }
+    );
+    assert_eq!(err.to_string(), "cycle: a -> b -> c -> a");
+
+    let self_loop = Pipeline::builder()
+        .stage(stages::passthrough("x"))
+        .connect("x", "x")
+        .build()
+        .unwrap_err();
+    assert_eq!(self_loop.to_string(), "cycle: x -> x");
+}
+
+#[tokio::test]
+async fn a_chain_streams_elements_in_order() {
+    let pipeline = Pipeline::builder()
+        .then(stages::passthrough("a"))
+        .then(stages::map("upper", |e: Element| {
+            Ok(e.as_text()
+                .map_or(e.clone(), |t| Element::text(t.to_uppercase())))
+        }))
+        .then(stages::filter("no-b", |e: &Element| {
+            e.as_text() != Some("B")
+        }))
+        .then(stages::flat_map("twice", |e: Element| [e.clone(), e]))
+        .build()
+        .unwrap();
+    let out = run_texts(&pipeline, ["a", "b", "c"].map(Element::text).to_vec()).await;
+    assert_eq!(out, ["A", "A", "C", "C"]);
+}
+
+#[tokio::test]
+async fn broadcast_delivers_every_element_to_every_branch_in_order() {
+    let pipeline = Pipeline::builder()
+        .stage(stages::passthrough("source"))
+        .stage(stages::map("left", |e: Element| {
+            Ok(Element::text(format!(
+                "L{}",
+                e.as_text().unwrap_or_default()
+            )))
+        }))
+        .stage(stages::map("right", |e: Element| {
+            Ok(Element::text(format!(
+                "R{}",
+                e.as_text().unwrap_or_default()
+            )))
+        }))
+        .stage(stages::merge("join"))
+        .branch("source", ["left", "right"])
+        .merge(["left", "right"], "join")
+        .build()
+        .unwrap();
+    let input: Vec<Element> = (0..200).map(|i| Element::text(i.to_string())).collect();
+    let (elements, result) = pipeline
+        .execute(TurnData::default(), futures_util::stream::iter(input))
+        .unwrap()
+        .finish()
+        .await;
+    result.unwrap();
+    let mut left = Vec::new();
+    let mut right = Vec::new();
+    for e in &elements {
+        let text = e.as_text().unwrap();
+        // The merge tags each element with its input edge: 0 = left, 1 = right.
+        match e.meta.merge_input {
+            Some(0) => left.push(text[1..].parse::<u32>().unwrap()),
+            Some(1) => right.push(text[1..].parse::<u32>().unwrap()),
+            other => panic!("untagged element {other:?}"),
+        }
+        assert_eq!(
+            &text[..1],
+            if e.meta.merge_input == Some(0) {
+                "L"
+            } else {
+                "R"
+            }
+        );
+    }
+    let expected: Vec<u32> = (0..200).collect();
+    assert_eq!(left, expected);
+    assert_eq!(right, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn competing_consumers_each_get_a_share_and_nothing_twice() {
+    let pipeline = Pipeline::builder()
+        .stage(stages::passthrough("source"))
+        .stage(stages::map_async("w1", |e: Element| async move {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            Ok(e.with_attribute("worker", 1))
+        }))
+        .stage(stages::map_async("w2", |e: Element| async move {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            Ok(e.with_attribute("worker", 2))
+        }))
+        .stage(stages::merge("join"))
+        .branch_competing("source", ["w1", "w2"])
+        .merge(["w1", "w2"], "join")
+        .build()
+        .unwrap();
+    let input: Vec<Element> = (0..400).map(|i| Element::text(i.to_string())).collect();
+    let (elements, result) = pipeline
+        .execute(TurnData::default(), futures_util::stream::iter(input))
+        .unwrap()
+        .finish()
+        .await;
+    result.unwrap();
+    let mut seen: Vec<u32> = texts(&elements)
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..400).collect::<Vec<_>>(),
+        "every element exactly once"
+    );
+    let by_w1 = elements
+        .iter()
+        .filter(|e| e.meta.attribute("worker") == Some(&json!(1)))
+        .count();
+    assert!(
+        by_w1 > 0 && by_w1 < 400,
+        "both workers took part: w1 took {by_w1}"
+    );
+}
+
+/// A slow sink bounds how far the producer runs ahead: at most the capacities of the
+/// channels between them (plus the one element each stage holds).
+#[tokio::test]
+async fn backpressure_bounds_the_producer_to_the_channel_capacities() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let capacity = 4;
+    let pipeline = Pipeline::builder()
+        .channel_capacity(capacity)
+        .idle_timeout(None)
+        .then(Source {
+            name: "source",
+            count: 1000,
+            sent: Arc::clone(&sent),
+        })
+        .then(stages::passthrough("middle"))
+        .build()
+        .unwrap();
+    let mut execution = pipeline
+        .execute(TurnData::default(), futures_util::stream::empty())
+        .unwrap();
+    // Read nothing for a while: the producer must stall.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ahead = sent.load(Ordering::SeqCst);
+    // source -> middle (4) + middle holding one + middle -> output (4) + one blocked send.
+    let bound = 2 * capacity + 2;
+    assert!(
+        ahead <= bound,
+        "producer ran {ahead} elements ahead, bound {bound}"
+    );
+    assert!(
+        ahead >= capacity,
+        "producer should fill the first channel, got {ahead}"
+    );
+    // Reading one element lets it advance by about one.
+    execution.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = sent.load(Ordering::SeqCst);
+    assert!(after <= bound + 1, "after one read: {after}");
+    // Drain the rest; all 1000 arrive.
+    let mut got = 1;
+    while execution.recv().await.is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 1000);
+    assert_eq!(sent.load(Ordering::SeqCst), 1000);
+}
+
+#[tokio::test]
+async fn per_edge_capacity_overrides_the_default() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let pipeline = Pipeline::builder()
+        .channel_capacity(1)
+        .idle_timeout(None)
+        .stage(Source {
+            name: "source",
+            count: 500,
+            sent: Arc::clone(&sent),
+        })
+        .stage(stages::passthrough("sink"))
+        .connect_with_capacity("source", "sink", 64)
+        .build()
+        .unwrap();
+    let execution = pipeline
+        .execute(TurnData::default(), futures_util::stream::empty())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ahead = sent.load(Ordering::SeqCst);
+    assert!(
+        (64..=68).contains(&ahead),
+        "the wide edge lets the producer run ~64 ahead, got {ahead}"
+    );
+    drop(execution);
+}
+
+struct Fails {
+    after: usize,
+}
+
+impl Stage for Fails {
+    fn name(&self) -> &str {
+        "fails"
+    }
+
+    async fn run(
+        &self,
+        _cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        let mut n = 0;
+        while let Some(e) = input.recv().await {
+            if n == self.after {
+                return Err(StageError::new("bad element"));
+            }
+            n += 1;
+            output.send(e).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_first_fatal_error_cancels_siblings_and_is_returned() {
+    let live = Live::default();
+    let pipeline = Pipeline::builder()
+        .idle_timeout(None)
+        .stage(stages::passthrough("source"))
+        .stage(Fails { after: 2 })
+        .stage(Forever {
+            name: "sibling",
+            live: live.clone(),
+        })
+        .branch("source", ["fails", "sibling"])
+        .build()
+        .unwrap();
+    let input: Vec<Element> = (0..10).map(|i| Element::text(i.to_string())).collect();
+    let (_, result) = tokio::time::timeout(
+        Duration::from_secs(5),
+        pipeline
+            .execute(TurnData::default(), futures_util::stream::iter(input))
+            .unwrap()
+            .finish(),
+    )
+    .await
+    .expect("a failing stage must end the run, not hang it");
+    match result.unwrap_err() {
+        PipelineError::StageFailed { stage, source } => {
+            assert_eq!(stage, "fails");
+            assert_eq!(source.message(), "bad element");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(live.count(), 0, "the never-ending sibling was cancelled");
+}
+
+struct Panics;
+
+impl Stage for Panics {
+    fn name(&self) -> &str {
+        "panics"
+    }
+
+    async fn run(
+        &self,
+        _cx: StageContext,
+        mut input: StageInput,
+        _output: StageOutput,
+    ) -> Result<(), StageError> {
+        if input.recv().await.is_some() {
+            panic!("stage bug");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_stage_becomes_a_typed_error_naming_it() {
+    let live = Live::default();
+    let pipeline = Pipeline::builder()
+        .stage(stages::passthrough("source"))
+        .stage(Panics)
+        .stage(Forever {
+            name: "other",
+            live: live.clone(),
+        })
+        .branch("source", ["panics", "other"])
+        .build()
+        .unwrap();
+    let failure = pipeline
+        .execute_sync(TurnData::default(), [Element::text("x")])
+        .await
+        .unwrap_err();
+    match &failure.error {
+        PipelineError::StagePanicked { stage, message } => {
+            assert_eq!(stage, "panics");
+            assert_eq!(message, "stage bug");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(failure.to_string(), "stage `panics` panicked: stage bug");
+    assert_eq!(live.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_leaves_no_task_running() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let live = Live::default();
+    let pipeline = Pipeline::builder()
+        .stage(stages::passthrough("a"))
+        .stage(Forever {
+            name: "b",
+            live: live.clone(),
+        })
+        .stage(Forever {
+            name: "c",
+            live: live.clone(),
+        })
+        .chain(["a", "b", "c"])
+        .build()
+        .unwrap();
+    let (input, execution) = pipeline.start(TurnData::default()).unwrap();
+    input.send(Element::text("hello")).await.unwrap();
+    let (mut output, handle) = execution.into_parts();
+    assert_eq!(output.recv().await.unwrap().as_text(), Some("hello"));
+    assert_eq!(live.count(), 2);
+    assert!(metrics.num_alive_tasks() > baseline);
+    handle.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), handle.wait())
+        .await
+        .unwrap();
+    assert!(
+        matches!(result, Err(PipelineError::Cancelled)),
+        "{result:?}"
+    );
+    assert_eq!(live.count(), 0, "every stage future was dropped");
+    // The supervisor reports only after every stage task ended; give the runtime a moment
+    // to reap the supervisor itself.
+    for _ in 0..100 {
+        if metrics.num_alive_tasks() == baseline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        baseline,
+        "no task outlives its run"
+    );
+    assert_eq!(pipeline.active_runs(), 0);
+    drop(input);
+    drop(output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_output_cancels_an_abandoned_run() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let live = Live::default();
+    let pipeline = Pipeline::builder()
+        .then(Forever {
+            name: "forever",
+            live: live.clone(),
+        })
+        .build()
+        .unwrap();
+    let (input, execution) = pipeline.start(TurnData::default()).unwrap();
+    input.send(Element::text("x")).await.unwrap();
+    drop(execution);
+    for _ in 0..200 {
+        if metrics.num_alive_tasks() == baseline && live.count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(live.count(), 0);
+    assert_eq!(metrics.num_alive_tasks(), baseline);
+}
+
+/// A stage that works slowly: it emits an element every `step`, `count` times.
+struct Slow {
+    step: Duration,
+    count: usize,
+    heartbeat_only: bool,
+}
+
+impl Stage for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    async fn run(
+        &self,
+        cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        while input.recv().await.is_some() {}
+        for i in 0..self.count {
+            tokio::time::sleep(self.step).await;
+            if self.heartbeat_only {
+                cx.heartbeat();
+            } else {
+                output.send(Element::text(i.to_string())).await?;
+            }
+        }
+        if self.heartbeat_only {
+            output.send(Element::text("done")).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
+    // 10 steps of 60 ms: the whole run takes 600 ms, far past the 100 ms idle timeout,
+    // but no gap between two progress marks reaches it.
+    let pipeline = Pipeline::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .then(Slow {
+            step: Duration::from_millis(60),
+            count: 10,
+            heartbeat_only: false,
+        })
+        .build()
+        .unwrap();
+    let result = pipeline
+        .execute_sync(TurnData::default(), [])
+        .await
+        .unwrap();
+    assert_eq!(result.elements, 10);
+
+    // Heartbeats alone (a long model call) count as progress too.
+    let pipeline = Pipeline::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .then(Slow {
+            step: Duration::from_millis(60),
+            count: 10,
+            heartbeat_only: true,
+        })
+        .build()
+        .unwrap();
+    let result = pipeline
+        .execute_sync(TurnData::default(), [])
+        .await
+        .unwrap();
+    assert_eq!(result.text, "done");
+
+    // A stage silent for longer than the limit is cut off.
+    let pipeline = Pipeline::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .then(Slow {
+            step: Duration::from_millis(300),
+            count: 2,
+            heartbeat_only: false,
+        })
+        .build()
+        .unwrap();
+    let failure = pipeline
+        .execute_sync(TurnData::default(), [])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(failure.error, PipelineError::IdleTimeout(d) if d == Duration::from_millis(100)),
+        "{}",
+        failure.error
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn execution_timeout_is_a_hard_ceiling() {
+    let pipeline = Pipeline::builder()
+        .execution_timeout(Duration::from_millis(250))
+        .then(Slow {
+            step: Duration::from_millis(50),
+            count: 100,
+            heartbeat_only: false,
+        })
+        .build()
+        .unwrap();
+    let failure = pipeline
+        .execute_sync(TurnData::default(), [])
+        .await
+        .unwrap_err();
+    assert!(matches!(failure.error, PipelineError::ExecutionTimeout(_)));
+    // What arrived before the timeout is kept.
+    assert!(
+        failure.partial.elements >= 3,
+        "{}",
+        failure.partial.elements
+    );
+}
+
+#[tokio::test]
+async fn base_metadata_is_merged_into_every_element_and_the_element_wins() {
+    let base = json!({"tenant": "acme", "region": "eu"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let pipeline = Pipeline::builder()
+        .base_metadata(base)
+        .then(stages::inspect("check", |e: &Element| {
+            // Input elements carry the base metadata inside the pipeline too.
+            assert_eq!(e.meta.attribute("tenant"), Some(&json!("acme")));
+        }))
+        .then(stages::flat_map("add", |e: Element| {
+            // A stage-produced element without attributes.
+            [e, Element::text("made-here")]
+        }))
+        .build()
+        .unwrap();
+    let (elements, result) = pipeline
+        .execute(
+            TurnData::default(),
+            futures_util::stream::iter([Element::text("own").with_attribute("region", "us")]),
+        )
+        .unwrap()
+        .finish()
+        .await;
+    result.unwrap();
+    assert_eq!(elements.len(), 2);
+    assert_eq!(
+        elements[0].meta.attribute("region"),
+        Some(&json!("us")),
+        "element wins"
+    );
+    assert_eq!(elements[0].meta.attribute("tenant"), Some(&json!("acme")));
+    assert_eq!(elements[1].meta.attribute("region"), Some(&json!("eu")));
+    assert_eq!(elements[1].meta.attribute("tenant"), Some(&json!("acme")));
+}
+
+#[tokio::test]
+async fn execute_sync_collects_messages_response_usage_and_errors() {
+    let pipeline = Pipeline::builder()
+        .then(stages::flat_map("model", |e: Element| {
+            let mut answer = Message::assistant(format!(
+                "echo: {}",
+                e.as_message().map(Message::text).unwrap_or_default()
+            ));
+            answer.usage = Some(Usage::new(10, 3));
+            vec![
+                e,
+                Element::text("echo: "),
+                Element::error("model", "slow upstream"),
+                Element::message(answer),
+            ]
+        }))
+        .build()
+        .unwrap();
+    let mut history = Message::assistant("earlier");
+    history.usage = Some(Usage::new(100, 100));
+    let result = pipeline
+        .execute_sync(
+            TurnData::default(),
+            [
+                Element::message(history).as_history(),
+                Element::message(Message::user("hi")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.messages.len(), 4);
+    assert_eq!(result.response.as_ref().unwrap().text(), "echo: hi");
+    // History is not counted again.
+    assert_eq!(result.usage, Usage::new(20, 6));
+    assert_eq!(result.errors.len(), 2);
+    assert_eq!(result.errors[0].message, "slow upstream");
+    assert_eq!(result.text, "echo: echo: ");
+}
+
+#[tokio::test]
+async fn a_failed_run_keeps_what_was_already_produced() {
+    let pipeline = Pipeline::builder()
+        .then(stages::passthrough("in"))
+        .then(Fails { after: 2 })
+        .build()
+        .unwrap();
+    let failure = pipeline
+        .execute_sync(
+            TurnData::default(),
+            [
+                Element::message(Message::user("one")),
+                Element::message(Message::assistant("two")),
+                Element::message(Message::user("three")),
+            ],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(failure.partial.messages.len(), 2);
+    assert_eq!(failure.partial.response.unwrap().text(), "two");
+}
+
+#[tokio::test]
+async fn routers_pick_targets_and_broadcast_control() {
+    let pipeline = Pipeline::builder()
+        .stage(stages::predicate_router(
+            "route",
+            [("numbers", |e: &Element| {
+                e.as_text().is_some_and(|t| t.parse::<i32>().is_ok())
+            })],
+            Some("words"),
+        ))
+        .stage(stages::map("numbers", |e: Element| {
+            Ok(e.with_attribute("to", "numbers"))
+        }))
+        .stage(stages::map("words", |e: Element| {
+            Ok(e.with_attribute("to", "words"))
+        }))
+        .stage(stages::merge("join"))
+        .branch("route", ["numbers", "words"])
+        .merge(["numbers", "words"], "join")
+        .build()
+        .unwrap();
+    let (elements, result) = pipeline
+        .execute(
+            TurnData::default(),
+            futures_util::stream::iter(vec![
+                Element::text("1"),
+                Element::text("one"),
+                Element::end_of_turn(),
+            ]),
+        )
+        .unwrap()
+        .finish()
+        .await;
+    result.unwrap();
+    let routed = |text: &str| {
+        elements
+            .iter()
+            .find(|e| e.as_text() == Some(text))
+            .and_then(|e| e.meta.attribute("to").cloned())
+    };
+    assert_eq!(routed("1"), Some(json!("numbers")));
+    assert_eq!(routed("one"), Some(json!("words")));
+    assert_eq!(
+        elements
+            .iter()
+            .filter(|e| e.kind_name() == "end_of_turn")
+            .count(),
+        2,
+        "control elements reach every branch"
+    );
+}
+
+async fn distribution(router: stages::Router, n: usize) -> (usize, usize) {
+    let pipeline = Pipeline::builder()
+        .stage(router)
+        .stage(stages::map("a", |e: Element| {
+            Ok(e.with_attribute("to", "a"))
+        }))
+        .stage(stages::map("b", |e: Element| {
+            Ok(e.with_attribute("to", "b"))
+        }))
+        .stage(stages::merge("join"))
+        .branch("r", ["a", "b"])
+        .merge(["a", "b"], "join")
+        .build()
+        .unwrap();
+    let input: Vec<Element> = (0..n)
+        .map(|i| Element::text(format!("k{}", i % 7)))
+        .collect();
+    let (elements, result) = pipeline
+        .execute(TurnData::default(), futures_util::stream::iter(input))
+        .unwrap()
+        .finish()
+        .await;
+    result.unwrap();
+    let a = elements
+        .iter()
+        .filter(|e| e.meta.attribute("to") == Some(&json!("a")))
+        .count();
+    (a, elements.len() - a)
+}
+
+#[tokio::test]
+async fn round_robin_weighted_hash_and_broadcast_routers() {
+    assert_eq!(distribution(stages::round_robin("r"), 100).await, (50, 50));
+    assert_eq!(
+        distribution(stages::weighted("r", [("a", 3), ("b", 1)]), 100).await,
+        (75, 25)
+    );
+    assert_eq!(distribution(stages::broadcast("r"), 10).await, (10, 10));
+    // Hash: equal keys go to the same branch every time.
+    let pipeline_for_keys = distribution(
+        stages::hash_router("r", |e: &Element| e.as_text().map(str::to_owned)),
+        70,
+    )
+    .await;
+    assert_eq!(
+        pipeline_for_keys.0 % 10,
+        0,
+        "each of the 7 keys (10 each) goes one way: {pipeline_for_keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_router_naming_a_missing_branch_fails_clearly() {
+    let pipeline = Pipeline::builder()
+        .then(stages::predicate_router(
+            "r",
+            [("ghost", |_: &Element| true)],
+            None,
+        ))
+        .then(stages::passthrough("real"))
+        .build()
+        .unwrap();
+    let failure = pipeline
+        .execute_sync(TurnData::default(), [Element::text("x")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        failure.to_string(),
+        "stage `r` failed: router `r` has no edge to `ghost` (its targets: real)"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_by_kind() {
+    let (metrics, handle) = stages::metrics("metrics");
+    let pipeline = Pipeline::builder()
+        .then(stages::passthrough("a"))
+        .then(metrics)
+        .then(stages::debug("tail"))
+        .build()
+        .unwrap();
+    pipeline
+        .execute_sync(
+            TurnData::default(),
+            [
+                Element::text("x"),
+                Element::text("y"),
+                Element::message(Message::user("m")),
+                Element::error("a", "e"),
+            ],
+        )
+        .await
+        .unwrap();
+    let snap = handle.snapshot();
+    assert_eq!(snap.elements, 4);
+    assert_eq!(snap.by_kind["text"], 2);
+    assert_eq!(snap.by_kind["message"], 1);
+    assert_eq!(snap.errors, 1);
+    assert!(snap.min_latency.unwrap() <= snap.max_latency.unwrap());
+    assert!(snap.mean_latency().is_some());
+}
+
+#[tokio::test]
+async fn one_pipeline_runs_concurrently_with_separate_turn_contexts() {
+    let pipeline = Pipeline::builder()
+        .then(stages::map_async("tag", |e: Element| async move {
+            tokio::task::yield_now().await;
+            Ok(e)
+        }))
+        .then(TagSession)
+        .build()
+        .unwrap();
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let p = pipeline.clone();
+        runs.push(tokio::spawn(async move {
+            p.execute_sync(TurnData::for_session(format!("s{i}")), [Element::text("x")])
+                .await
+                .unwrap()
+                .text
+        }));
+    }
+    for (i, run) in runs.into_iter().enumerate() {
+        assert_eq!(run.await.unwrap(), format!("s{i}"));
+    }
+}
+
+/// Replaces text with the run's session id.
+struct TagSession;
+
+impl Stage for TagSession {
+    fn name(&self) -> &str {
+        "session"
+    }
+
+    async fn run(
+        &self,
+        cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        while input.recv().await.is_some() {
+            let session = cx.turn().read().session_id.clone().unwrap_or_default();
+            output.send(Element::text(session)).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_the_grace_period_then_cancels() {
+    let live = Live::default();
+    let pipeline = Pipeline::builder()
+        .then(Forever {
+            name: "forever",
+            live: live.clone(),
+        })
+        .build()
+        .unwrap();
+    // A quick run finishes within the grace period.
+    let quick = pipeline.clone();
+    let quick_run = tokio::spawn(async move { quick.execute_sync(TurnData::default(), []).await });
+    let (input, execution) = pipeline.start(TurnData::default()).unwrap();
+    input.send(Element::text("x")).await.unwrap();
+    let (_output, handle) = execution.into_parts();
+    let started = std::time::Instant::now();
+    pipeline
+        .shutdown_with_grace(Duration::from_millis(150))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "waited the grace period"
+    );
+    assert_eq!(pipeline.active_runs(), 0);
+    assert_eq!(live.count(), 0);
+    assert!(matches!(handle.wait().await, Err(PipelineError::Cancelled)));
+    // The quick run has no input and never ends on its own either (Forever), so it was
+    // cancelled too.
+    assert!(quick_run.await.unwrap().is_err());
+    // No new runs after shutdown.
+    assert!(matches!(
+        pipeline.start(TurnData::default()),
+        Err(PipelineError::ShuttingDown)
+    ));
+}
