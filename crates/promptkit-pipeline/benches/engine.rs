@@ -183,7 +183,7 @@ fn throughput(c: &mut Criterion) {
                                 }
                             },
                             async {
-                                for _ in 0..BATCH * 1 {
+                                for _ in 0..BATCH {
                                     rx.recv().await.expect("element");
                                 }
                             },
@@ -214,7 +214,7 @@ fn throughput(c: &mut Criterion) {
                                 }
                             },
                             async {
-                                for _ in 0..BATCH * 1 {
+                                for _ in 0..BATCH {
                                     output.recv().await.expect("element");
                                 }
                             },

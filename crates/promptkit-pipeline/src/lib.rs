@@ -88,6 +88,7 @@ mod element;
 pub mod events;
 mod pipeline;
 pub mod prompt;
+pub mod provider;
 mod stage;
 pub mod stages;
 mod turn;

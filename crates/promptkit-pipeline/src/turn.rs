@@ -37,6 +37,9 @@ pub struct TurnData {
     pub model: Option<String>,
     /// Application data for stages (for example provider request metadata).
     pub metadata: Map<String, Value>,
+    /// Decisions on tool calls left pending by an earlier turn, by call id; the provider
+    /// stage applies them when the turn resumes.
+    pub approvals: BTreeMap<String, crate::provider::Approval>,
 }
 
 impl TurnContext {

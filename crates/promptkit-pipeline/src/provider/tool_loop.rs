@@ -1,0 +1,537 @@
+//! One turn of the provider stage: model rounds and tool execution.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use promptkit_core::{
+    ContentPart, Message, ProviderError, ProviderRequest, Reasoning, Role, StreamAccumulator,
+    StreamEvent, Timestamp, ToolCall, ToolContext, ToolDef, ToolError, ToolErrorKind, ToolResult,
+};
+use tracing::Instrument as _;
+
+use super::{Approval, PENDING_APPROVAL, ProviderStage};
+use crate::element::Element;
+use crate::events::EventKind;
+use crate::stage::{OutputClosed, StageContext, StageOutput};
+use crate::turn::name_matches;
+
+/// How a turn ended without error.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum LoopOutcome {
+    /// The model answered without asking for tools.
+    Finished,
+    /// A stop-on-tool ran.
+    Stopped {
+        /// The tool.
+        tool: String,
+    },
+    /// Calls wait for approval; resume the turn with decisions in
+    /// [`TurnData::approvals`](crate::TurnData::approvals).
+    Pending(Vec<ToolCall>),
+}
+
+/// Why a turn failed. The messages produced before the failure were already forwarded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TurnError {
+    /// The model call failed.
+    #[error("model call failed: {0}")]
+    Provider(#[source] ProviderError),
+    /// The tool set could not list its tools.
+    #[error("tools unavailable: {0}")]
+    Tools(#[source] ToolError),
+    /// The model kept asking for tools past the round limit.
+    #[error(
+        "turn stopped after {0} model calls (max_rounds) while the model still asked for tools"
+    )]
+    MaxRounds(u32),
+    /// The conversation's cost passed the budget.
+    #[error("cost budget of ${budget:.4} exceeded: ${spent:.4} spent")]
+    CostBudget {
+        /// The budget.
+        budget: f64,
+        /// Spent so far (history included).
+        spent: f64,
+    },
+    /// The model kept repeating an identical call after being told to stop.
+    #[error(
+        "tool `{tool}` was called with the same arguments {count} times, again after a warning"
+    )]
+    ToolLoop {
+        /// The tool.
+        tool: String,
+        /// How often.
+        count: u32,
+    },
+    /// Downstream stopped receiving.
+    #[error("output closed")]
+    Output(#[source] OutputClosed),
+}
+
+impl From<OutputClosed> for TurnError {
+    fn from(e: OutputClosed) -> Self {
+        Self::Output(e)
+    }
+}
+
+/// Runs `fut`, reporting a heartbeat every second so a slow call is not taken for an idle run
+/// (the call has its own timeout).
+async fn with_heartbeat<F: Future>(cx: &StageContext, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = ticker.tick() => cx.heartbeat(),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Calls in the last assistant message that have no tool result after it.
+fn unanswered_calls(conversation: &[Message]) -> Vec<ToolCall> {
+    let Some(pos) = conversation.iter().rposition(|m| m.role == Role::Assistant) else {
+        return Vec::new();
+    };
+    let answered: HashSet<&str> = conversation[pos + 1..]
+        .iter()
+        .filter_map(|m| m.tool_result.as_ref().map(|r| r.call_id.as_str()))
+        .collect();
+    conversation[pos]
+        .tool_calls
+        .iter()
+        .filter(|c| !answered.contains(c.id.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn identity_key(call: &ToolCall) -> String {
+    // serde_json's map is ordered, so re-serialising canonicalises key order.
+    format!("{}\u{0}{}", call.name, call.arguments)
+}
+
+impl ProviderStage {
+    /// Runs one turn over `conversation`, appending and forwarding every message it produces.
+    pub(super) async fn turn(
+        &self,
+        cx: &StageContext,
+        conversation: &mut Vec<Message>,
+        approvals: &BTreeMap<String, Approval>,
+        output: &StageOutput,
+    ) -> Result<LoopOutcome, TurnError> {
+        let config = &self.config;
+        let definitions: Vec<ToolDef> = match &self.tools {
+            Some(tools) => with_heartbeat(cx, tools.definitions())
+                .await
+                .map_err(TurnError::Tools)?,
+            None => Vec::new(),
+        };
+
+        // Resume a turn left with calls waiting for approval.
+        let unanswered = unanswered_calls(conversation);
+        if !unanswered.is_empty() {
+            let mut still_pending = Vec::new();
+            let mut runnable = Vec::new();
+            let mut results: Vec<(usize, ToolResult)> = Vec::new();
+            for (i, call) in unanswered.iter().enumerate() {
+                match approvals.get(&call.id) {
+                    Some(Approval::Approved) => runnable.push((i, call.clone())),
+                    Some(Approval::Denied { reason }) => results.push((
+                        i,
+                        ToolResult::error(
+                            call.id.clone(),
+                            call.name.clone(),
+                            ToolErrorKind::Denied,
+                            format!("The user denied this call: {reason}"),
+                        ),
+                    )),
+                    None => still_pending.push(call.clone()),
+                }
+            }
+            let executed = self
+                .execute_all(cx, runnable.iter().map(|(_, c)| c.clone()).collect())
+                .await;
+            results.extend(runnable.into_iter().map(|(i, _)| i).zip(executed));
+            results.sort_by_key(|(i, _)| *i);
+            for (_, result) in results {
+                self.push(
+                    conversation,
+                    output,
+                    Message::tool(result).with_created_at(Timestamp::now()),
+                )
+                .await?;
+            }
+            if !still_pending.is_empty() {
+                for call in &still_pending {
+                    output
+                        .send(
+                            Element::tool_call(call.clone()).with_attribute(PENDING_APPROVAL, true),
+                        )
+                        .await?;
+                }
+                return Ok(LoopOutcome::Pending(still_pending));
+            }
+        }
+
+        let history_cost: f64 = conversation
+            .iter()
+            .filter_map(|m| m.cost.map(|c| c.total_usd))
+            .sum();
+        let mut spent = 0.0;
+        let mut tool_choice = config.tool_choice.clone();
+        let mut failures: HashMap<String, u32> = HashMap::new();
+        let mut excluded: HashSet<String> = HashSet::new();
+        let mut identical: HashMap<String, u32> = HashMap::new();
+        let mut warned = false;
+
+        for _round in 0..config.max_rounds {
+            cx.heartbeat();
+            let (system, model, allowed) = {
+                let turn = cx.turn().read();
+                (
+                    turn.system_prompt.clone(),
+                    turn.model.clone(),
+                    turn.allowed_tools.clone(),
+                )
+            };
+            let mut offered: Vec<ToolDef> = definitions
+                .iter()
+                .filter(|d| !excluded.contains(&d.name))
+                .filter(|d| {
+                    allowed
+                        .as_ref()
+                        .is_none_or(|a| a.iter().any(|p| name_matches(p, &d.name)))
+                })
+                .cloned()
+                .collect();
+            // A stable order keeps the request prefix identical across calls (prompt caching).
+            offered.sort_by(|a, b| a.name.cmp(&b.name));
+            offered.dedup_by(|a, b| a.name == b.name);
+            if tool_choice == promptkit_core::ToolChoice::None {
+                offered.clear();
+            }
+            let mut request = ProviderRequest::new(conversation.clone());
+            request.system = system;
+            request.tool_choice = if offered.is_empty() {
+                promptkit_core::ToolChoice::Auto
+            } else {
+                tool_choice.clone()
+            };
+            request.tools = offered;
+            request.model = model;
+            request.temperature = config.request.temperature;
+            request.top_p = config.request.top_p;
+            request.max_tokens = config.request.max_tokens;
+            request.seed = config.request.seed;
+            request.stop.clone_from(&config.request.stop);
+            request
+                .response_format
+                .clone_from(&config.request.response_format);
+            request.lift_system_messages();
+
+            let message = self.call_model(cx, &request, output).await?;
+            spent += message.cost.map_or(0.0, |c| c.total_usd);
+            let calls = message.tool_calls.clone();
+            self.push(conversation, output, message).await?;
+
+            if let Some(budget) = config.max_cost_usd
+                && history_cost + spent > budget
+            {
+                return Err(TurnError::CostBudget {
+                    budget,
+                    spent: history_cost + spent,
+                });
+            }
+            if calls.is_empty() {
+                return Ok(LoopOutcome::Finished);
+            }
+
+            // Split: calls held for approval, calls repeated too often, calls to run.
+            let mut pending = Vec::new();
+            let mut results: Vec<Option<ToolResult>> = vec![None; calls.len()];
+            let mut to_run = Vec::new();
+            let mut looping: Option<(String, u32)> = None;
+            for (i, call) in calls.iter().enumerate() {
+                if self
+                    .approval
+                    .as_ref()
+                    .is_some_and(|p| p.requires_approval(call))
+                {
+                    pending.push(call.clone());
+                    continue;
+                }
+                let count = identical.entry(identity_key(call)).or_insert(0);
+                *count += 1;
+                if *count >= config.max_identical_tool_calls {
+                    looping = Some((call.name.clone(), *count));
+                    results[i] = Some(ToolResult::error(
+                        call.id.clone(),
+                        call.name.clone(),
+                        ToolErrorKind::Denied,
+                        format!(
+                            "This call was skipped: `{}` was called {} times with the same arguments. \
+                             Change the arguments or answer without this tool.",
+                            call.name, count
+                        ),
+                    ));
+                } else {
+                    to_run.push((i, call.clone()));
+                }
+            }
+            if let Some((tool, count)) = looping {
+                if warned {
+                    return Err(TurnError::ToolLoop { tool, count });
+                }
+                warned = true;
+            }
+            let executed = self
+                .execute_all(cx, to_run.iter().map(|(_, c)| c.clone()).collect())
+                .await;
+            for ((i, _), result) in to_run.into_iter().zip(executed) {
+                results[i] = Some(result);
+            }
+            for result in results.into_iter().flatten() {
+                if result.is_error {
+                    let n = failures.entry(result.name.clone()).or_insert(0);
+                    *n += 1;
+                    if *n >= config.exclude_after_failures {
+                        excluded.insert(result.name.clone());
+                    }
+                }
+                self.push(
+                    conversation,
+                    output,
+                    Message::tool(result).with_created_at(Timestamp::now()),
+                )
+                .await?;
+            }
+            if !pending.is_empty() {
+                for call in &pending {
+                    output
+                        .send(
+                            Element::tool_call(call.clone()).with_attribute(PENDING_APPROVAL, true),
+                        )
+                        .await?;
+                }
+                return Ok(LoopOutcome::Pending(pending));
+            }
+            tool_choice = promptkit_core::ToolChoice::Auto;
+            if let Some(call) = calls
+                .iter()
+                .find(|c| config.stop_on_tools.iter().any(|t| t == &c.name))
+            {
+                return Ok(LoopOutcome::Stopped {
+                    tool: call.name.clone(),
+                });
+            }
+        }
+        Err(TurnError::MaxRounds(config.max_rounds))
+    }
+
+    async fn push(
+        &self,
+        conversation: &mut Vec<Message>,
+        output: &StageOutput,
+        message: Message,
+    ) -> Result<(), TurnError> {
+        conversation.push(message.clone());
+        let finish = message.finish_reason.clone();
+        let mut element = Element::message(message).with_source(self.name.as_str());
+        element.meta.finish_reason = finish;
+        output.send(element).await?;
+        Ok(())
+    }
+
+    /// One model call; streams deltas downstream when streaming. Returns the assistant message
+    /// with usage, cost, finish reason, timestamp and latency.
+    async fn call_model(
+        &self,
+        cx: &StageContext,
+        request: &ProviderRequest,
+        output: &StageOutput,
+    ) -> Result<Message, TurnError> {
+        let provider = &self.provider;
+        let model = request
+            .model
+            .clone()
+            .unwrap_or_else(|| provider.model().to_owned());
+        cx.events().emit_with(|| EventKind::ProviderCallStarted {
+            provider: provider.id().to_owned(),
+            model: model.clone(),
+            messages: request.messages.len(),
+            tools: request.tools.len(),
+        });
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "gen_ai.chat",
+            gen_ai.system = provider.id(),
+            gen_ai.request.model = %model,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+        );
+        let result = async {
+            if self.config.streaming {
+                self.stream_round(cx, request, output).await
+            } else {
+                with_heartbeat(cx, provider.predict(request))
+                    .await
+                    .map(|r| r.message)
+                    .map_err(TurnError::Provider)
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let duration = started.elapsed();
+        let mut message = match result {
+            Ok(m) => m,
+            Err(e) => {
+                cx.events().emit_with(|| EventKind::ProviderCallFailed {
+                    provider: provider.id().to_owned(),
+                    model: model.clone(),
+                    error: e.to_string(),
+                    duration_ms: millis(duration),
+                });
+                return Err(e);
+            }
+        };
+        message.role = Role::Assistant;
+        message.created_at.get_or_insert_with(Timestamp::now);
+        message.latency_ms.get_or_insert(millis(duration));
+        if message.cost.is_none()
+            && let Some(usage) = &message.usage
+        {
+            message.cost = provider.cost(&model, usage);
+        }
+        if let Some(u) = &message.usage {
+            if let Some(n) = u.input_tokens {
+                span.record("gen_ai.usage.input_tokens", n);
+            }
+            if let Some(n) = u.output_tokens {
+                span.record("gen_ai.usage.output_tokens", n);
+            }
+        }
+        cx.events().emit_with(|| EventKind::ProviderCallCompleted {
+            provider: provider.id().to_owned(),
+            model,
+            duration_ms: millis(duration),
+            usage: message.usage,
+            cost: message.cost,
+            finish_reason: message.finish_reason.clone(),
+            tool_calls: message.tool_calls.len(),
+        });
+        Ok(message)
+    }
+
+    async fn stream_round(
+        &self,
+        cx: &StageContext,
+        request: &ProviderRequest,
+        output: &StageOutput,
+    ) -> Result<Message, TurnError> {
+        let mut stream = with_heartbeat(cx, self.provider.stream(request))
+            .await
+            .map_err(TurnError::Provider)?;
+        let mut acc = StreamAccumulator::new();
+        while let Some(event) = with_heartbeat(cx, stream.next()).await {
+            let event = event.map_err(TurnError::Provider)?;
+            cx.heartbeat();
+            match &event {
+                StreamEvent::TextDelta { text } if !text.is_empty() => {
+                    let mut e = Element::text(text.clone()).with_source(self.name.as_str());
+                    e.meta.streaming_delta = true;
+                    output.send(e).await?;
+                }
+                StreamEvent::ReasoningDelta { text } if !text.is_empty() => {
+                    let mut e = Element::part(ContentPart::Reasoning(Reasoning {
+                        text: Some(text.clone()),
+                        ..Reasoning::default()
+                    }))
+                    .with_source(self.name.as_str());
+                    e.meta.streaming_delta = true;
+                    output.send(e).await?;
+                }
+                StreamEvent::Reset => {
+                    tracing::warn!(stage = %cx.name(), "provider restarted its stream; deltas already forwarded are not retracted");
+                }
+                _ => {}
+            }
+            acc.push(&event);
+        }
+        if !acc.is_finished() {
+            return Err(TurnError::Provider(ProviderError::StreamTruncated {
+                message: "the stream ended without a finish event".to_owned(),
+            }));
+        }
+        Ok(acc.finish())
+    }
+
+    /// Runs calls in parallel (bounded), returning results in call order. Never fails: every
+    /// problem becomes an error result for the model.
+    async fn execute_all(&self, cx: &StageContext, calls: Vec<ToolCall>) -> Vec<ToolResult> {
+        let limit = self.config.max_parallel_tool_calls.max(1);
+        let runs = futures_util::stream::iter(
+            calls
+                .into_iter()
+                .map(|call| async move { self.execute_one(cx, &call).await }),
+        )
+        .buffered(limit)
+        .collect::<Vec<_>>();
+        with_heartbeat(cx, runs).await
+    }
+
+    async fn execute_one(&self, cx: &StageContext, call: &ToolCall) -> ToolResult {
+        // The allow-list is enforced here, not only when tools are offered.
+        if !cx.turn().tool_allowed(&call.name) {
+            return ToolError::NotAllowed {
+                name: call.name.clone(),
+            }
+            .to_result(call);
+        }
+        let Some(tools) = &self.tools else {
+            return ToolError::UnknownTool {
+                name: call.name.clone(),
+            }
+            .to_result(call);
+        };
+        cx.events()
+            .emit_with(|| EventKind::ToolCallStarted { call: call.clone() });
+        let started = Instant::now();
+        let timeout = self.config.tool_timeout;
+        let ctx = {
+            let turn = cx.turn().read();
+            ToolContext {
+                deadline: Some(Instant::now() + timeout),
+                session_id: turn.session_id.clone(),
+                user_id: turn.user_id.clone(),
+                metadata: turn.metadata.clone(),
+            }
+        };
+        let span = tracing::info_span!("gen_ai.execute_tool", gen_ai.tool.name = %call.name, gen_ai.tool.call.id = %call.id);
+        let mut result =
+            match tokio::time::timeout(timeout, tools.execute(call, &ctx).instrument(span)).await {
+                Err(_) => ToolError::Timeout {
+                    name: call.name.clone(),
+                    elapsed: started.elapsed(),
+                }
+                .to_result(call),
+                Ok(Err(e)) => e.to_result(call),
+                Ok(Ok(r)) => r,
+            };
+        // The result answers this call, whatever the executor wrote.
+        result.call_id.clone_from(&call.id);
+        result.name.clone_from(&call.name);
+        cx.events().emit_with(|| EventKind::ToolCallCompleted {
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            duration_ms: millis(started.elapsed()),
+            is_error: result.is_error,
+        });
+        result
+    }
+}
