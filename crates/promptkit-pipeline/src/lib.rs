@@ -86,6 +86,7 @@
 mod builder;
 mod element;
 pub mod events;
+pub mod hooks;
 mod pipeline;
 pub mod prompt;
 pub mod provider;

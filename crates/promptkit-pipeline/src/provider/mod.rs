@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use tool_loop::{LoopOutcome, TurnError};
 
 use crate::element::{Control, Element, Payload};
+use crate::hooks::Hooks;
 use crate::stage::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
 
 /// Attribute set on pending tool-call elements that wait for a person's approval.
@@ -141,6 +142,7 @@ pub struct ProviderStage {
     provider: Arc<dyn Provider>,
     tools: Option<Arc<dyn ToolSet>>,
     approval: Option<Arc<dyn ApprovalPolicy>>,
+    hooks: Hooks,
     config: ProviderStageConfig,
 }
 
@@ -152,6 +154,7 @@ impl ProviderStage {
             provider,
             tools: None,
             approval: None,
+            hooks: Hooks::default(),
             config: ProviderStageConfig::default(),
         }
     }
@@ -174,6 +177,13 @@ impl ProviderStage {
     #[must_use]
     pub fn with_approval(mut self, policy: Arc<dyn ApprovalPolicy>) -> Self {
         self.approval = Some(policy);
+        self
+    }
+
+    /// Runs these hooks and guardrails around model and tool calls.
+    #[must_use]
+    pub fn with_hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = hooks;
         self
     }
 

@@ -14,6 +14,7 @@ use tracing::Instrument as _;
 use super::{Approval, PENDING_APPROVAL, ProviderStage};
 use crate::element::Element;
 use crate::events::EventKind;
+use crate::hooks::{Decision, OnDeny, Violation};
 use crate::stage::{OutputClosed, StageContext, StageOutput};
 use crate::turn::name_matches;
 
@@ -31,6 +32,8 @@ pub enum LoopOutcome {
     /// Calls wait for approval; resume the turn with decisions in
     /// [`TurnData::approvals`](crate::TurnData::approvals).
     Pending(Vec<ToolCall>),
+    /// A hook denied the call and the configured replacement answer was given.
+    Blocked(Violation),
 }
 
 /// Why a turn failed. The messages produced before the failure were already forwarded.
@@ -66,6 +69,9 @@ pub enum TurnError {
         /// How often.
         count: u32,
     },
+    /// A hook or guardrail denied the model call or its answer.
+    #[error("denied by {0}")]
+    Denied(Violation),
     /// Downstream stopped receiving.
     #[error("output closed")]
     Output(#[source] OutputClosed),
@@ -235,7 +241,16 @@ impl ProviderStage {
                 .clone_from(&config.request.response_format);
             request.lift_system_messages();
 
-            let message = self.call_model(cx, &request, output).await?;
+            if let Decision::Deny(v) = self.hooks.before_call(&mut request).await {
+                return self.deny(conversation, output, v).await;
+            }
+            let mut message = match self.call_model(cx, &request, output).await {
+                Err(TurnError::Denied(v)) => return self.deny(conversation, output, v).await,
+                other => other?,
+            };
+            if let Decision::Deny(v) = self.hooks.after_call(&mut message).await {
+                return self.deny(conversation, output, v).await;
+            }
             spent += message.cost.map_or(0.0, |c| c.total_usd);
             let calls = message.tool_calls.clone();
             self.push(conversation, output, message).await?;
@@ -332,6 +347,30 @@ impl ProviderStage {
             }
         }
         Err(TurnError::MaxRounds(config.max_rounds))
+    }
+
+    /// Ends the turn for a denial: a typed error, or the configured replacement answer.
+    async fn deny(
+        &self,
+        conversation: &mut Vec<Message>,
+        output: &StageOutput,
+        violation: Violation,
+    ) -> Result<LoopOutcome, TurnError> {
+        tracing::info!(hook = %violation.hook, reason = %violation.reason, "model call denied");
+        match &self.hooks.on_deny {
+            OnDeny::Fail => Err(TurnError::Denied(violation)),
+            OnDeny::Replace(text) => {
+                let mut message =
+                    Message::assistant(text.clone()).with_created_at(Timestamp::now());
+                message.finish_reason = Some(promptkit_core::FinishReason::ContentFilter);
+                message.metadata.insert(
+                    "guardrail".to_owned(),
+                    serde_json::json!({"hook": violation.hook, "reason": violation.reason}),
+                );
+                self.push(conversation, output, message).await?;
+                Ok(LoopOutcome::Blocked(violation))
+            }
+        }
     }
 
     async fn push(
@@ -438,11 +477,17 @@ impl ProviderStage {
             .await
             .map_err(TurnError::Provider)?;
         let mut acc = StreamAccumulator::new();
+        let mut so_far = String::new();
         while let Some(event) = with_heartbeat(cx, stream.next()).await {
             let event = event.map_err(TurnError::Provider)?;
             cx.heartbeat();
             match &event {
                 StreamEvent::TextDelta { text } if !text.is_empty() => {
+                    so_far.push_str(text);
+                    // Interceptors see the chunk before anything downstream does.
+                    if let Decision::Deny(v) = self.hooks.on_chunk(&so_far, text) {
+                        return Err(TurnError::Denied(v));
+                    }
                     let mut e = Element::text(text.clone()).with_source(self.name.as_str());
                     e.meta.streaming_delta = true;
                     output.send(e).await?;
@@ -457,6 +502,7 @@ impl ProviderStage {
                     output.send(e).await?;
                 }
                 StreamEvent::Reset => {
+                    so_far.clear();
                     tracing::warn!(stage = %cx.name(), "provider restarted its stream; deltas already forwarded are not retracted");
                 }
                 _ => {}
@@ -499,6 +545,16 @@ impl ProviderStage {
             }
             .to_result(call);
         };
+        let original = call;
+        let mut rewritten = call.clone();
+        if let Decision::Deny(v) = self.hooks.before_execution(&mut rewritten).await {
+            return ToolError::Denied {
+                name: call.name.clone(),
+                reason: v.to_string(),
+            }
+            .to_result(call);
+        }
+        let call = &rewritten;
         cx.events()
             .emit_with(|| EventKind::ToolCallStarted { call: call.clone() });
         let started = Instant::now();
@@ -523,9 +579,16 @@ impl ProviderStage {
                 Ok(Err(e)) => e.to_result(call),
                 Ok(Ok(r)) => r,
             };
-        // The result answers this call, whatever the executor wrote.
-        result.call_id.clone_from(&call.id);
-        result.name.clone_from(&call.name);
+        if let Decision::Deny(v) = self.hooks.after_execution(call, &mut result).await {
+            result = ToolError::Denied {
+                name: call.name.clone(),
+                reason: v.to_string(),
+            }
+            .to_result(call);
+        }
+        // The result answers the model's call, whatever the executor or hooks wrote.
+        result.call_id.clone_from(&original.id);
+        result.name.clone_from(&original.name);
         cx.events().emit_with(|| EventKind::ToolCallCompleted {
             call_id: call.id.clone(),
             name: call.name.clone(),
