@@ -1,0 +1,451 @@
+//! The tool registry: the [`ToolSet`] the provider stage uses.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use promptkit_core::{
+    BoxFuture, ContentPart, ToolCall, ToolContext, ToolDef, ToolError, ToolErrorKind, ToolExecutor,
+    ToolResult, ToolSet,
+};
+use serde_json::Value;
+
+use crate::descriptor::{DescriptorError, ToolDescriptor};
+use crate::executors::{FunctionTool, MockExecutor, SubprocessExecutor};
+use crate::names;
+use crate::validate::{Coercion, SchemaCache, coerce};
+
+/// Builds the executor of a descriptor whose `executor` is a given kind.
+pub trait ExecutorFactory: Send + Sync + fmt::Debug {
+    /// An executor for `descriptor` (read its `config`).
+    ///
+    /// # Errors
+    /// What is wrong with the descriptor's `config`.
+    fn build(&self, descriptor: &ToolDescriptor) -> Result<Arc<dyn ToolExecutor>, String>;
+}
+
+#[derive(Debug)]
+struct MockFactory;
+
+impl ExecutorFactory for MockFactory {
+    fn build(&self, d: &ToolDescriptor) -> Result<Arc<dyn ToolExecutor>, String> {
+        Ok(Arc::new(MockExecutor::from_config(&d.config)?))
+    }
+}
+
+#[derive(Debug)]
+struct SubprocessFactory;
+
+impl ExecutorFactory for SubprocessFactory {
+    fn build(&self, d: &ToolDescriptor) -> Result<Arc<dyn ToolExecutor>, String> {
+        Ok(Arc::new(SubprocessExecutor::from_config(&d.config)?))
+    }
+}
+
+/// A sliding one-minute window of call times.
+#[derive(Debug)]
+struct RateWindow {
+    limit: u32,
+    calls: VecDeque<Instant>,
+}
+
+impl RateWindow {
+    fn admit(&mut self) -> bool {
+        let now = Instant::now();
+        while self
+            .calls
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.calls.pop_front();
+        }
+        if self.calls.len() >= self.limit as usize {
+            return false;
+        }
+        self.calls.push_back(now);
+        true
+    }
+}
+
+struct Entry {
+    descriptor: ToolDescriptor,
+    executor: Arc<dyn ToolExecutor>,
+    rate: Option<Mutex<RateWindow>>,
+}
+
+/// Tools by name, with their executors. Implements [`ToolSet`]: definitions sorted by name,
+/// and for each call: look-up, allow-list, argument coercion (reported in logs) and
+/// validation, rate limit, timeout, execution, output-schema validation and a result size
+/// cap. Every failure becomes a [`ToolError`] the tool loop hands back to the model.
+pub struct ToolRegistry {
+    tools: RwLock<BTreeMap<String, Arc<Entry>>>,
+    kinds: RwLock<BTreeMap<String, Arc<dyn ExecutorFactory>>>,
+    allowed: Option<Vec<String>>,
+    schemas: SchemaCache,
+    default_timeout: Duration,
+    max_result_bytes: usize,
+}
+
+impl fmt::Debug for ToolRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolRegistry")
+            .field("tools", &self.names())
+            .field("allowed", &self.allowed)
+            .field("default_timeout", &self.default_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ToolRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ToolRegistry {
+    /// An empty registry knowing the `mock` and `subprocess` executor kinds; 30 s default
+    /// timeout; 1 MiB result cap.
+    pub fn new() -> Self {
+        let mut kinds: BTreeMap<String, Arc<dyn ExecutorFactory>> = BTreeMap::new();
+        kinds.insert("mock".to_owned(), Arc::new(MockFactory));
+        kinds.insert("subprocess".to_owned(), Arc::new(SubprocessFactory));
+        Self {
+            tools: RwLock::default(),
+            kinds: RwLock::new(kinds),
+            allowed: None,
+            schemas: SchemaCache::default(),
+            default_timeout: Duration::from_secs(30),
+            max_result_bytes: 1 << 20,
+        }
+    }
+
+    /// Only tools matching these patterns (`*` suffix for prefixes) are offered and run.
+    #[must_use]
+    pub fn with_allowed<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.allowed = Some(patterns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Sets the timeout of tools that declare none.
+    #[must_use]
+    pub fn with_default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Sets the result size cap in bytes of text.
+    #[must_use]
+    pub fn with_max_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_result_bytes = bytes;
+        self
+    }
+
+    /// Registers an executor kind descriptors can name.
+    pub fn register_kind(&self, kind: impl Into<String>, factory: Arc<dyn ExecutorFactory>) {
+        self.kinds
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(kind.into(), factory);
+    }
+
+    /// Registers a tool whose executor is built from its `executor` kind. Replaces a tool of
+    /// the same name.
+    ///
+    /// # Errors
+    /// An invalid descriptor, an unknown kind, or a `config` the kind rejects.
+    pub fn register(&self, descriptor: ToolDescriptor) -> Result<(), DescriptorError> {
+        descriptor
+            .validate()
+            .map_err(|message| DescriptorError::Invalid {
+                path: format!("<tool {}>", descriptor.name).into(),
+                message,
+            })?;
+        let factory = {
+            let kinds = self.kinds.read().unwrap_or_else(PoisonError::into_inner);
+            kinds.get(&descriptor.executor).cloned().ok_or_else(|| {
+                DescriptorError::UnknownExecutor {
+                    tool: descriptor.name.clone(),
+                    kind: descriptor.executor.clone(),
+                    known: kinds.keys().cloned().collect(),
+                }
+            })?
+        };
+        let executor =
+            factory
+                .build(&descriptor)
+                .map_err(|message| DescriptorError::ExecutorConfig {
+                    tool: descriptor.name.clone(),
+                    kind: descriptor.executor.clone(),
+                    message,
+                })?;
+        self.register_with(descriptor, executor);
+        Ok(())
+    }
+
+    /// Registers a tool with its executor (no kind look-up). Replaces a tool of the same name.
+    pub fn register_with(&self, descriptor: ToolDescriptor, executor: Arc<dyn ToolExecutor>) {
+        let rate = descriptor.rate_limit_per_minute.map(|limit| {
+            Mutex::new(RateWindow {
+                limit,
+                calls: VecDeque::new(),
+            })
+        });
+        let name = descriptor.name.clone();
+        self.tools
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                name,
+                Arc::new(Entry {
+                    descriptor,
+                    executor,
+                    rate,
+                }),
+            );
+    }
+
+    /// Registers an in-process function tool.
+    pub fn register_function<A, R>(&self, tool: FunctionTool<A, R>)
+    where
+        A: serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static,
+        R: serde::Serialize + Send + 'static,
+    {
+        let def = tool.definition();
+        let mut descriptor =
+            ToolDescriptor::new(def.name, def.description).with_input_schema(def.input_schema);
+        descriptor.executor = "function".to_owned();
+        self.register_with(descriptor, Arc::new(tool));
+    }
+
+    /// Removes a tool; returns whether it existed.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.tools
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            .is_some()
+    }
+
+    /// Loads and registers one descriptor file.
+    ///
+    /// # Errors
+    /// As [`ToolDescriptor::from_file`] and [`ToolRegistry::register`], naming the file.
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<String, DescriptorError> {
+        let descriptor = ToolDescriptor::from_file(path)?;
+        let name = descriptor.name.clone();
+        self.register(descriptor)?;
+        Ok(name)
+    }
+
+    /// Loads every `.json`, `.yaml` and `.yml` file of a directory, in name order.
+    ///
+    /// # Errors
+    /// The first file that fails.
+    pub fn load_dir(&self, dir: impl AsRef<Path>) -> Result<Vec<String>, DescriptorError> {
+        let dir = dir.as_ref();
+        let io = |source| DescriptorError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("json" | "yaml" | "yml")
+                )
+            })
+            .collect();
+        files.sort();
+        files.iter().map(|f| self.load_file(f)).collect()
+    }
+
+    /// Registered tool names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.tools
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The descriptor of a tool.
+    pub fn get(&self, name: &str) -> Option<ToolDescriptor> {
+        self.tools
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .map(|e| e.descriptor.clone())
+    }
+
+    /// Definitions of the tools in namespace `ns` (`ns__…`), sorted.
+    pub fn namespace(&self, ns: &str) -> Vec<ToolDef> {
+        self.tools
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|e| names::split(&e.descriptor.name).0 == Some(ns))
+            .map(|e| e.descriptor.definition())
+            .collect()
+    }
+
+    fn allowed(&self, name: &str) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|p| names::matches(p, name)))
+    }
+
+    /// Coerces and validates arguments for `name` as [`ToolSet::execute`] does, returning the
+    /// arguments that would be used and the fixes made.
+    ///
+    /// # Errors
+    /// [`ToolError::UnknownTool`] or [`ToolError::InvalidArguments`].
+    pub fn prepare_arguments(
+        &self,
+        name: &str,
+        arguments: &Value,
+    ) -> Result<(Value, Vec<Coercion>), ToolError> {
+        let entry = self.entry(name)?;
+        self.prepare(&entry, name, arguments)
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>, ToolError> {
+        self.tools
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ToolError::UnknownTool {
+                name: name.to_owned(),
+            })
+    }
+
+    fn prepare(
+        &self,
+        entry: &Entry,
+        name: &str,
+        arguments: &Value,
+    ) -> Result<(Value, Vec<Coercion>), ToolError> {
+        let invalid = |message: String| ToolError::InvalidArguments {
+            name: name.to_owned(),
+            message,
+        };
+        if let Value::String(raw) = arguments {
+            return Err(invalid(format!("arguments are not a JSON object: {raw}")));
+        }
+        let arguments = if arguments.is_null() {
+            Value::Object(serde_json::Map::new())
+        } else {
+            arguments.clone()
+        };
+        let (fixed, fixes) = coerce(&arguments, &entry.descriptor.input_schema);
+        self.schemas
+            .validate(&entry.descriptor.input_schema, &fixed)
+            .map_err(invalid)?;
+        Ok((fixed, fixes))
+    }
+
+    fn cap(&self, mut result: ToolResult) -> ToolResult {
+        let limit = self.max_result_bytes;
+        if limit == 0 {
+            return result;
+        }
+        for part in &mut result.content {
+            if let ContentPart::Text { text, .. } = part
+                && text.len() > limit
+            {
+                let original = text.len();
+                let cut = text.floor_char_boundary(limit);
+                text.truncate(cut);
+                text.push_str(&format!(
+                    "\n[truncated: the result was {original} bytes, the limit is {limit}]"
+                ));
+            }
+        }
+        result
+    }
+}
+
+impl ToolSet for ToolRegistry {
+    fn definitions(&self) -> BoxFuture<'_, Result<Vec<ToolDef>, ToolError>> {
+        Box::pin(async move {
+            Ok(self
+                .tools
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .filter(|e| self.allowed(&e.descriptor.name))
+                .map(|e| e.descriptor.definition())
+                .collect())
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        call: &'a ToolCall,
+        ctx: &'a ToolContext,
+    ) -> BoxFuture<'a, Result<ToolResult, ToolError>> {
+        Box::pin(async move {
+            let entry = self.entry(&call.name)?;
+            if !self.allowed(&call.name) {
+                return Err(ToolError::NotAllowed {
+                    name: call.name.clone(),
+                });
+            }
+            let (arguments, fixes) = self.prepare(&entry, &call.name, &call.arguments)?;
+            if !fixes.is_empty() {
+                tracing::info!(tool = %call.name, call_id = %call.id, fixes = ?fixes, "coerced tool arguments");
+            }
+            if let Some(rate) = &entry.rate
+                && !rate.lock().unwrap_or_else(PoisonError::into_inner).admit()
+            {
+                return Err(ToolError::RateLimited {
+                    name: call.name.clone(),
+                });
+            }
+            let timeout = entry
+                .descriptor
+                .timeout_ms
+                .map_or(self.default_timeout, Duration::from_millis);
+            let timeout = ctx.remaining().map_or(timeout, |r| r.min(timeout));
+            let mut call_ctx = ctx.clone();
+            call_ctx.deadline = Some(Instant::now() + timeout);
+            let prepared = ToolCall {
+                arguments,
+                ..call.clone()
+            };
+            let started = Instant::now();
+            let mut result =
+                match tokio::time::timeout(timeout, entry.executor.execute(&prepared, &call_ctx))
+                    .await
+                {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(ToolError::Timeout {
+                            name: call.name.clone(),
+                            elapsed: started.elapsed(),
+                        });
+                    }
+                };
+            if let (Some(schema), Some(structured), false) = (
+                &entry.descriptor.output_schema,
+                &result.structured,
+                result.is_error,
+            ) && let Err(problem) = self.schemas.validate(schema, structured)
+            {
+                result = ToolResult::error(
+                    &call.id,
+                    &call.name,
+                    ToolErrorKind::Execution,
+                    format!("the tool's result does not match its output schema: {problem}"),
+                );
+            }
+            Ok(self.cap(result))
+        })
+    }
+}
