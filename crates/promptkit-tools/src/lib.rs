@@ -8,8 +8,16 @@
 //!   common model mistakes (reported, never silent) and JSON Schema validation, per-tool
 //!   timeouts and rate limits, output validation and a result size cap.
 //! - Executors ([`executors`]): in-process async functions with typed arguments
-//!   ([`FunctionTool`], schema derived from the Rust type), subprocesses (JSON over
+//!   ([`FunctionTool`], schema derived from the Rust type), HTTP endpoints (feature `http`:
+//!   URL templates, secret headers from the environment that never appear in errors, query
+//!   or JSON body, response selection by JSON Pointer, a size cap), subprocesses (JSON over
 //!   stdin/stdout, killed with their children on timeout or cancellation) and mocks.
+//!
+//! # Feature flags
+//!
+//! | Feature | Enables | Default |
+//! |---|---|---|
+//! | `http` | the `http` executor kind (reqwest with rustls) | yes |
 //!
 //! **Who should depend on this crate:** applications and tool sources that want a registry;
 //! the provider stage only sees the core `ToolSet` seam.

@@ -35,6 +35,22 @@ impl ExecutorFactory for MockFactory {
     }
 }
 
+#[cfg(feature = "http")]
+#[derive(Debug, Default)]
+struct HttpFactory {
+    client: reqwest::Client,
+}
+
+#[cfg(feature = "http")]
+impl ExecutorFactory for HttpFactory {
+    fn build(&self, d: &ToolDescriptor) -> Result<Arc<dyn ToolExecutor>, String> {
+        Ok(Arc::new(crate::executors::HttpExecutor::from_config(
+            &d.config,
+            self.client.clone(),
+        )?))
+    }
+}
+
 #[derive(Debug)]
 struct SubprocessFactory;
 
@@ -105,12 +121,15 @@ impl Default for ToolRegistry {
 }
 
 impl ToolRegistry {
-    /// An empty registry knowing the `mock` and `subprocess` executor kinds; 30 s default
+    /// An empty registry knowing the `mock`, `subprocess` and (feature `http`) `http` executor
+    /// kinds; 30 s default
     /// timeout; 1 MiB result cap.
     pub fn new() -> Self {
         let mut kinds: BTreeMap<String, Arc<dyn ExecutorFactory>> = BTreeMap::new();
         kinds.insert("mock".to_owned(), Arc::new(MockFactory));
         kinds.insert("subprocess".to_owned(), Arc::new(SubprocessFactory));
+        #[cfg(feature = "http")]
+        kinds.insert("http".to_owned(), Arc::new(HttpFactory::default()));
         Self {
             tools: RwLock::default(),
             kinds: RwLock::new(kinds),

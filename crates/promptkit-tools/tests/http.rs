@@ -1,0 +1,164 @@
+//! The HTTP executor against a local server.
+#![cfg(feature = "http")]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use promptkit_core::{ToolCall, ToolContext, ToolSet};
+use promptkit_tools::executors::{HttpConfig, HttpExecutor};
+use promptkit_tools::{ToolDescriptor, ToolRegistry};
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(String, Value)>>>);
+
+async fn server() -> (String, Seen) {
+    let seen = Seen::default();
+    let app = Router::new()
+        .route(
+            "/orders/{id}",
+            get(|Path(id): Path<String>, Query(q): Query<HashMap<String, String>>, State(seen): State<Seen>| async move {
+                seen.0.lock().unwrap().push((format!("GET /orders/{id}"), json!(q)));
+                axum::Json(json!({"data": {"order_id": id, "status": "shipped", "verbose": q.get("verbose")}}))
+            }),
+        )
+        .route(
+            "/echo",
+            post(|headers: HeaderMap, State(seen): State<Seen>, body: String| async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                seen.0.lock().unwrap().push(("POST /echo".into(), json!({"auth": auth, "body": body})));
+                (StatusCode::OK, body)
+            }),
+        )
+        .route(
+            "/leaky",
+            post(|headers: HeaderMap| async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("failed for credentials {auth}"))
+            }),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+fn http_tool(name: &str, config: Value) -> ToolDescriptor {
+    ToolDescriptor::new(name, "an HTTP tool").with_executor("http", config)
+}
+
+#[tokio::test]
+async fn get_with_url_template_query_and_response_selection() {
+    let (base, seen) = server().await;
+    let registry = ToolRegistry::new();
+    registry
+        .register(http_tool(
+            "lookup_order",
+            json!({"url": format!("{base}/orders/{{{{order_id}}}}"), "method": "GET",
+                   "static_query": {"source": "promptkit"}, "response_pointer": "/data"}),
+        ))
+        .unwrap();
+    let call = ToolCall::new(
+        "c1",
+        "lookup_order",
+        json!({"order_id": "12 345", "verbose": true}),
+    );
+    let result = registry
+        .execute(&call, &ToolContext::default())
+        .await
+        .unwrap();
+    assert_eq!(result.structured.unwrap()["status"], "shipped");
+    let (path, query) = seen.0.lock().unwrap()[0].clone();
+    assert_eq!(path, "GET /orders/12 345");
+    assert_eq!(query, json!({"source": "promptkit", "verbose": "true"}));
+}
+
+#[tokio::test]
+async fn post_sends_a_json_body_and_secret_headers_never_leak() {
+    let (base, seen) = server().await;
+    let registry = ToolRegistry::new();
+    let secret_headers = json!({"Authorization": "TOOL_TOKEN"});
+    // Secrets come from a lookup (a secret manager); the process environment is not touched.
+    let env = |var: &str| (var == "TOOL_TOKEN").then(|| "Bearer s3cr3t-value".to_owned());
+    for (name, config) in [
+        (
+            "echo",
+            json!({"url": format!("{base}/echo"), "headers_from_env": secret_headers,
+                        "static_body": {"client": "promptkit"}, "exclude": ["internal"]}),
+        ),
+        (
+            "leaky",
+            json!({"url": format!("{base}/leaky"), "headers_from_env": secret_headers}),
+        ),
+        (
+            "down",
+            json!({"url": "http://127.0.0.1:9/nothing", "headers_from_env": secret_headers}),
+        ),
+    ] {
+        let config: HttpConfig = serde_json::from_value(config).unwrap();
+        let executor = HttpExecutor::with_env(config, reqwest_client(), env).unwrap();
+        registry.register_with(
+            ToolDescriptor::new(name, "an HTTP tool"),
+            Arc::new(executor),
+        );
+    }
+    let ctx = ToolContext::default();
+    let ok = registry
+        .execute(
+            &ToolCall::new("c", "echo", json!({"q": "hi", "internal": 1})),
+            &ctx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.structured,
+        Some(json!({"client": "promptkit", "q": "hi"}))
+    );
+    assert_eq!(
+        seen.0.lock().unwrap()[0].1["auth"],
+        "Bearer s3cr3t-value",
+        "the header was sent"
+    );
+
+    let leaky = registry
+        .execute(&ToolCall::new("c", "leaky", json!({})), &ctx)
+        .await
+        .unwrap();
+    assert!(leaky.is_error);
+    assert!(
+        leaky.text_content().contains("HTTP 500"),
+        "{}",
+        leaky.text_content()
+    );
+    assert!(
+        !leaky.text_content().contains("s3cr3t"),
+        "{}",
+        leaky.text_content()
+    );
+    assert!(leaky.text_content().contains("[REDACTED]"));
+
+    let down = registry
+        .execute(&ToolCall::new("c", "down", json!({})), &ctx)
+        .await
+        .unwrap_err();
+    assert!(!down.to_string().contains("s3cr3t"), "{down}");
+    assert!(!format!("{down:?}").contains("s3cr3t"));
+    assert!(!format!("{registry:?}").contains("s3cr3t"));
+
+    let missing = ToolRegistry::new()
+        .register(http_tool("x", json!({"url": "http://127.0.0.1:9", "headers_from_env": {"X-Key": "PROMPTKIT_TEST_UNSET_VAR"}})))
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("PROMPTKIT_TEST_UNSET_VAR"),
+        "{missing}"
+    );
+}
