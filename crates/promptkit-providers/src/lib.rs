@@ -1,25 +1,64 @@
 //! LLM providers for the PromptKit runtime.
 //!
-//! This crate will hold the implementations of [`promptkit_core::Provider`]: OpenAI Chat
-//! Completions (and Azure OpenAI), Anthropic Messages, Google Gemini, OpenAI-compatible
-//! servers (Ollama, vLLM), a scripted mock, a replay provider and a fallback provider, each
-//! vendor behind a cargo feature. Until they land, the crate re-exports the seam it
-//! implements.
+//! Implementations of [`promptkit_core::Provider`], each vendor behind a cargo feature:
+//!
+//! | feature | module | what |
+//! |---|---|---|
+//! | `mock` (default) | [`mock`] | a scripted in-memory provider for tests |
+//! | `openai` | `openai` | OpenAI Chat Completions and Azure OpenAI |
+//! | `openai-compatible` | `openai` | Ollama, vLLM and any OpenAI-compatible base URL |
+//!
+//! Anthropic and Gemini will arrive as sibling modules behind features `anthropic` and
+//! `gemini`, on the same shared pieces: the incremental [`sse`] decoder (always built) and
+//! the HTTP machinery (`http`: client settings, retries with full-jitter backoff honouring
+//! `Retry-After`, the per-provider concurrency limit, connect/request/idle timeouts).
+//!
+//! # Streaming contract
+//!
+//! Every provider's [`Provider::stream`] yields deltas in vendor order, then at most one
+//! [`StreamEvent::Usage`], then exactly one [`StreamEvent::Finish`]; a stream cut off before
+//! its finish reason fails with [`ProviderError::StreamTruncated`]. The `stream` future
+//! resolves once the first event has arrived; failures before that (connection, HTTP status,
+//! a body that ends or stalls first) are retried per the provider's retry policy and, when
+//! retries give up, returned by the future itself. Failures after it arrive as stream items
+//! and are never retried by the provider.
 //!
 //! # Example
 //!
 //! ```
-//! use promptkit_providers::{Message, ProviderRequest, ToolChoice};
+//! use futures_util::StreamExt as _;
+//! use promptkit_providers::mock::{MockProvider, MockTurn};
+//! use promptkit_providers::{Message, Provider, ProviderRequest, StreamAccumulator};
 //!
-//! let mut request = ProviderRequest::new(vec![Message::user("What is 2 + 2?")]);
-//! request.temperature = Some(0.0);
-//! request.tool_choice = ToolChoice::None;
-//! assert_eq!(request.messages.len(), 1);
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), promptkit_providers::ProviderError> {
+//! let provider = MockProvider::new("mock", "mock-1")
+//!     .with_turn(MockTurn::text("Hello there, world!").with_chunk_size(5));
+//! let request = ProviderRequest::new(vec![Message::user("hi")]);
+//!
+//! let mut stream = provider.stream(&request).await?;
+//! let mut acc = StreamAccumulator::new();
+//! while let Some(event) = stream.next().await {
+//!     acc.push(&event?);
+//! }
+//! assert_eq!(acc.finish().text(), "Hello there, world!");
+//! assert_eq!(provider.requests().len(), 1);
+//! # Ok(())
+//! # }
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "mock")]
+pub mod mock;
+#[cfg(feature = "openai")]
+pub mod openai;
+pub mod sse;
+
 pub use promptkit_core::{
-    Message, Provider, ProviderError, ProviderRequest, ProviderResponse, StreamEvent, ToolChoice,
+    Message, Provider, ProviderError, ProviderRequest, ProviderResponse, StreamAccumulator,
+    StreamEvent, ToolChoice,
 };

@@ -1,19 +1,29 @@
-//! Test doubles for the PromptKit workspace.
+//! Test doubles for the PromptKit workspace (not published).
 //!
-//! This crate (not published) will hold vendor-protocol mock servers (HTTP, SSE and
-//! WebSocket), fixtures and the conformance suites that providers and state stores run.
-//! Until they land, it re-exports the core vocabulary tests build on.
+//! - [`upstream`]: a mock OpenAI-compatible HTTP server on 127.0.0.1 with a benchmark mode
+//!   (the proxy benchmark's upstream, also runnable as the `promptkit-mock-upstream` binary)
+//!   and a scripted mode for provider tests (canned statuses, headers, bodies and SSE
+//!   scripts with delays, malformed frames and disconnects), recording every request.
 //!
 //! # Example
 //!
 //! ```
-//! use promptkit_testkit::Message;
+//! use promptkit_testkit::upstream::{MockUpstream, Profile, Scripted};
+//! use serde_json::json;
 //!
-//! let fixture = vec![Message::user("hi"), Message::assistant("hello")];
-//! assert_eq!(fixture.len(), 2);
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let server = MockUpstream::start(Profile::INSTANT).await?;
+//! server.push(Scripted::json(200, json!({"choices": []})));
+//! assert!(server.base_url().starts_with("http://127.0.0.1:"));
+//! assert_eq!(server.pending(), 1);
+//! server.shutdown().await
+//! # }
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
+
+pub mod upstream;
 
 pub use promptkit_core::Message;

@@ -1,0 +1,531 @@
+//! The HTTP machinery shared by the vendor providers: client settings, retries with
+//! backoff, the concurrency limit, and the SSE stream driver.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use promptkit_core::{BoxStream, EventStream, ProviderError, StreamEvent, TimeoutPhase};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::sse::{SseDecoder, SseEvent};
+
+/// How failed calls are retried.
+///
+/// Only errors for which [`ProviderError::is_retryable`] holds are retried (rate limits,
+/// 5xx, transport failures, timeouts). The delay before retry `n` (0-based) is drawn
+/// uniformly from `[0, min(max_delay, initial_delay * 2^n)]` ("full jitter"), unless the
+/// vendor sent `Retry-After`, which is honoured as is. A retry whose delay would end after
+/// `max_elapsed` (measured from the first attempt) is not made. Streams are retried only
+/// until their first event has arrived; a non-streaming call also when its body breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included (`1` disables retries).
+    pub max_attempts: u32,
+    /// Base of the exponential backoff.
+    pub initial_delay: Duration,
+    /// Cap of one computed backoff delay.
+    pub max_delay: Duration,
+    /// Time budget for all attempts and waits.
+    pub max_elapsed: Duration,
+}
+
+impl RetryPolicy {
+    /// No retries.
+    pub const fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            initial_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            max_elapsed: Duration::ZERO,
+        }
+    }
+
+    /// The backoff delay before retry `retry` (0-based), with full jitter.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
+        let ceiling = self
+            .initial_delay
+            .checked_mul(factor)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+impl Default for RetryPolicy {
+    /// 3 attempts, 500 ms initial delay, 8 s cap, 60 s budget.
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_elapsed: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Transport settings of an HTTP provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Deadline for establishing a connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Deadline for a whole non-streaming call, and for the response headers of a stream.
+    /// A stream's first event must then arrive within `idle_timeout`
+    /// ([`TimeoutPhase::FirstChunk`]).
+    pub request_timeout: Duration,
+    /// Longest silence allowed between two chunks of a stream
+    /// ([`TimeoutPhase::Idle`] when it passes).
+    pub idle_timeout: Duration,
+    /// Most calls in flight at once through this provider (`None`: unlimited). Further calls
+    /// wait for a slot; a stream holds its slot until it ends or is dropped.
+    pub max_concurrency: Option<usize>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+}
+
+impl Default for HttpConfig {
+    /// 10 s connect, 60 s request, 30 s idle, unlimited concurrency, default retries.
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+            max_concurrency: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Builds a `reqwest` client with these settings (rustls on aws-lc-rs, HTTP/2 where
+    /// the server offers it, pooled connections).
+    ///
+    /// # Errors
+    ///
+    /// [`ProviderError::Config`] when the TLS stack cannot be initialised.
+    pub fn build_client(&self) -> Result<reqwest::Client, ProviderError> {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ProviderError::Config {
+                message: format!("cannot build the HTTP client: {e}"),
+            })
+    }
+}
+
+/// A client plus its concurrency limit: what a provider instance holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    pub(crate) client: reqwest::Client,
+    pub(crate) config: HttpConfig,
+    limit: Option<Arc<Semaphore>>,
+}
+
+/// Maps an error response (status, headers, body) to a typed error.
+pub(crate) type ErrorMapper = fn(u16, &reqwest::header::HeaderMap, &str) -> ProviderError;
+
+enum Outcome {
+    Open(Box<Opened>),
+    Body(Bytes),
+}
+
+/// A stream whose first SSE event has arrived.
+pub(crate) struct Opened {
+    response: reqwest::Response,
+    decoder: SseDecoder,
+    events: Vec<SseEvent>,
+}
+
+/// Most bytes of an error body kept.
+const ERROR_BODY_LIMIT: usize = 1 << 20;
+
+impl Transport {
+    pub(crate) fn new(client: reqwest::Client, config: HttpConfig) -> Self {
+        let limit = config
+            .max_concurrency
+            .map(|n| Arc::new(Semaphore::new(n.max(1))));
+        Self {
+            client,
+            config,
+            limit,
+        }
+    }
+
+    async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, ProviderError> {
+        match &self.limit {
+            None => Ok(None),
+            Some(sem) => Arc::clone(sem)
+                .acquire_owned()
+                .await
+                .map(Some)
+                .map_err(|_| ProviderError::Cancelled),
+        }
+    }
+
+    /// Opens an SSE stream: sends the request built by `build` and reads up to the first
+    /// complete SSE event, retrying (per the policy) anything that fails before that event
+    /// (connection, status, a body that ends or breaks first). Returns the opened stream and
+    /// the concurrency permit it must hold.
+    pub(crate) async fn open(
+        &self,
+        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+        map_error: ErrorMapper,
+    ) -> Result<(Opened, Option<OwnedSemaphorePermit>), ProviderError> {
+        match self.run(build, map_error, true).await? {
+            (Outcome::Open(opened), permit) => Ok((*opened, permit)),
+            (Outcome::Body(_), _) => Err(ProviderError::Decode {
+                message: "internal: a stream was read to the end".to_owned(),
+                raw: String::new(),
+            }),
+        }
+    }
+
+    /// Runs a non-streaming call: sends and reads the whole body, retrying failures of
+    /// either (a connection that breaks mid-body is retried too).
+    pub(crate) async fn fetch(
+        &self,
+        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+        map_error: ErrorMapper,
+    ) -> Result<Bytes, ProviderError> {
+        match self.run(build, map_error, false).await? {
+            (Outcome::Body(body), _) => Ok(body),
+            (Outcome::Open(_), _) => Err(ProviderError::Decode {
+                message: "internal: a body was not read".to_owned(),
+                raw: String::new(),
+            }),
+        }
+    }
+
+    async fn run(
+        &self,
+        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+        map_error: ErrorMapper,
+        streaming: bool,
+    ) -> Result<(Outcome, Option<OwnedSemaphorePermit>), ProviderError> {
+        let policy = self.config.retry;
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let permit = self.permit().await?;
+            let error = match self.send_once(build, map_error, streaming).await {
+                Ok(outcome) => return Ok((outcome, permit)),
+                Err(e) => e,
+            };
+            drop(permit);
+            if !error.is_retryable() || attempt >= policy.max_attempts.max(1) {
+                return Err(error);
+            }
+            let delay = error
+                .retry_after()
+                .unwrap_or_else(|| policy.backoff(attempt - 1));
+            if started.elapsed() + delay > policy.max_elapsed {
+                tracing::debug!(error = %error, ?delay, "retry budget exhausted");
+                return Err(error);
+            }
+            tracing::warn!(error = %error, attempt, ?delay, "retrying provider call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn send_once(
+        &self,
+        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
+        map_error: ErrorMapper,
+        streaming: bool,
+    ) -> Result<Outcome, ProviderError> {
+        let deadline = self.config.request_timeout;
+        let mut request = build();
+        if !streaming {
+            // Covers the body as well as the headers.
+            request = request.timeout(deadline);
+        }
+        let response = match tokio::time::timeout(deadline, request.send()).await {
+            Err(_) => {
+                return Err(ProviderError::Timeout {
+                    phase: if streaming {
+                        TimeoutPhase::FirstChunk
+                    } else {
+                        TimeoutPhase::Request
+                    },
+                    after: deadline,
+                });
+            }
+            Ok(Err(e)) => return Err(self.transport_error(e)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let headers = response.headers().clone();
+            let body = read_limited(response, ERROR_BODY_LIMIT).await;
+            return Err(map_error(status.as_u16(), &headers, &body));
+        }
+        if streaming {
+            return self
+                .first_event(response)
+                .await
+                .map(|opened| Outcome::Open(Box::new(opened)));
+        }
+        response
+            .bytes()
+            .await
+            .map(Outcome::Body)
+            .map_err(|e| self.transport_error(e))
+    }
+
+    async fn first_event(&self, mut response: reqwest::Response) -> Result<Opened, ProviderError> {
+        let idle = self.config.idle_timeout;
+        let mut decoder = SseDecoder::new();
+        let mut events = Vec::new();
+        while events.is_empty() {
+            match tokio::time::timeout(idle, response.chunk()).await {
+                Err(_) => {
+                    return Err(ProviderError::Timeout {
+                        phase: TimeoutPhase::FirstChunk,
+                        after: idle,
+                    });
+                }
+                Ok(Ok(Some(chunk))) => decoder.feed_into(&chunk, &mut events),
+                Ok(Ok(None)) => {
+                    events.extend(decoder.finish());
+                    if events.is_empty() {
+                        return Err(ProviderError::Transport {
+                            message: "the stream ended before its first event".to_owned(),
+                            source: None,
+                        });
+                    }
+                }
+                Ok(Err(e)) => {
+                    return Err(ProviderError::Transport {
+                        message: format!("the stream failed before its first event: {e}"),
+                        source: Some(Box::new(e)),
+                    });
+                }
+            }
+        }
+        Ok(Opened {
+            response,
+            decoder,
+            events,
+        })
+    }
+
+    /// Maps a `reqwest` error to a typed error.
+    pub(crate) fn transport_error(&self, e: reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            let (phase, after) = if e.is_connect() {
+                (TimeoutPhase::Connect, self.config.connect_timeout)
+            } else {
+                (TimeoutPhase::Request, self.config.request_timeout)
+            };
+            return ProviderError::Timeout { phase, after };
+        }
+        ProviderError::Transport {
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Parses `Retry-After` (seconds or an HTTP date) and OpenAI's `retry-after-ms`.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, jiff::Timestamp::now())
+}
+
+/// Parses a `Retry-After` value relative to `now`.
+pub(crate) fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()?;
+    let span = at.duration_since(now);
+    Some(Duration::try_from(span).unwrap_or(Duration::ZERO))
+}
+
+/// Turns SSE events of one vendor into [`StreamEvent`]s.
+pub(crate) trait SseHandler: Send + 'static {
+    /// Handles one event, pushing what it produces. Returns `Ok(true)` when the stream is
+    /// complete (for example at OpenAI's `[DONE]`).
+    fn on_event(
+        &mut self,
+        event: SseEvent,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<bool, ProviderError>;
+
+    /// The body ended (`error` is the read error, if it ended by one). Pushes the closing
+    /// events or fails with [`ProviderError::StreamTruncated`].
+    fn on_end(
+        &mut self,
+        error: Option<&reqwest::Error>,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<(), ProviderError>;
+}
+
+struct Driver<H> {
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    decoder: SseDecoder,
+    handler: H,
+    queue: VecDeque<StreamEvent>,
+    error: Option<ProviderError>,
+    done: bool,
+    idle: Duration,
+    scratch: Vec<SseEvent>,
+    // Released when the stream ends or is dropped.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<H: SseHandler> Driver<H> {
+    fn handle_events(&mut self) {
+        for event in self.scratch.drain(..) {
+            if self.done {
+                break;
+            }
+            match self.handler.on_event(event, &mut self.queue) {
+                Ok(false) => {}
+                Ok(true) => self.done = true,
+                Err(e) => {
+                    self.error = Some(e);
+                    self.done = true;
+                }
+            }
+        }
+    }
+
+    fn end(&mut self, read_error: Option<&reqwest::Error>) {
+        if let Some(event) = self.decoder.finish() {
+            self.scratch.push(event);
+            self.handle_events();
+        }
+        if !self.done {
+            self.done = true;
+            if let Err(e) = self.handler.on_end(read_error, &mut self.queue) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.done {
+                self.permit = None;
+                return self.error.take().map(Err);
+            }
+            match tokio::time::timeout(self.idle, self.body.next()).await {
+                Err(_) => {
+                    self.done = true;
+                    self.error = Some(ProviderError::Timeout {
+                        phase: TimeoutPhase::Idle,
+                        after: self.idle,
+                    });
+                }
+                Ok(Some(Ok(chunk))) => {
+                    self.decoder.feed_into(&chunk, &mut self.scratch);
+                    self.handle_events();
+                }
+                Ok(Some(Err(e))) => self.end(Some(&e)),
+                Ok(None) => self.end(None),
+            }
+        }
+    }
+}
+
+/// Drives an SSE response body through `handler`, applying the idle timeout and holding
+/// `permit` until the stream ends.
+pub(crate) fn sse_stream<H: SseHandler>(
+    opened: Opened,
+    handler: H,
+    idle: Duration,
+    permit: Option<OwnedSemaphorePermit>,
+) -> EventStream {
+    let mut driver = Driver {
+        body: Box::pin(opened.response.bytes_stream()),
+        decoder: opened.decoder,
+        handler,
+        queue: VecDeque::new(),
+        error: None,
+        done: false,
+        idle,
+        scratch: opened.events,
+        permit,
+    };
+    driver.handle_events();
+    Box::pin(futures_util::stream::unfold(driver, |mut d| async move {
+        d.next().await.map(|item| (item, d))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_http_date() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after(" 0.5 ", now),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 2026 00:00:07 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 31 Dec 2025 23:59:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn backoff_is_bounded_full_jitter() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            max_elapsed: Duration::from_secs(10),
+        };
+        for retry in 0..40 {
+            let cap = Duration::from_millis(100)
+                .checked_mul(1 << retry.min(20))
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(1));
+            for _ in 0..20 {
+                assert!(policy.backoff(retry) <= cap);
+            }
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! OpenAI Chat Completions, Azure OpenAI and OpenAI-compatible servers.
+//!
+//! [`OpenAiProvider`] speaks `POST /chat/completions`, streaming (SSE with
+//! `stream_options.include_usage`) and not. Three endpoint forms are configured through
+//! [`OpenAiConfig`]:
+//!
+//! - [`OpenAiConfig::openai`]: `https://api.openai.com/v1` (or another base URL) with
+//!   `Authorization: Bearer`;
+//! - [`OpenAiConfig::azure`]: the deployment URL
+//!   `{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=…` with the
+//!   `api-key` header;
+//! - `OpenAiConfig::compatible` (feature `openai-compatible`): any base URL (Ollama, vLLM,
+//!   LM Studio), optional key, `max_tokens` instead of `max_completion_tokens`, no built-in
+//!   prices.
+//!
+//! Decoding is lenient for every form: unknown finish reasons are kept verbatim, and
+//! missing fields, `content: null` and absent usage never fail a response.
+
+mod pricing;
+mod stream;
+mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use promptkit_core::{
+    BoxFuture, Capabilities, ContentPart, EventStream, Message, PricingTable, Provider,
+    ProviderError, ProviderRequest, ProviderResponse, Reasoning, Role, ToolCall,
+};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use tracing::Instrument as _;
+
+pub use pricing::openai_pricing;
+pub use stream::ChatStreamDecoder;
+
+use crate::http::{HttpConfig, Transport, retry_after, sse_stream};
+use stream::ChunkDecoder;
+use wire::{ChatResponse, Shape, build_body, content_text, error_from_body, finish_reason};
+
+/// The public OpenAI API base URL.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The Azure OpenAI API version used when none is configured.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-12-01-preview";
+
+#[derive(Clone, PartialEq, Eq)]
+enum Endpoint {
+    OpenAi {
+        base_url: String,
+    },
+    Azure {
+        endpoint: String,
+        deployment: String,
+        api_version: String,
+    },
+}
+
+/// Configuration of an [`OpenAiProvider`].
+///
+/// ```
+/// use promptkit_providers::openai::OpenAiConfig;
+///
+/// let config = OpenAiConfig::openai("gpt-4o-mini", "sk-test")
+///     .with_id("primary")
+///     .with_base_url("http://127.0.0.1:8080/v1");
+/// assert_eq!(config.url(), "http://127.0.0.1:8080/v1/chat/completions");
+/// ```
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    id: String,
+    model: String,
+    api_key: Option<String>,
+    endpoint: Endpoint,
+    headers: Vec<(String, String)>,
+    http: HttpConfig,
+    pricing: PricingTable,
+    capabilities: Capabilities,
+    shape_max_completion_tokens: bool,
+    system: &'static str,
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("id", &self.id)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("url", &self.url())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("http", &self.http)
+            .field("priced_models", &self.pricing.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiConfig {
+    /// The OpenAI API with `model` and `api_key`, the built-in price table, id `"openai"`.
+    pub fn openai(model: impl Into<String>, api_key: impl Into<String>) -> Self {
+        Self {
+            id: "openai".to_owned(),
+            model: model.into(),
+            api_key: Some(api_key.into()),
+            endpoint: Endpoint::OpenAi {
+                base_url: OPENAI_BASE_URL.to_owned(),
+            },
+            headers: Vec::new(),
+            http: HttpConfig::default(),
+            pricing: openai_pricing(),
+            capabilities: Capabilities::all(),
+            shape_max_completion_tokens: true,
+            system: "openai",
+        }
+    }
+
+    /// An Azure OpenAI deployment: `{endpoint}/openai/deployments/{deployment}/chat/completions
+    /// ?api-version={api_version}`, authenticated with the `api-key` header. Priced with the
+    /// built-in table under `model` (the model the deployment serves).
+    pub fn azure(
+        endpoint: impl Into<String>,
+        deployment: impl Into<String>,
+        model: impl Into<String>,
+        api_key: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: "azure-openai".to_owned(),
+            endpoint: Endpoint::Azure {
+                endpoint: endpoint.into().trim_end_matches('/').to_owned(),
+                deployment: deployment.into(),
+                api_version: AZURE_DEFAULT_API_VERSION.to_owned(),
+            },
+            system: "azure.openai",
+            ..Self::openai(model, api_key)
+        }
+    }
+
+    /// An OpenAI-compatible server (Ollama, vLLM, LM Studio) at `base_url` (the part before
+    /// `/chat/completions`, for example `http://localhost:11434/v1`). No key, no prices;
+    /// `max_tokens` is sent instead of `max_completion_tokens`; a 120 s request timeout.
+    #[cfg(feature = "openai-compatible")]
+    pub fn compatible(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        let mut config = Self::openai(model, String::new());
+        config.id = "openai-compatible".to_owned();
+        config.api_key = None;
+        config.pricing = PricingTable::new();
+        config.shape_max_completion_tokens = false;
+        config.system = "openai_compatible";
+        config.http.request_timeout = std::time::Duration::from_secs(120);
+        config.with_base_url(base_url)
+    }
+
+    /// Sets the instance id.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Sets the API key (`None` sends no credentials).
+    #[must_use]
+    pub fn with_api_key(mut self, api_key: Option<String>) -> Self {
+        self.api_key = api_key.filter(|k| !k.is_empty());
+        self
+    }
+
+    /// Sets the base URL (OpenAI and compatible forms) or the resource endpoint (Azure).
+    #[must_use]
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        let url = url.into().trim_end_matches('/').to_owned();
+        match &mut self.endpoint {
+            Endpoint::OpenAi { base_url } => *base_url = url,
+            Endpoint::Azure { endpoint, .. } => *endpoint = url,
+        }
+        self
+    }
+
+    /// Sets the Azure API version (ignored by the other forms).
+    #[must_use]
+    pub fn with_api_version(mut self, version: impl Into<String>) -> Self {
+        if let Endpoint::Azure { api_version, .. } = &mut self.endpoint {
+            *api_version = version.into();
+        }
+        self
+    }
+
+    /// Adds a header sent on every call (for example `OpenAI-Organization`). A header named
+    /// `authorization` (or `api-key` for Azure) replaces the configured key, for example to
+    /// send an Entra ID bearer token to Azure. Names and values are validated when the
+    /// provider is built.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the transport settings (timeouts, retries, concurrency).
+    #[must_use]
+    pub fn with_http(mut self, http: HttpConfig) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Entries of `overrides` replace the prices of the same models; other models keep the
+    /// built-in prices.
+    #[must_use]
+    pub fn with_pricing_overrides(mut self, overrides: &PricingTable) -> Self {
+        self.pricing = self.pricing.merged(overrides);
+        self
+    }
+
+    /// Replaces the whole price table (an empty table: cost is always unknown).
+    #[must_use]
+    pub fn with_pricing(mut self, pricing: PricingTable) -> Self {
+        self.pricing = pricing;
+        self
+    }
+
+    /// Sets what the model can do.
+    #[must_use]
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// The chat completions URL calls go to.
+    pub fn url(&self) -> String {
+        match &self.endpoint {
+            Endpoint::OpenAi { base_url } => format!("{base_url}/chat/completions"),
+            Endpoint::Azure {
+                endpoint,
+                deployment,
+                api_version,
+            } => format!(
+                "{endpoint}/openai/deployments/{deployment}/chat/completions?api-version={api_version}"
+            ),
+        }
+    }
+
+    /// The transport settings.
+    pub fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+}
+
+struct Inner {
+    config: OpenAiConfig,
+    url: String,
+    // Authentication and custom headers, validated once.
+    headers: HeaderMap,
+    transport: Transport,
+}
+
+fn build_headers(config: &OpenAiConfig) -> Result<HeaderMap, ProviderError> {
+    let invalid = |what: &str| ProviderError::Config {
+        message: format!("invalid {what}"),
+    };
+    let mut headers = HeaderMap::new();
+    let custom = |name: &str| {
+        config
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
+    };
+    if let Some(key) = &config.api_key {
+        let (name, value) = match config.endpoint {
+            Endpoint::Azure { .. } => (HeaderName::from_static("api-key"), key.clone()),
+            Endpoint::OpenAi { .. } => (AUTHORIZATION, format!("Bearer {key}")),
+        };
+        // A custom header of the same name replaces the configured key.
+        if !custom(name.as_str()) {
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| invalid("API key (not a header value)"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+    }
+    for (name, value) in &config.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(&format!("header name {name:?}")))?;
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|_| invalid(&format!("value of header {name}")))?;
+        if name == AUTHORIZATION || name.as_str() == "api-key" {
+            value.set_sensitive(true);
+        }
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// An OpenAI Chat Completions provider (also Azure OpenAI and compatible servers).
+///
+/// Cheap to clone: clones share one connection pool and one concurrency limit.
+#[derive(Clone)]
+pub struct OpenAiProvider {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("OpenAiProvider")
+            .field(&self.inner.config)
+            .finish()
+    }
+}
+
+impl OpenAiProvider {
+    /// A provider with its own connection pool.
+    ///
+    /// # Errors
+    ///
+    /// [`ProviderError::Config`] when the HTTP client cannot be built or the URL is invalid.
+    pub fn new(config: OpenAiConfig) -> Result<Self, ProviderError> {
+        let client = config.http.build_client()?;
+        Self::with_client(config, client)
+    }
+
+    /// A provider that uses `client` (share one client between providers to share its
+    /// connection pool). The client's own timeouts apply in addition to the configured ones.
+    ///
+    /// # Errors
+    ///
+    /// [`ProviderError::Config`] when the URL is invalid.
+    pub fn with_client(
+        config: OpenAiConfig,
+        client: reqwest::Client,
+    ) -> Result<Self, ProviderError> {
+        let url = config.url();
+        reqwest::Url::parse(&url).map_err(|e| ProviderError::Config {
+            message: format!("invalid URL {url}: {e}"),
+        })?;
+        let headers = build_headers(&config)?;
+        let transport = Transport::new(client, config.http.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                url,
+                headers,
+                transport,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.inner.config
+    }
+
+    fn shape(&self) -> Shape {
+        let config = &self.inner.config;
+        Shape {
+            send_model: !matches!(config.endpoint, Endpoint::Azure { .. }),
+            max_completion_tokens: config.shape_max_completion_tokens,
+        }
+    }
+
+    fn span(&self, model: &str, streaming: bool) -> tracing::Span {
+        tracing::info_span!(
+            "chat",
+            otel.name = %format_args!("chat {model}"),
+            gen_ai.system = self.inner.config.system,
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = model,
+            promptkit.provider.id = self.inner.config.id.as_str(),
+            streaming,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+        )
+    }
+
+    fn request_builder(&self, body: &Bytes, streaming: bool) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .inner
+            .transport
+            .client
+            .post(&self.inner.url)
+            .header(CONTENT_TYPE, "application/json");
+        if streaming {
+            builder = builder.header(ACCEPT, "text/event-stream");
+        }
+        builder
+            .headers(self.inner.headers.clone())
+            .body(body.clone())
+    }
+
+    fn encode(
+        &self,
+        request: &ProviderRequest,
+        model: &str,
+        stream: bool,
+    ) -> Result<Bytes, ProviderError> {
+        let body = build_body(request, model, self.shape(), stream)?;
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .map_err(|e| ProviderError::Decode {
+                message: format!("cannot encode the request: {e}"),
+                raw: String::new(),
+            })
+    }
+
+    async fn run_predict(
+        &self,
+        request: &ProviderRequest,
+        model: &str,
+    ) -> Result<ProviderResponse, ProviderError> {
+        let started = Instant::now();
+        let body = self.encode(request, model, false)?;
+        let transport = &self.inner.transport;
+        let build = || self.request_builder(&body, false);
+        let bytes = transport.fetch(&build, map_error).await?;
+        let parsed: ChatResponse =
+            serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
+                message: format!("invalid chat completion: {e}"),
+                raw: wire::truncate(&String::from_utf8_lossy(&bytes), 2000),
+            })?;
+        if let Some(error) = parsed.error {
+            return Err(error.to_error(500, None));
+        }
+        let mut message = Message::new(Role::Assistant);
+        let choice = parsed.choices.into_iter().next();
+        if let Some(choice) = choice {
+            let wire_message = choice.message.unwrap_or_default();
+            let (text, thinking) = content_text(wire_message.content.as_ref());
+            if let Some(reasoning) = wire_message.reasoning_content.or(thinking)
+                && !reasoning.is_empty()
+            {
+                message.content.push(ContentPart::Reasoning(Reasoning {
+                    text: Some(reasoning),
+                    ..Reasoning::default()
+                }));
+            }
+            let text = if text.is_empty() {
+                wire_message.refusal.unwrap_or_default()
+            } else {
+                text
+            };
+            if !text.is_empty() {
+                message.content.push(ContentPart::text(text));
+            }
+            message.tool_calls = wire_message
+                .tool_calls
+                .iter()
+                .enumerate()
+                .map(|(i, call)| {
+                    let function = call.function.as_ref();
+                    ToolCall::from_raw_arguments(
+                        call.id.clone().unwrap_or_else(|| format!("call_{i}")),
+                        function.and_then(|f| f.name.clone()).unwrap_or_default(),
+                        &function
+                            .map(wire::WireFunction::arguments_text)
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            message.finish_reason = finish_reason(choice.finish_reason.as_deref());
+        }
+        message.usage = parsed.usage.and_then(|u| u.to_usage());
+        let span = tracing::Span::current();
+        if let Some(usage) = &message.usage {
+            // The configured name first (an override may price an Azure deployment by
+            // name), then the dated model id the vendor reports.
+            message.cost = self.cost(model, usage).or_else(|| {
+                parsed
+                    .model
+                    .as_deref()
+                    .and_then(|served| self.cost(served, usage))
+            });
+            if let Some(n) = usage.input_tokens {
+                span.record("gen_ai.usage.input_tokens", n);
+            }
+            if let Some(n) = usage.output_tokens {
+                span.record("gen_ai.usage.output_tokens", n);
+            }
+        }
+        if let Some(reason) = &message.finish_reason {
+            span.record("gen_ai.response.finish_reasons", reason.as_str());
+        }
+        if let Some(served) = &parsed.model {
+            span.record("gen_ai.response.model", served.as_str());
+        }
+        let latency = started.elapsed();
+        message.latency_ms = Some(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX));
+        Ok(ProviderResponse {
+            message,
+            model: parsed.model.or_else(|| Some(model.to_owned())),
+            served_by: Some(self.inner.config.id.clone()),
+            latency,
+        })
+    }
+
+    async fn open_stream(
+        &self,
+        request: &ProviderRequest,
+        model: &str,
+        span: tracing::Span,
+    ) -> Result<EventStream, ProviderError> {
+        let body = self.encode(request, model, true)?;
+        let transport = &self.inner.transport;
+        let build = || self.request_builder(&body, true);
+        let (opened, permit) = transport.open(&build, map_error).await?;
+        Ok(sse_stream(
+            opened,
+            ChunkDecoder::new(span),
+            transport.config.idle_timeout,
+            permit,
+        ))
+    }
+}
+
+fn map_error(status: u16, headers: &HeaderMap, body: &str) -> ProviderError {
+    error_from_body(status, body, retry_after(headers))
+}
+
+impl Provider for OpenAiProvider {
+    fn id(&self) -> &str {
+        &self.inner.config.id
+    }
+
+    fn model(&self) -> &str {
+        &self.inner.config.model
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.config.capabilities
+    }
+
+    fn pricing(&self) -> Option<&PricingTable> {
+        Some(&self.inner.config.pricing)
+    }
+
+    fn predict<'a>(
+        &'a self,
+        request: &'a ProviderRequest,
+    ) -> BoxFuture<'a, Result<ProviderResponse, ProviderError>> {
+        let model = request.model.as_deref().unwrap_or(&self.inner.config.model);
+        let span = self.span(model, false);
+        Box::pin(self.run_predict(request, model).instrument(span))
+    }
+
+    fn stream<'a>(
+        &'a self,
+        request: &'a ProviderRequest,
+    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
+        let model = request.model.as_deref().unwrap_or(&self.inner.config.model);
+        let span = self.span(model, true);
+        Box::pin(
+            self.open_stream(request, model, span.clone())
+                .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

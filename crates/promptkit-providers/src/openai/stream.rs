@@ -1,0 +1,274 @@
+//! The Chat Completions stream decoder: SSE events in, [`StreamEvent`]s out.
+
+use std::collections::VecDeque;
+
+use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent, Usage};
+
+use super::wire::{ChatChunk, finish_reason, truncate};
+use crate::http::SseHandler;
+use crate::sse::SseEvent;
+
+/// Folds Chat Completions chunks into stream events.
+///
+/// The finish reason and usage are remembered and emitted once, at `[DONE]` or at the end of
+/// the body (the real wire sends the finish reason, then a usage-only chunk with empty
+/// `choices`, then `[DONE]`; the Go original lost the finish reason there).
+#[derive(Debug)]
+pub(crate) struct ChunkDecoder {
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    // Tool-call indexes already started, with the id/name sent.
+    started: Vec<(u32, bool, bool)>,
+    // Set when a chunk named the served model.
+    pub(crate) model: Option<String>,
+    span: tracing::Span,
+}
+
+impl ChunkDecoder {
+    pub(crate) fn new(span: tracing::Span) -> Self {
+        Self {
+            finish: None,
+            usage: None,
+            started: Vec::new(),
+            model: None,
+            span,
+        }
+    }
+
+    /// Applies one decoded chunk.
+    pub(crate) fn apply(
+        &mut self,
+        chunk: ChatChunk,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<(), ProviderError> {
+        if let Some(error) = chunk.error {
+            return Err(error.to_error(500, None));
+        }
+        if self.model.is_none() {
+            self.model = chunk.model;
+        }
+        if let Some(usage) = chunk.usage.and_then(|u| u.to_usage()) {
+            self.usage = Some(usage);
+        }
+        // Only the first choice is an answer (`n` is never set, but a server may ignore that).
+        for choice in chunk
+            .choices
+            .into_iter()
+            .filter(|c| c.index.unwrap_or(0) == 0)
+        {
+            if let Some(delta) = choice.delta {
+                if let Some(text) = delta.reasoning_content.or(delta.reasoning)
+                    && !text.is_empty()
+                {
+                    out.push_back(StreamEvent::ReasoningDelta { text });
+                }
+                if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                    out.push_back(StreamEvent::TextDelta { text });
+                }
+                if let Some(text) = delta.refusal.filter(|t| !t.is_empty()) {
+                    out.push_back(StreamEvent::TextDelta { text });
+                }
+                for (position, call) in delta.tool_calls.into_iter().enumerate() {
+                    let index = call
+                        .index
+                        .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX));
+                    let id = call.id.filter(|s| !s.is_empty());
+                    let (name, arguments) = match call.function {
+                        Some(f) => (f.name.clone().filter(|s| !s.is_empty()), f.arguments_text()),
+                        None => (None, String::new()),
+                    };
+                    self.start_call(index, id, name, out);
+                    if !arguments.is_empty() {
+                        out.push_back(StreamEvent::ToolCallDelta { index, arguments });
+                    }
+                }
+            }
+            if let Some(reason) = finish_reason(choice.finish_reason.as_deref()) {
+                self.finish = Some(reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn start_call(
+        &mut self,
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        out: &mut VecDeque<StreamEvent>,
+    ) {
+        let entry = self.started.iter_mut().find(|(i, _, _)| *i == index);
+        let emit = match entry {
+            None => {
+                self.started.push((index, id.is_some(), name.is_some()));
+                true
+            }
+            // A later delta fills in an id or name the first one lacked.
+            Some((_, has_id, has_name)) => {
+                let fills = (!*has_id && id.is_some()) || (!*has_name && name.is_some());
+                *has_id |= id.is_some();
+                *has_name |= name.is_some();
+                fills
+            }
+        };
+        if emit {
+            out.push_back(StreamEvent::ToolCallStart {
+                index,
+                id: id.unwrap_or_else(|| format!("call_{index}")),
+                name: name.unwrap_or_default(),
+                provider_data: ProviderData::new(),
+            });
+        }
+    }
+
+    /// Pushes the closing usage and finish events.
+    pub(crate) fn close(&mut self, reason: FinishReason, out: &mut VecDeque<StreamEvent>) {
+        let span = &self.span;
+        if let Some(usage) = self.usage.take() {
+            if let Some(n) = usage.input_tokens {
+                span.record("gen_ai.usage.input_tokens", n);
+            }
+            if let Some(n) = usage.output_tokens {
+                span.record("gen_ai.usage.output_tokens", n);
+            }
+            out.push_back(StreamEvent::Usage { usage });
+        }
+        span.record("gen_ai.response.finish_reasons", reason.as_str());
+        if let Some(model) = &self.model {
+            span.record("gen_ai.response.model", model.as_str());
+        }
+        out.push_back(StreamEvent::Finish { reason });
+    }
+}
+
+impl SseHandler for ChunkDecoder {
+    fn on_event(
+        &mut self,
+        event: SseEvent,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<bool, ProviderError> {
+        let data = event.data.trim();
+        if data.is_empty() {
+            return Ok(false);
+        }
+        if data == "[DONE]" {
+            // `[DONE]` without a finish reason: the server says the answer is complete.
+            let reason = self.finish.take().unwrap_or(FinishReason::Stop);
+            self.close(reason, out);
+            return Ok(true);
+        }
+        match serde_json::from_str::<ChatChunk>(data) {
+            Ok(chunk) => self.apply(chunk, out).map(|()| false),
+            Err(e) => {
+                tracing::warn!(
+                    parent: &self.span,
+                    error = %e,
+                    frame = %truncate(data, 200),
+                    "skipping malformed stream frame"
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    fn on_end(
+        &mut self,
+        error: Option<&reqwest::Error>,
+        out: &mut VecDeque<StreamEvent>,
+    ) -> Result<(), ProviderError> {
+        match self.finish.take() {
+            // The finish reason was seen: a missing `[DONE]` is tolerated.
+            Some(reason) => {
+                self.close(reason, out);
+                Ok(())
+            }
+            None => Err(ProviderError::StreamTruncated {
+                message: match error {
+                    Some(e) => format!("the connection failed before a finish reason: {e}"),
+                    None => "the stream ended before a finish reason or [DONE]".to_owned(),
+                },
+            }),
+        }
+    }
+}
+
+/// Decodes a Chat Completions SSE body held in memory or fed in chunks, outside a provider
+/// call: for replaying recorded streams, proxies and benchmarks.
+///
+/// ```
+/// use promptkit_providers::openai::ChatStreamDecoder;
+/// use promptkit_providers::StreamEvent;
+///
+/// let mut decoder = ChatStreamDecoder::new();
+/// let mut events = decoder.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n")?;
+/// events.extend(decoder.feed(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n")?);
+/// events.extend(decoder.finish()?);
+/// assert_eq!(events.len(), 2);
+/// assert!(matches!(events[1], StreamEvent::Finish { .. }));
+/// # Ok::<(), promptkit_providers::ProviderError>(())
+/// ```
+#[derive(Debug)]
+pub struct ChatStreamDecoder {
+    sse: crate::sse::SseDecoder,
+    chunks: ChunkDecoder,
+    scratch: Vec<SseEvent>,
+    done: bool,
+}
+
+impl Default for ChatStreamDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChatStreamDecoder {
+    /// A decoder at the start of a stream.
+    pub fn new() -> Self {
+        Self {
+            sse: crate::sse::SseDecoder::new(),
+            chunks: ChunkDecoder::new(tracing::Span::none()),
+            scratch: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Feeds body bytes; returns the events they complete.
+    ///
+    /// # Errors
+    ///
+    /// An error object sent inside the stream.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
+        let mut out = VecDeque::new();
+        self.sse.feed_into(bytes, &mut self.scratch);
+        self.drain(&mut out)?;
+        Ok(out.into())
+    }
+
+    /// Ends the body; returns the closing events.
+    ///
+    /// # Errors
+    ///
+    /// [`ProviderError::StreamTruncated`] when neither a finish reason nor `[DONE]` was seen.
+    pub fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderError> {
+        let mut out = VecDeque::new();
+        self.scratch.extend(self.sse.finish());
+        self.drain(&mut out)?;
+        if !self.done {
+            self.done = true;
+            self.chunks.on_end(None, &mut out)?;
+        }
+        Ok(out.into())
+    }
+
+    fn drain(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
+        for event in self.scratch.drain(..) {
+            if self.done {
+                continue;
+            }
+            if self.chunks.on_event(event, out)? {
+                self.done = true;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,511 @@
+//! The Chat Completions wire format: request building and lenient response types.
+
+use promptkit_core::{
+    ContentPart, FinishReason, Media, MediaSource, Message, ProviderError, ProviderRequest,
+    ReasoningEffort, ResponseFormat, Role, ToolChoice, Usage, encode_base64,
+};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value, json};
+
+/// How the request body is shaped for the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Send `model` (Azure takes the deployment from the URL instead).
+    pub(crate) send_model: bool,
+    /// Use `max_completion_tokens` (OpenAI) rather than `max_tokens` (older servers).
+    pub(crate) max_completion_tokens: bool,
+}
+
+/// Builds the JSON body of a call.
+pub(crate) fn build_body(
+    request: &ProviderRequest,
+    model: &str,
+    shape: Shape,
+    stream: bool,
+) -> Result<Value, ProviderError> {
+    let mut body = Map::new();
+    if shape.send_model {
+        body.insert("model".into(), model.into());
+    }
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for (index, message) in request.messages.iter().enumerate() {
+        messages.push(message_json(message, index)?);
+    }
+    body.insert("messages".into(), Value::Array(messages));
+
+    if !request.tools.is_empty() {
+        let tools = request
+            .tools
+            .iter()
+            .map(|t| {
+                let mut function = Map::new();
+                function.insert("name".into(), t.name.clone().into());
+                if !t.description.is_empty() {
+                    function.insert("description".into(), t.description.clone().into());
+                }
+                function.insert("parameters".into(), t.input_schema.clone());
+                json!({"type": "function", "function": function})
+            })
+            .collect();
+        body.insert("tools".into(), Value::Array(tools));
+        match &request.tool_choice {
+            ToolChoice::Auto => {}
+            ToolChoice::None => {
+                body.insert("tool_choice".into(), "none".into());
+            }
+            ToolChoice::Required => {
+                body.insert("tool_choice".into(), "required".into());
+            }
+            ToolChoice::Tool(name) => {
+                body.insert(
+                    "tool_choice".into(),
+                    json!({"type": "function", "function": {"name": name}}),
+                );
+            }
+        }
+        if let Some(parallel) = request.parallel_tool_calls {
+            body.insert("parallel_tool_calls".into(), parallel.into());
+        }
+    }
+    if let Some(t) = request.temperature {
+        body.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = request.top_p {
+        body.insert("top_p".into(), json!(p));
+    }
+    if let Some(max) = request.max_tokens {
+        let key = if shape.max_completion_tokens {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        body.insert(key.into(), max.into());
+    }
+    if let Some(seed) = request.seed {
+        body.insert("seed".into(), seed.into());
+    }
+    if !request.stop.is_empty() {
+        body.insert("stop".into(), json!(request.stop));
+    }
+    match &request.response_format {
+        None | Some(ResponseFormat::Text) => {}
+        Some(ResponseFormat::JsonObject) => {
+            body.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Some(ResponseFormat::JsonSchema {
+            name,
+            schema,
+            strict,
+        }) => {
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {
+                    "name": name, "schema": schema, "strict": strict}}),
+            );
+        }
+    }
+    if let Some(effort) = request.reasoning.and_then(|r| r.effort) {
+        let effort = match effort {
+            ReasoningEffort::Minimal => "minimal",
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+        };
+        body.insert("reasoning_effort".into(), effort.into());
+    }
+    if stream {
+        body.insert("stream".into(), true.into());
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    // Pass-through last: keys set above win.
+    for (key, value) in &request.extra {
+        body.entry(key.clone()).or_insert_with(|| value.clone());
+    }
+    Ok(Value::Object(body))
+}
+
+fn message_json(message: &Message, index: usize) -> Result<Value, ProviderError> {
+    match message.role {
+        Role::Tool => {
+            let result = message
+                .tool_result
+                .as_ref()
+                .ok_or_else(|| ProviderError::BadRequest {
+                    status: 400,
+                    message: format!("message {index} has role tool but no tool result"),
+                })?;
+            Ok(json!({
+                "role": "tool",
+                "tool_call_id": result.call_id,
+                "content": result.text_content(),
+            }))
+        }
+        Role::Assistant => {
+            let mut out = Map::new();
+            out.insert("role".into(), "assistant".into());
+            let text = message.text();
+            if text.is_empty() && !message.tool_calls.is_empty() {
+                out.insert("content".into(), Value::Null);
+            } else {
+                out.insert("content".into(), text.into());
+            }
+            if !message.tool_calls.is_empty() {
+                let calls = message
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        json!({"id": c.id, "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments_json()}})
+                    })
+                    .collect();
+                out.insert("tool_calls".into(), Value::Array(calls));
+            }
+            Ok(Value::Object(out))
+        }
+        Role::System | Role::User => {
+            let role = message.role.as_str();
+            if !message.has_media() {
+                return Ok(json!({"role": role, "content": message.text()}));
+            }
+            let mut parts = Vec::new();
+            for part in &message.content {
+                match part {
+                    ContentPart::Text { text, .. } if text.is_empty() => {}
+                    ContentPart::Text { text, .. } => {
+                        parts.push(json!({"type": "text", "text": text}));
+                    }
+                    ContentPart::Image(media) => parts.push(image_json(media, index)?),
+                    ContentPart::Audio(media) => parts.push(audio_json(media, index)?),
+                    ContentPart::Reasoning(_) => {}
+                    other => {
+                        return Err(unsupported(format!(
+                            "message {index}: {} content is not supported by Chat Completions",
+                            other.kind().as_str()
+                        )));
+                    }
+                }
+            }
+            Ok(json!({"role": role, "content": parts}))
+        }
+    }
+}
+
+fn unsupported(message: String) -> ProviderError {
+    ProviderError::Unsupported { message }
+}
+
+fn image_json(media: &Media, index: usize) -> Result<Value, ProviderError> {
+    let url = match &media.source {
+        MediaSource::Url(url) => url.clone(),
+        MediaSource::Data(bytes) => {
+            let mime = media.mime_type.as_deref().unwrap_or("image/png");
+            format!("data:{mime};base64,{}", encode_base64(bytes))
+        }
+        _ => return Err(unresolved(index)),
+    };
+    let mut image = Map::new();
+    image.insert("url".into(), url.into());
+    if let Some(detail) = media.detail {
+        image.insert("detail".into(), json!(detail));
+    }
+    Ok(json!({"type": "image_url", "image_url": image}))
+}
+
+fn audio_json(media: &Media, index: usize) -> Result<Value, ProviderError> {
+    let format = match media.mime_type.as_deref() {
+        Some("audio/wav" | "audio/x-wav" | "audio/wave") => "wav",
+        Some("audio/mpeg" | "audio/mp3") => "mp3",
+        other => {
+            return Err(unsupported(format!(
+                "message {index}: audio must be wav or mp3, got {}",
+                other.unwrap_or("an unknown type")
+            )));
+        }
+    };
+    let data = match &media.source {
+        MediaSource::Data(bytes) => encode_base64(bytes),
+        MediaSource::Url(url) => match url.split_once(";base64,") {
+            Some((prefix, data)) if prefix.starts_with("data:") => data.to_owned(),
+            _ => {
+                return Err(unsupported(format!(
+                    "message {index}: audio must be inline bytes or a data: URL"
+                )));
+            }
+        },
+        _ => return Err(unresolved(index)),
+    };
+    Ok(json!({"type": "input_audio", "input_audio": {"data": data, "format": format}}))
+}
+
+fn unresolved(index: usize) -> ProviderError {
+    unsupported(format!(
+        "message {index}: file and storage media must be resolved to bytes or a URL before \
+         the call (use a media loader)"
+    ))
+}
+
+// ---- Responses (lenient: every field optional, unknown fields ignored) ----
+
+/// `null` reads as the default (servers send `"tool_calls": null` and `"choices": null`).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A non-streaming response.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ChatResponse {
+    pub(crate) model: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub(crate) choices: Vec<Choice>,
+    pub(crate) usage: Option<WireUsage>,
+    pub(crate) error: Option<WireError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Choice {
+    pub(crate) message: Option<ChoiceMessage>,
+    pub(crate) finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ChoiceMessage {
+    pub(crate) content: Option<Value>,
+    pub(crate) reasoning_content: Option<String>,
+    pub(crate) refusal: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub(crate) tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct WireToolCall {
+    pub(crate) index: Option<u32>,
+    pub(crate) id: Option<String>,
+    pub(crate) function: Option<WireFunction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct WireFunction {
+    pub(crate) name: Option<String>,
+    // Some compatible servers send an object instead of a JSON string.
+    pub(crate) arguments: Option<Value>,
+}
+
+impl WireFunction {
+    pub(crate) fn arguments_text(&self) -> String {
+        match &self.arguments {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        }
+    }
+}
+
+/// A streamed chunk.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ChatChunk {
+    pub(crate) model: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub(crate) choices: Vec<ChunkChoice>,
+    pub(crate) usage: Option<WireUsage>,
+    pub(crate) error: Option<WireError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct ChunkChoice {
+    pub(crate) index: Option<u32>,
+    pub(crate) delta: Option<Delta>,
+    pub(crate) finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Delta {
+    pub(crate) content: Option<String>,
+    pub(crate) reasoning_content: Option<String>,
+    // Some servers (vLLM, OpenRouter) call it `reasoning`.
+    pub(crate) reasoning: Option<String>,
+    pub(crate) refusal: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
+    pub(crate) tool_calls: Vec<WireToolCall>,
+}
+
+/// `usage` of a response or the final chunk.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct WireUsage {
+    pub(crate) prompt_tokens: Option<u64>,
+    pub(crate) completion_tokens: Option<u64>,
+    pub(crate) prompt_tokens_details: Option<PromptDetails>,
+    pub(crate) completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PromptDetails {
+    pub(crate) cached_tokens: Option<u64>,
+    pub(crate) audio_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct CompletionDetails {
+    pub(crate) reasoning_tokens: Option<u64>,
+    pub(crate) audio_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// Normalised usage (OpenAI's prompt count already includes cached tokens, and its
+    /// completion count includes reasoning tokens), or `None` when nothing was reported.
+    pub(crate) fn to_usage(&self) -> Option<Usage> {
+        let prompt = self.prompt_tokens_details.as_ref();
+        let completion = self.completion_tokens_details.as_ref();
+        let usage = Usage {
+            input_tokens: self.prompt_tokens,
+            output_tokens: self.completion_tokens,
+            cached_input_tokens: prompt.and_then(|p| p.cached_tokens),
+            cache_write_input_tokens: None,
+            reasoning_tokens: completion.and_then(|c| c.reasoning_tokens),
+            audio_input_tokens: prompt.and_then(|p| p.audio_tokens),
+            audio_output_tokens: completion.and_then(|c| c.audio_tokens),
+        };
+        (!usage.is_empty()).then_some(usage)
+    }
+}
+
+/// The vendor error object, `{"error":{"message","type","code"}}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct WireError {
+    pub(crate) message: Option<String>,
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
+    pub(crate) code: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorBody {
+    error: Option<WireErrorOrString>,
+    message: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum WireErrorOrString {
+    Object(WireError),
+    Text(String),
+}
+
+impl WireError {
+    fn code_str(&self) -> Option<&str> {
+        self.code.as_ref().and_then(Value::as_str)
+    }
+
+    /// The typed error for this vendor error at `status`.
+    pub(crate) fn to_error(
+        &self,
+        status: u16,
+        retry_after: Option<std::time::Duration>,
+    ) -> ProviderError {
+        let message = self
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("HTTP status {status}"));
+        let code = self.code_str().unwrap_or("");
+        let kind = self.kind.as_deref().unwrap_or("");
+        if code == "context_length_exceeded" || kind == "context_length_exceeded" {
+            return ProviderError::ContextTooLong { message };
+        }
+        if matches!(code, "content_filter" | "content_policy_violation")
+            || matches!(kind, "content_filter" | "content_policy_violation")
+        {
+            return ProviderError::ContentFiltered { message };
+        }
+        if code == "insufficient_quota" || kind == "insufficient_quota" {
+            // A 429 that waiting will not fix.
+            return ProviderError::BadRequest { status, message };
+        }
+        ProviderError::from_status(status, message, retry_after)
+    }
+}
+
+/// Maps an error response body to a typed error.
+pub(crate) fn error_from_body(
+    status: u16,
+    body: &str,
+    retry_after: Option<std::time::Duration>,
+) -> ProviderError {
+    let parsed: ErrorBody = serde_json::from_str(body).unwrap_or_default();
+    let error = match parsed.error {
+        Some(WireErrorOrString::Object(e)) => e,
+        Some(WireErrorOrString::Text(message)) => WireError {
+            message: Some(message),
+            ..WireError::default()
+        },
+        None => WireError {
+            message: parsed.message.or_else(|| {
+                let trimmed = body.trim();
+                (!trimmed.is_empty()).then(|| truncate(trimmed, 500))
+            }),
+            ..WireError::default()
+        },
+    };
+    error.to_error(status, retry_after)
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Text of a non-streaming `message.content`: a string, or an array of parts.
+pub(crate) fn content_text(content: Option<&Value>) -> (String, Option<String>) {
+    match content {
+        Some(Value::String(s)) => (s.clone(), None),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            let mut thinking = String::new();
+            for part in parts {
+                let kind = part.get("type").and_then(Value::as_str).unwrap_or("text");
+                let body = part
+                    .get("text")
+                    .or_else(|| part.get("thinking"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if kind == "thinking" || kind == "reasoning" {
+                    thinking.push_str(body);
+                } else {
+                    text.push_str(body);
+                }
+            }
+            (text, (!thinking.is_empty()).then_some(thinking))
+        }
+        _ => (String::new(), None),
+    }
+}
+
+/// Maps a raw finish reason; empty strings count as absent.
+pub(crate) fn finish_reason(raw: Option<&str>) -> Option<FinishReason> {
+    raw.filter(|r| !r.is_empty()).map(FinishReason::from_openai)
+}

@@ -1,0 +1,590 @@
+//! A mock OpenAI-compatible upstream on 127.0.0.1.
+//!
+//! Two modes share one server:
+//!
+//! - **Benchmark mode** (the default, described in the project's `benchmarks.md`):
+//!   `POST …/chat/completions` answers like a small model with the timings of a [`Profile`].
+//!   If any message has role `tool`, a normal completion; else, when `stream` is false, a
+//!   request for the tool `lookup_order` with `{"order_id":"12345"}`; else a stream of
+//!   `chunk-1 ` … `chunk-N `, a stop chunk, a usage chunk when
+//!   `stream_options.include_usage` is set, and `data: [DONE]`. `POST /tool` returns
+//!   `{"order_id":"12345","status":"shipped","eta":"2026-04-10"}` after the profile's tool
+//!   delay.
+//! - **Scripted mode**: [`MockUpstream::push`] queues canned responses ([`Scripted`]): a
+//!   status, headers and body, or an SSE script with delays, malformed frames and an abrupt
+//!   disconnect. Each call to a path other than `/tool` takes the next queued response;
+//!   when the queue is empty the benchmark behaviour applies.
+//!
+//! Every request is recorded ([`MockUpstream::requests`]).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Timings of the benchmark mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    /// Content chunks per stream.
+    pub chunks: usize,
+    /// Delay before the first chunk (and before a non-streamed answer).
+    pub first_chunk_delay: Duration,
+    /// Delay between chunks.
+    pub chunk_interval: Duration,
+    /// Delay of the `/tool` endpoint.
+    pub tool_delay: Duration,
+}
+
+impl Profile {
+    /// 10 chunks, 10 ms first, 10 ms between, tool 10 ms.
+    pub const FAST: Self = Self {
+        chunks: 10,
+        first_chunk_delay: Duration::from_millis(10),
+        chunk_interval: Duration::from_millis(10),
+        tool_delay: Duration::from_millis(10),
+    };
+
+    /// 30 chunks, 200 ms first, 30 ms between, tool 500 ms.
+    pub const REALISTIC: Self = Self {
+        chunks: 30,
+        first_chunk_delay: Duration::from_millis(200),
+        chunk_interval: Duration::from_millis(30),
+        tool_delay: Duration::from_millis(500),
+    };
+
+    /// 3 chunks and no delays, for unit tests.
+    pub const INSTANT: Self = Self {
+        chunks: 3,
+        first_chunk_delay: Duration::ZERO,
+        chunk_interval: Duration::ZERO,
+        tool_delay: Duration::ZERO,
+    };
+
+    /// The profile called `name` (`fast`, `realistic` or `instant`).
+    pub fn by_name(name: &str) -> Option<Self> {
+        match name {
+            "fast" => Some(Self::FAST),
+            "realistic" => Some(Self::REALISTIC),
+            "instant" => Some(Self::INSTANT),
+            _ => None,
+        }
+    }
+}
+
+/// One step of a scripted SSE body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SseStep {
+    /// `data: <json>` and a blank line.
+    Json(Value),
+    /// `data: <text>` and a blank line (for malformed frames).
+    Data(String),
+    /// Bytes sent verbatim.
+    Raw(String),
+    /// `data: [DONE]` and a blank line.
+    Done,
+    /// A pause.
+    Delay(Duration),
+    /// Abort the connection without finishing the body. The server waits 20 ms first, so
+    /// the bytes before it reach the client instead of being dropped with the connection.
+    Disconnect,
+}
+
+/// A canned response of the scripted mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scripted {
+    /// The HTTP status.
+    pub status: u16,
+    /// Extra response headers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: ScriptedBody,
+}
+
+/// The body of a [`Scripted`] response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptedBody {
+    /// A JSON body.
+    Json(Value),
+    /// A text body.
+    Text(String),
+    /// An SSE body (`text/event-stream`).
+    Sse(Vec<SseStep>),
+}
+
+impl Scripted {
+    /// A JSON response.
+    pub fn json(status: u16, body: Value) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: ScriptedBody::Json(body),
+        }
+    }
+
+    /// A plain-text response.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: ScriptedBody::Text(body.into()),
+        }
+    }
+
+    /// A 200 SSE response.
+    pub fn sse(steps: Vec<SseStep>) -> Self {
+        Self {
+            status: 200,
+            headers: Vec::new(),
+            body: ScriptedBody::Sse(steps),
+        }
+    }
+
+    /// An OpenAI-style error: `{"error":{"message","type","code"}}`.
+    pub fn openai_error(status: u16, kind: &str, code: &str, message: &str) -> Self {
+        Self::json(
+            status,
+            json!({"error": {"message": message, "type": kind, "code": code}}),
+        )
+    }
+
+    /// Adds a response header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Builders of OpenAI Chat Completions stream chunks for scripts.
+pub mod chunks {
+    use serde_json::{Value, json};
+
+    fn chunk(choices: Value) -> Value {
+        let mut value = json!({"id": "chatcmpl-test", "object": "chat.completion.chunk",
+            "created": 0, "model": "mock-model"});
+        value["choices"] = choices;
+        value
+    }
+
+    /// A chunk with text content.
+    pub fn text(content: &str) -> Value {
+        chunk(json!([{"index": 0, "delta": {"content": content}, "finish_reason": null}]))
+    }
+
+    /// A chunk starting tool call `index` with its id, name and first argument text.
+    pub fn tool_start(index: u32, id: &str, name: &str, arguments: &str) -> Value {
+        chunk(
+            json!([{"index": 0, "delta": {"tool_calls": [{"index": index, "id": id,
+            "type": "function", "function": {"name": name, "arguments": arguments}}]},
+            "finish_reason": null}]),
+        )
+    }
+
+    /// A chunk with more argument text for tool call `index`.
+    pub fn tool_args(index: u32, arguments: &str) -> Value {
+        chunk(
+            json!([{"index": 0, "delta": {"tool_calls": [{"index": index,
+            "function": {"arguments": arguments}}]}, "finish_reason": null}]),
+        )
+    }
+
+    /// A chunk with an empty delta and a finish reason.
+    pub fn finish(reason: &str) -> Value {
+        chunk(json!([{"index": 0, "delta": {}, "finish_reason": reason}]))
+    }
+
+    /// A usage-only chunk (`choices: []`), as sent with `include_usage`.
+    pub fn usage(prompt: u64, completion: u64, cached: u64, reasoning: u64) -> Value {
+        let mut value = chunk(json!([]));
+        value["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning}});
+        value
+    }
+}
+
+/// A request the server received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRequest {
+    /// The method.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The query string, if any.
+    pub query: Option<String>,
+    /// The headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body parsed as JSON (`Null` when it is not JSON).
+    pub body: Value,
+}
+
+impl RecordedRequest {
+    /// The value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    profile: Profile,
+    script: Mutex<VecDeque<Scripted>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A running mock upstream. Stops when dropped or on [`MockUpstream::shutdown`].
+#[derive(Debug)]
+pub struct MockUpstream {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl MockUpstream {
+    /// Starts a server on 127.0.0.1 with a random port.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be bound.
+    pub async fn start(profile: Profile) -> io::Result<Self> {
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)), profile).await
+    }
+
+    /// Starts a server on `addr`.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be bound.
+    pub async fn bind(addr: SocketAddr, profile: Profile) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            profile,
+            script: Mutex::default(),
+            requests: Mutex::default(),
+        });
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:{port}/v1`, the base URL to configure an OpenAI provider with.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:{port}`, for Azure-style endpoints.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues a canned response.
+    pub fn push(&self, response: Scripted) {
+        lock(&self.shared.script).push_back(response);
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Canned responses not served yet.
+    pub fn pending(&self) -> usize {
+        lock(&self.shared.script).len()
+    }
+
+    /// Stops the server and waits for it (open streams are finished first).
+    ///
+    /// # Errors
+    ///
+    /// When the server failed.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Serves until the process is interrupted (for the binary).
+    ///
+    /// # Errors
+    ///
+    /// When the server failed.
+    pub async fn run_until_ctrl_c(self) -> io::Result<()> {
+        tokio::signal::ctrl_c().await?;
+        self.shutdown().await
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    lock(&shared.requests).push(RecordedRequest {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: json_body.clone(),
+    });
+    let profile = shared.profile;
+    if uri.path() == "/tool" {
+        tokio::time::sleep(profile.tool_delay).await;
+        return json_response(
+            200,
+            &json!({"order_id": "12345", "status": "shipped", "eta": "2026-04-10"}),
+        );
+    }
+    let scripted = lock(&shared.script).pop_front();
+    if let Some(scripted) = scripted {
+        return scripted_response(scripted);
+    }
+    if method != Method::POST || !uri.path().ends_with("/chat/completions") {
+        return json_response(
+            404,
+            &json!({"error": {"message": format!("no route for {method} {}", uri.path()),
+                "type": "invalid_request_error", "code": "not_found"}}),
+        );
+    }
+    benchmark_response(&json_body, profile).await
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn sse_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+fn scripted_response(scripted: Scripted) -> Response {
+    let mut response = match scripted.body {
+        ScriptedBody::Json(value) => json_response(scripted.status, &value),
+        ScriptedBody::Text(text) => {
+            let mut r = Response::new(Body::from(text));
+            *r.status_mut() = StatusCode::from_u16(scripted.status).unwrap_or(StatusCode::OK);
+            r
+        }
+        ScriptedBody::Sse(steps) => {
+            let mut r = sse_response(sse_body(steps));
+            *r.status_mut() = StatusCode::from_u16(scripted.status).unwrap_or(StatusCode::OK);
+            r
+        }
+    };
+    for (name, value) in scripted.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+fn sse_body(steps: Vec<SseStep>) -> Body {
+    let stream = futures_util::stream::unfold(VecDeque::from(steps), |mut steps| async move {
+        loop {
+            let step = steps.pop_front()?;
+            let bytes = match step {
+                SseStep::Json(value) => format!("data: {value}\n\n"),
+                SseStep::Data(text) => format!("data: {text}\n\n"),
+                SseStep::Raw(text) => text,
+                SseStep::Done => "data: [DONE]\n\n".to_owned(),
+                SseStep::Delay(delay) => {
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                SseStep::Disconnect => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    steps.clear();
+                    return Some((
+                        Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "scripted disconnect",
+                        )),
+                        steps,
+                    ));
+                }
+            };
+            return Some((Ok(Bytes::from(bytes)), steps));
+        }
+    });
+    Body::from_stream(stream)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn prompt_tokens(request: &Value) -> u64 {
+    let chars: usize = request["messages"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|m| m["content"].as_str().map_or(0, str::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX).max(1)
+}
+
+async fn benchmark_response(request: &Value, profile: Profile) -> Response {
+    let model = request["model"].as_str().unwrap_or("mock-model").to_owned();
+    let has_tool_result = request["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
+    let stream = request["stream"].as_bool().unwrap_or(false);
+    let include_usage = request["stream_options"]["include_usage"]
+        .as_bool()
+        .unwrap_or(false);
+    let prompt = prompt_tokens(request);
+    let completion = u64::try_from(profile.chunks).unwrap_or(u64::MAX) * 2;
+    let created = now_secs();
+    let id = format!("chatcmpl-mock-{created}");
+
+    if !stream {
+        tokio::time::sleep(profile.first_chunk_delay).await;
+        let message = if has_tool_result {
+            let text: String = (1..=profile.chunks)
+                .map(|i| format!("chunk-{i} "))
+                .collect();
+            (json!({"role": "assistant", "content": text}), "stop")
+        } else {
+            (
+                json!({"role": "assistant", "content": null, "tool_calls": [{
+                    "id": "call_lookup_order_1", "type": "function",
+                    "function": {"name": "lookup_order",
+                                 "arguments": "{\"order_id\":\"12345\"}"}}]}),
+                "tool_calls",
+            )
+        };
+        return json_response(
+            200,
+            &json!({"id": id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message.0, "finish_reason": message.1}],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                          "total_tokens": prompt + completion}}),
+        );
+    }
+
+    let chunk = |delta: Value, finish: Option<&str>| -> Bytes {
+        let value = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        Bytes::from(format!("data: {value}\n\n"))
+    };
+    let mut frames: Vec<(Duration, Bytes)> = Vec::with_capacity(profile.chunks + 3);
+    for i in 1..=profile.chunks {
+        let delay = if i == 1 {
+            profile.first_chunk_delay
+        } else {
+            profile.chunk_interval
+        };
+        let delta = if i == 1 {
+            json!({"role": "assistant", "content": format!("chunk-{i} ")})
+        } else {
+            json!({"content": format!("chunk-{i} ")})
+        };
+        frames.push((delay, chunk(delta, None)));
+    }
+    frames.push((profile.chunk_interval, chunk(json!({}), Some("stop"))));
+    if include_usage {
+        let value = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+            "model": model, "choices": [],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion}});
+        frames.push((Duration::ZERO, Bytes::from(format!("data: {value}\n\n"))));
+    }
+    frames.push((Duration::ZERO, Bytes::from_static(b"data: [DONE]\n\n")));
+    let stream = futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
+        let (delay, bytes) = frames.next()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok::<_, Infallible>(bytes), frames))
+    });
+    sse_response(Body::from_stream(stream))
+}

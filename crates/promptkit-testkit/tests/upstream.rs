@@ -1,0 +1,70 @@
+//! The mock upstream's benchmark mode, over raw HTTP/1.1.
+
+use promptkit_testkit::upstream::{MockUpstream, Profile};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+async fn post(server: &MockUpstream, path: &str, body: &str) -> anyhow::Result<String> {
+    let mut socket = TcpStream::connect(server.addr()).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+#[tokio::test]
+async fn benchmark_mode_behaviour() -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+
+    let tool = post(&server, "/tool", "{}").await?;
+    assert!(tool.contains(r#""status":"shipped""#), "{tool}");
+
+    let unary = post(
+        &server,
+        "/v1/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await?;
+    assert!(unary.contains("lookup_order") && unary.contains(r#""finish_reason":"tool_calls""#));
+
+    let after_tool = post(
+        &server,
+        "/v1/chat/completions",
+        r#"{"model":"m","messages":[{"role":"tool","tool_call_id":"c","content":"x"}]}"#,
+    )
+    .await?;
+    assert!(after_tool.contains("chunk-3 ") && after_tool.contains(r#""finish_reason":"stop""#));
+
+    let stream = post(
+        &server,
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+    )
+    .await?;
+    assert!(stream.contains("text/event-stream"));
+    assert_eq!(stream.matches("chunk-").count(), 3);
+    assert!(stream.contains(r#""choices":[]"#) && stream.contains(r#""usage":{"#));
+    assert!(stream.contains("data: [DONE]"));
+
+    let no_usage = post(
+        &server,
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[]}"#,
+    )
+    .await?;
+    assert!(!no_usage.contains("\"usage\""));
+
+    let missing = post(&server, "/nope", "{}").await?;
+    assert!(missing.starts_with("HTTP/1.1 404"));
+
+    let recorded = server.requests();
+    assert_eq!(recorded.len(), 6);
+    assert_eq!(recorded[1].body["model"], "m");
+    server.shutdown().await?;
+    Ok(())
+}
