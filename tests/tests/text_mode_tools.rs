@@ -1,0 +1,141 @@
+//! Text mode end to end: PromptAssembly -> Template -> Provider (OpenAI wire format, served
+//! by the test kit on 127.0.0.1) with an HTTP tool served on 127.0.0.1.
+
+use std::sync::Arc;
+
+use promptkit::pipeline::prompt::{
+    PromptAssemblyStage, PromptConfig, PromptRegistry, TemplateStage,
+};
+use promptkit::pipeline::provider::ProviderStage;
+use promptkit::pipeline::{Element, Payload, Pipeline, TurnData};
+use promptkit::providers::openai::{OpenAiConfig, OpenAiProvider};
+use promptkit::tools::{ToolDescriptor, ToolRegistry};
+use promptkit::{Message, Role};
+use promptkit_testkit::upstream::{MockUpstream, Profile, Scripted, SseStep, chunks};
+use serde_json::json;
+
+const PROMPT: &str = r#"
+task_type: support
+system_template: "You are the support agent of {{company}}. Use tools to look orders up."
+variables:
+  - name: company
+    required: true
+allowed_tools: [lookup_order]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_calls_an_http_tool_and_answers_with_its_result() {
+    let upstream = MockUpstream::start(Profile::INSTANT).await.unwrap();
+    // Round 1: the model asks for the tool (arguments split across chunks).
+    upstream.push(Scripted::sse(vec![
+        SseStep::Json(chunks::tool_start(0, "call_1", "lookup_order", "{\"order_")),
+        SseStep::Json(chunks::tool_args(0, "id\":\"12345\"}")),
+        SseStep::Json(chunks::finish("tool_calls")),
+        SseStep::Done,
+    ]));
+    // Round 2: it answers, streamed.
+    upstream.push(Scripted::sse(vec![
+        SseStep::Json(chunks::text("Your order ")),
+        SseStep::Json(chunks::text("12345 has shipped")),
+        SseStep::Json(chunks::text(" and arrives on 2026-04-10.")),
+        SseStep::Json(chunks::finish("stop")),
+        SseStep::Json(chunks::usage(120, 18, 0, 0)),
+        SseStep::Done,
+    ]));
+
+    // The tool is an HTTP endpoint (the test kit's `/tool`).
+    let tools = Arc::new(ToolRegistry::new());
+    tools
+        .register(
+            ToolDescriptor::new("lookup_order", "Looks up an order by id")
+                .with_input_schema(json!({
+                    "type": "object",
+                    "required": ["order_id"],
+                    "properties": {"order_id": {"type": "string"}}
+                }))
+                .with_executor(
+                    "http",
+                    json!({"url": format!("{}/tool", upstream.origin()), "method": "POST"}),
+                ),
+        )
+        .unwrap();
+
+    let mut prompts = PromptRegistry::new();
+    prompts
+        .register(PromptConfig::parse(PROMPT, "support.yaml".as_ref()).unwrap())
+        .unwrap();
+    let provider =
+        OpenAiProvider::new(OpenAiConfig::compatible(upstream.base_url(), "gpt-test")).unwrap();
+    let pipeline = Pipeline::builder()
+        .then(PromptAssemblyStage::new(Arc::new(prompts), "support"))
+        .then(TemplateStage::new())
+        .then(ProviderStage::new(Arc::new(provider)).with_tools(tools))
+        .build()
+        .unwrap();
+
+    let turn = TurnData::for_session("e2e-1").with_variable("company", "Acme");
+    let (elements, result) = pipeline
+        .execute(
+            turn,
+            futures_util::stream::iter([Element::message(Message::user("Where is order 12345?"))]),
+        )
+        .unwrap()
+        .finish()
+        .await;
+    result.unwrap();
+
+    // Text deltas reach the output before the final message.
+    let first_delta = elements
+        .iter()
+        .position(|e| matches!(e.payload, Payload::Text(_)))
+        .unwrap();
+    let final_answer = elements
+        .iter()
+        .rposition(|e| e.as_message().is_some_and(|m| m.role == Role::Assistant))
+        .unwrap();
+    assert!(first_delta < final_answer);
+    let answer = elements[final_answer].as_message().unwrap();
+    assert_eq!(
+        answer.text(),
+        "Your order 12345 has shipped and arrives on 2026-04-10."
+    );
+    assert_eq!(answer.usage.and_then(|u| u.input_tokens), Some(120));
+
+    // The tool ran over HTTP and its result went back to the model.
+    let tool_message = elements
+        .iter()
+        .filter_map(Element::as_message)
+        .find(|m| m.role == Role::Tool)
+        .unwrap();
+    let result = tool_message.tool_result.as_ref().unwrap();
+    assert!(!result.is_error, "{}", result.text_content());
+    assert_eq!(result.structured.as_ref().unwrap()["status"], "shipped");
+
+    let requests = upstream.requests();
+    let chat: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .collect();
+    assert_eq!(chat.len(), 2);
+    let tool_calls: Vec<_> = requests.iter().filter(|r| r.path == "/tool").collect();
+    assert_eq!(tool_calls.len(), 1);
+    assert_eq!(tool_calls[0].body, json!({"order_id": "12345"}));
+    // The rendered system prompt and the tool declaration were sent.
+    let first = &chat[0].body;
+    assert_eq!(first["messages"][0]["role"], "system");
+    assert_eq!(
+        first["messages"][0]["content"],
+        "You are the support agent of Acme. Use tools to look orders up."
+    );
+    assert_eq!(first["tools"][0]["function"]["name"], "lookup_order");
+    // The second call carried the tool result, keyed by the call id.
+    let second = &chat[1].body;
+    let tool_msg = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap();
+    assert_eq!(tool_msg["tool_call_id"], "call_1");
+    upstream.shutdown().await.unwrap();
+}
