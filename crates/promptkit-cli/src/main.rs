@@ -1,2 +1,454 @@
-//! Work in progress.
-fn main() {}
+//! `promptkit`: chat with a model, run one-shot prompts and manage sessions, on the PromptKit
+//! runtime.
+//!
+//! With no API key it runs on a built-in offline demo model (and says so); conversations are
+//! kept in SQLite in the platform data directory unless `--state` says otherwise.
+
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program talks to the terminal"
+)]
+
+mod demo;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use promptkit::agent::{Agent, AgentEvent};
+use promptkit::providers::openai::{OpenAiConfig, OpenAiProvider};
+use promptkit::state::{MemoryStore, SqliteStore};
+use promptkit::tools::ToolRegistry;
+use promptkit::{ListOptions, Provider, Role, StateStore, ToolSet};
+
+/// Exit code for usage and configuration errors.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a failed model turn.
+const EXIT_TURN: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "promptkit",
+    version,
+    about = "Chat with LLMs on the PromptKit runtime"
+)]
+struct Cli {
+    /// Where conversations are kept: `sqlite://<path>`, `memory`, `postgres://…`, `redis://…`.
+    /// Default: SQLite in the platform data directory (or $PROMPTKIT_HOME).
+    #[arg(long, global = true, env = "PROMPTKIT_STATE")]
+    state: Option<String>,
+    /// The model provider. Default: `openai` when OPENAI_API_KEY is set, else `demo`.
+    #[arg(long, global = true, value_enum, env = "PROMPTKIT_PROVIDER")]
+    provider: Option<ProviderKind>,
+    /// The model (provider default when absent).
+    #[arg(long, global = true, env = "PROMPTKIT_MODEL")]
+    model: Option<String>,
+    /// Base URL of an OpenAI-compatible server (with `--provider openai-compatible`).
+    #[arg(long, global = true, env = "PROMPTKIT_BASE_URL")]
+    base_url: Option<String>,
+    /// The system prompt.
+    #[arg(long, global = true, default_value = "You are a helpful assistant.")]
+    system: String,
+    /// Tool descriptor files or directories (JSON or YAML) to offer to the model.
+    #[arg(long = "tools", global = true)]
+    tool_paths: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProviderKind {
+    /// The built-in offline demo model.
+    Demo,
+    /// OpenAI (needs OPENAI_API_KEY).
+    Openai,
+    /// Any OpenAI-compatible server (Ollama, vLLM) at --base-url.
+    OpenaiCompatible,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Interactive chat, streaming answers; slash commands: `/new`, `/fork [id]`, `/history`, `/tools`,
+    /// `/cost`, `/quit`.
+    Chat {
+        /// The session to continue (a new one when absent).
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Send one prompt and print the answer.
+    Run {
+        /// The prompt.
+        prompt: String,
+        /// The session to continue (a new one when absent).
+        #[arg(long)]
+        session: Option<String>,
+        /// Print the whole result (messages, usage, cost) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage stored sessions.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionAction,
+    },
+    /// List the tools the model would be offered.
+    Tools,
+}
+
+#[derive(Subcommand, Debug)]
+enum SessionAction {
+    /// List sessions, most recent first.
+    List,
+    /// Print a session's messages.
+    Show {
+        /// The session id.
+        id: String,
+    },
+    /// Copy a session under a new id.
+    Fork {
+        /// The session to copy.
+        source: String,
+        /// The new id.
+        target: String,
+    },
+    /// Delete a session.
+    Rm {
+        /// The session id.
+        id: String,
+    },
+}
+
+/// A configuration or usage problem (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ConfigError(String);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn data_dir() -> Result<PathBuf> {
+    if let Ok(home) = std::env::var("PROMPTKIT_HOME") {
+        return Ok(PathBuf::from(home));
+    }
+    dirs::data_dir()
+        .map(|d| d.join("promptkit"))
+        .ok_or_else(|| {
+            ConfigError("no data directory on this platform; set PROMPTKIT_HOME or --state".into())
+                .into()
+        })
+}
+
+async fn open_state(spec: Option<&str>) -> Result<Arc<dyn StateStore>> {
+    let spec = match spec {
+        Some(s) => s.to_owned(),
+        None => {
+            let dir = data_dir()?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            format!("sqlite://{}", dir.join("state.db").display())
+        }
+    };
+    if spec == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if let Some(path) = spec.strip_prefix("sqlite://") {
+        let store = SqliteStore::open(path)
+            .await
+            .with_context(|| format!("opening SQLite state at {path}"))?;
+        return Ok(Arc::new(store));
+    }
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let store = promptkit::state::PostgresStore::connect(&spec)
+            .await
+            .context("connecting to Postgres")?;
+        return Ok(Arc::new(store));
+    }
+    if spec.starts_with("redis://") {
+        let store = promptkit::state::RedisStore::connect(&spec)
+            .await
+            .context("connecting to Redis")?;
+        return Ok(Arc::new(store));
+    }
+    Err(ConfigError(format!(
+        "unknown --state `{spec}`: use sqlite://<path>, memory, postgres://… or redis://…"
+    ))
+    .into())
+}
+
+fn provider(cli: &Cli) -> Result<Arc<dyn Provider>> {
+    let key = std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty());
+    let kind = cli.provider.unwrap_or(if key.is_some() {
+        ProviderKind::Openai
+    } else {
+        ProviderKind::Demo
+    });
+    Ok(match kind {
+        ProviderKind::Demo => {
+            eprintln!(
+                "note: no OPENAI_API_KEY set, using the built-in offline demo model (not a real LLM)"
+            );
+            Arc::new(demo::DemoModel)
+        }
+        ProviderKind::Openai => {
+            let Some(key) = key else {
+                return Err(ConfigError("--provider openai needs OPENAI_API_KEY".into()).into());
+            };
+            let model = cli
+                .model
+                .clone()
+                .unwrap_or_else(|| "gpt-4o-mini".to_owned());
+            Arc::new(
+                OpenAiProvider::new(OpenAiConfig::openai(model, key))
+                    .map_err(|e| ConfigError(e.to_string()))?,
+            )
+        }
+        ProviderKind::OpenaiCompatible => {
+            let Some(base) = cli.base_url.clone() else {
+                return Err(
+                    ConfigError("--provider openai-compatible needs --base-url".into()).into(),
+                );
+            };
+            let model = cli
+                .model
+                .clone()
+                .ok_or_else(|| ConfigError("--provider openai-compatible needs --model".into()))?;
+            let config = OpenAiConfig::compatible(base, model).with_api_key(key);
+            Arc::new(OpenAiProvider::new(config).map_err(|e| ConfigError(e.to_string()))?)
+        }
+    })
+}
+
+fn tools(cli: &Cli, demo: bool) -> Result<Arc<ToolRegistry>> {
+    let registry = ToolRegistry::new();
+    if demo {
+        demo::demo_tools(&registry);
+    }
+    for path in &cli.tool_paths {
+        if path.is_dir() {
+            registry
+                .load_dir(path)
+                .map_err(|e| ConfigError(e.to_string()))?;
+        } else {
+            registry
+                .load_file(path)
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
+    }
+    Ok(Arc::new(registry))
+}
+
+fn new_session_id() -> String {
+    format!("s-{}", promptkit::Timestamp::now().as_unix_millis())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let store = open_state(cli.state.as_deref()).await?;
+    match &cli.command {
+        Command::Sessions { action } => return sessions(store.as_ref(), action).await,
+        Command::Tools => {
+            let tools = tools(
+                &cli,
+                cli.provider.unwrap_or(ProviderKind::Demo) == ProviderKind::Demo
+                    && std::env::var("OPENAI_API_KEY").is_err(),
+            )?;
+            for def in tools.definitions().await? {
+                println!("{}\t{}", def.name, def.description);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let provider = provider(&cli)?;
+    let demo = provider.id() == "demo";
+    let agent = Agent::builder(Arc::clone(&provider))
+        .system(cli.system.clone())
+        .tools(tools(&cli, demo)?)
+        .state(Arc::clone(&store))
+        .build()?;
+    match cli.command {
+        Command::Run {
+            prompt,
+            session,
+            json,
+        } => {
+            let session = session.unwrap_or_else(new_session_id);
+            let mut stream = agent.stream(&session, prompt.as_str())?;
+            let mut stdout = std::io::stdout();
+            while let Some(event) = stream.next_event().await {
+                if let (AgentEvent::Text(t), false) = (&event, json) {
+                    print!("{t}");
+                    stdout.flush()?;
+                }
+            }
+            match stream.finish().await {
+                Ok(reply) => {
+                    if json {
+                        let out = serde_json::json!({
+                            "session": session,
+                            "text": reply.text(),
+                            "messages": reply.messages,
+                            "usage": reply.usage,
+                            "cost": reply.cost,
+                        });
+                        println!("{}", serde_json::to_string_pretty(&out)?);
+                    } else {
+                        println!();
+                        eprintln!("session: {session}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("\nerror: {e} (what was said is saved in session {session})");
+                    Ok(ExitCode::from(EXIT_TURN))
+                }
+            }
+        }
+        Command::Chat { session } => chat(&agent, store.as_ref(), session).await,
+        Command::Sessions { .. } | Command::Tools => unreachable!("handled above"),
+    }
+}
+
+async fn chat(agent: &Agent, store: &dyn StateStore, session: Option<String>) -> Result<ExitCode> {
+    let mut session = session.unwrap_or_else(new_session_id);
+    eprintln!("session {session}: type a message, or /help");
+    let mut total = promptkit::Usage::default();
+    let mut cost = 0.0;
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        eprint!("> ");
+        std::io::stderr().flush()?;
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let input = line.trim();
+        if input.is_empty() {
+            continue;
+        }
+        if let Some(command) = input.strip_prefix('/') {
+            let mut parts = command.split_whitespace();
+            match (parts.next(), parts.next()) {
+                (Some("quit" | "exit"), _) => break,
+                (Some("new"), _) => {
+                    session = new_session_id();
+                    eprintln!("new session {session}");
+                }
+                (Some("fork"), target) => {
+                    let target = target.map_or_else(new_session_id, str::to_owned);
+                    store.fork(&session, &target).await?;
+                    session = target;
+                    eprintln!("forked into session {session}");
+                }
+                (Some("history"), _) => print_history(store, &session).await?,
+                (Some("tools"), _) => {
+                    eprintln!("(tools are listed by `promptkit tools`)");
+                }
+                (Some("cost"), _) => eprintln!(
+                    "tokens in {} / out {}; cost ${cost:.6}",
+                    total.input_tokens.unwrap_or(0),
+                    total.output_tokens.unwrap_or(0)
+                ),
+                _ => eprintln!("commands: /new, /fork [id], /history, /tools, /cost, /quit"),
+            }
+            continue;
+        }
+        let mut stream = agent.stream(&session, input)?;
+        let mut stdout = std::io::stdout();
+        while let Some(event) = stream.next_event().await {
+            match event {
+                AgentEvent::Text(t) => {
+                    print!("{t}");
+                    stdout.flush()?;
+                }
+                AgentEvent::Message(m) if m.role == Role::Tool => {
+                    if let Some(r) = &m.tool_result {
+                        println!("\n  [tool {}: {}]", r.name, r.text_content());
+                    }
+                }
+                _ => {}
+            }
+        }
+        println!();
+        match stream.finish().await {
+            Ok(reply) => {
+                total += reply.usage;
+                cost += reply.cost.map_or(0.0, |c| c.total_usd);
+            }
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    eprintln!("session {session} saved");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn print_history(store: &dyn StateStore, session: &str) -> Result<()> {
+    match store.load(session).await? {
+        None => println!("(no messages in session {session})"),
+        Some(c) => {
+            for m in c.messages {
+                let text = match (&m.tool_result, m.tool_calls.is_empty()) {
+                    (Some(r), _) => format!("[{}] {}", r.name, r.text_content()),
+                    (None, false) => format!(
+                        "{}[calls {}]",
+                        m.text(),
+                        m.tool_calls
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    (None, true) => m.text(),
+                };
+                println!("{:>9}: {text}", m.role.as_str());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sessions(store: &dyn StateStore, action: &SessionAction) -> Result<ExitCode> {
+    match action {
+        SessionAction::List => {
+            let page = store.list(&ListOptions::default()).await?;
+            for c in page.items {
+                let updated = c.updated_at.map(|t| t.to_string()).unwrap_or_default();
+                println!("{}\t{} messages\t{updated}", c.id, c.message_count);
+            }
+        }
+        SessionAction::Show { id } => {
+            if store.load(id).await?.is_none() {
+                bail!(ConfigError(format!("no session `{id}`")));
+            }
+            print_history(store, id).await?;
+        }
+        SessionAction::Fork { source, target } => {
+            store.fork(source, target).await?;
+            println!("{target}");
+        }
+        SessionAction::Rm { id } => {
+            if !store.delete(id).await? {
+                bail!(ConfigError(format!("no session `{id}`")));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -672,6 +672,20 @@ impl Message {
     }
 }
 
+impl From<&str> for Message {
+    /// A user message with one text part.
+    fn from(text: &str) -> Self {
+        Self::user(text)
+    }
+}
+
+impl From<String> for Message {
+    /// A user message with one text part.
+    fn from(text: String) -> Self {
+        Self::user(text)
+    }
+}
+
 /// Serde adapter: [`Bytes`] as a standard base64 string.
 mod base64_bytes {
     use super::{Bytes, Deserialize, Deserializer, Serializer};

@@ -4,7 +4,7 @@
 //! `cargo bench -p promptkit-pipeline --bench engine`
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use promptkit_pipeline::{Element, InputSender, OutputStream, Pipeline, TurnData, stages};
@@ -147,18 +147,75 @@ fn latency(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `producer` on its own task while `drain` consumes on this one; the time until both
-/// are done.
-async fn time_batch<P, D>(producer: P, drain: D) -> Duration
-where
-    P: Future<Output = ()> + Send + 'static,
-    D: Future<Output = ()>,
-{
-    let start = Instant::now();
-    let producer = tokio::spawn(producer);
-    drain.await;
-    producer.await.expect("producer");
-    start.elapsed()
+/// The sending end of a measured topology.
+trait Push: Clone + Send + Sync + 'static {
+    fn push(&self, e: Element) -> impl Future<Output = ()> + Send;
+}
+
+/// The receiving end of a measured topology.
+trait Pull: Send + 'static {
+    fn pull(&mut self) -> impl Future<Output = Option<Element>> + Send;
+}
+
+impl Push for mpsc::Sender<Element> {
+    async fn push(&self, e: Element) {
+        self.send(e).await.expect("send");
+    }
+}
+
+impl Push for InputSender {
+    async fn push(&self, e: Element) {
+        self.send(e).await.expect("send");
+    }
+}
+
+impl Pull for mpsc::Receiver<Element> {
+    async fn pull(&mut self) -> Option<Element> {
+        self.recv().await
+    }
+}
+
+impl Pull for OutputStream {
+    async fn pull(&mut self) -> Option<Element> {
+        self.recv().await
+    }
+}
+
+/// Measures pushing `BATCH` elements from a producer task while a consumer task drains
+/// `BATCH * fan_out` elements, both on runtime workers.
+fn bench_batch<P: Push, Q: Pull>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rt: &Runtime,
+    push: &P,
+    pull: Q,
+    fan_out: usize,
+) {
+    let pull = std::sync::Arc::new(tokio::sync::Mutex::new(pull));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let push = push.clone();
+            let pull = std::sync::Arc::clone(&pull);
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    let mut pull = pull.lock().await;
+                    let start = Instant::now();
+                    let producer = tokio::spawn(async move {
+                        for _ in 0..BATCH {
+                            push.push(Element::text("x")).await;
+                        }
+                    });
+                    for _ in 0..BATCH * fan_out {
+                        pull.pull().await.expect("element");
+                    }
+                    producer.await.expect("producer");
+                    start.elapsed()
+                })
+                .await
+                .expect("measurement task")
+            })
+        });
+    });
 }
 
 fn throughput(c: &mut Criterion) {
@@ -166,67 +223,10 @@ fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("throughput_5_stage_chain");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
-    {
-        let (tx, rx) = rt.block_on(async { bare_chain(5) });
-        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-        group.bench_function("bare_mpsc", |b| {
-            b.iter(|| {
-                let tx = tx.clone();
-                let rx = std::sync::Arc::clone(&rx);
-                rt.block_on(async move {
-                    tokio::spawn(async move {
-                        let mut rx = rx.lock().await;
-                        time_batch(
-                            async move {
-                                for _ in 0..BATCH {
-                                    tx.send(Element::text("x")).await.expect("send");
-                                }
-                            },
-                            async {
-                                for _ in 0..BATCH {
-                                    rx.recv().await.expect("element");
-                                }
-                            },
-                        )
-                        .await
-                    })
-                    .await
-                    .expect("measurement task")
-                })
-            });
-        });
-    }
-    {
-        let pipeline = chain_pipeline(5);
-        let (input, output) = start(&rt, &pipeline);
-        let output = std::sync::Arc::new(tokio::sync::Mutex::new(output));
-        group.bench_function("pipeline", |b| {
-            b.iter(|| {
-                let input = input.clone();
-                let output = std::sync::Arc::clone(&output);
-                rt.block_on(async move {
-                    tokio::spawn(async move {
-                        let mut output = output.lock().await;
-                        time_batch(
-                            async move {
-                                for _ in 0..BATCH {
-                                    input.send(Element::text("x")).await.expect("send");
-                                }
-                            },
-                            async {
-                                for _ in 0..BATCH {
-                                    output.recv().await.expect("element");
-                                }
-                            },
-                        )
-                        .await
-                    })
-                    .await
-                    .expect("measurement task")
-                })
-            });
-        });
-    }
+    let (tx, rx) = rt.block_on(async { bare_chain(5) });
+    bench_batch(&mut group, "bare_mpsc", &rt, &tx, rx, 1);
+    let (input, output) = start(&rt, &chain_pipeline(5));
+    bench_batch(&mut group, "pipeline", &rt, &input, output, 1);
     group.finish();
 }
 
@@ -235,67 +235,10 @@ fn broadcast(c: &mut Criterion) {
     let mut group = c.benchmark_group("broadcast_4_branches");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
-    {
-        let (tx, rx) = rt.block_on(async { bare_broadcast(4) });
-        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-        group.bench_function("bare_mpsc", |b| {
-            b.iter(|| {
-                let tx = tx.clone();
-                let rx = std::sync::Arc::clone(&rx);
-                rt.block_on(async move {
-                    tokio::spawn(async move {
-                        let mut rx = rx.lock().await;
-                        time_batch(
-                            async move {
-                                for _ in 0..BATCH {
-                                    tx.send(Element::text("x")).await.expect("send");
-                                }
-                            },
-                            async {
-                                for _ in 0..BATCH * 4 {
-                                    rx.recv().await.expect("element");
-                                }
-                            },
-                        )
-                        .await
-                    })
-                    .await
-                    .expect("measurement task")
-                })
-            });
-        });
-    }
-    {
-        let pipeline = broadcast_pipeline(4);
-        let (input, output) = start(&rt, &pipeline);
-        let output = std::sync::Arc::new(tokio::sync::Mutex::new(output));
-        group.bench_function("pipeline", |b| {
-            b.iter(|| {
-                let input = input.clone();
-                let output = std::sync::Arc::clone(&output);
-                rt.block_on(async move {
-                    tokio::spawn(async move {
-                        let mut output = output.lock().await;
-                        time_batch(
-                            async move {
-                                for _ in 0..BATCH {
-                                    input.send(Element::text("x")).await.expect("send");
-                                }
-                            },
-                            async {
-                                for _ in 0..BATCH * 4 {
-                                    output.recv().await.expect("element");
-                                }
-                            },
-                        )
-                        .await
-                    })
-                    .await
-                    .expect("measurement task")
-                })
-            });
-        });
-    }
+    let (tx, rx) = rt.block_on(async { bare_broadcast(4) });
+    bench_batch(&mut group, "bare_mpsc", &rt, &tx, rx, 4);
+    let (input, output) = start(&rt, &broadcast_pipeline(4));
+    bench_batch(&mut group, "pipeline", &rt, &input, output, 4);
     group.finish();
 }
 

@@ -361,6 +361,10 @@ impl Pipeline {
 
         let mut set = JoinSet::new();
         let mut task_names = HashMap::new();
+        // One token per stage (children of the run's), so a failure can stop the failed
+        // stage's upstream at once while its downstream drains what it already received.
+        let stage_tokens: Vec<CancellationToken> = (0..n).map(|_| token.child_token()).collect();
+        let input_token = token.child_token();
         emitter.emit(EventKind::PipelineStarted { stages: n });
         for (i, (input, output)) in stage_io.into_iter().enumerate() {
             let stage = Arc::clone(&topo.stages[i]);
@@ -369,10 +373,10 @@ impl Pipeline {
                 name: Arc::clone(&name),
                 turn: Arc::clone(&turn),
                 emitter: emitter.clone(),
-                cancel: token.child_token(),
+                cancel: stage_tokens[i].clone(),
                 progress: Arc::clone(&progress[i]),
             };
-            let token = token.clone();
+            let token = stage_tokens[i].clone();
             let emitter = emitter.clone();
             let kind = stage.kind();
             let handle = set.spawn(async move {
@@ -408,7 +412,7 @@ impl Pipeline {
             task_names.insert(handle.id(), i);
         }
         if let Some(pump) = pump {
-            let token = token.clone();
+            let token = input_token.clone();
             let fut = pump(root_txs.clone());
             let handle = set.spawn(async move {
                 tokio::select! {
@@ -427,6 +431,9 @@ impl Pipeline {
             set,
             task_names,
             token: token.clone(),
+            stage_tokens,
+            input_token,
+            drain_deadline: None,
             progress: all_progress,
             emitter,
             started: Instant::now(),
@@ -489,6 +496,9 @@ struct Supervisor {
     set: JoinSet<Outcome>,
     task_names: HashMap<tokio::task::Id, usize>,
     token: CancellationToken,
+    stage_tokens: Vec<CancellationToken>,
+    input_token: CancellationToken,
+    drain_deadline: Option<tokio::time::Instant>,
     progress: Vec<Arc<Progress>>,
     emitter: Emitter,
     started: Instant,
@@ -501,6 +511,36 @@ impl Supervisor {
             Some(&i) => self.inner.names[i].to_string(),
             None => "unknown".to_owned(),
         }
+    }
+
+    /// Stops everything that is not downstream of the failed stage at once; stages downstream
+    /// of it finish what they already received (a save stage persists the messages a failed
+    /// turn produced), within the shutdown grace period.
+    fn stop_after_failure(&mut self, id: tokio::task::Id) {
+        let topo = &self.inner.topology;
+        let failed = self.task_names.get(&id).copied().unwrap_or(usize::MAX);
+        self.input_token.cancel();
+        if failed == usize::MAX {
+            self.token.cancel();
+            return;
+        }
+        let mut downstream = vec![false; topo.stages.len()];
+        let mut queue = vec![failed];
+        while let Some(s) = queue.pop() {
+            for &e in &topo.outgoing[s] {
+                let to = topo.edges[e].1;
+                if !downstream[to] {
+                    downstream[to] = true;
+                    queue.push(to);
+                }
+            }
+        }
+        for (i, token) in self.stage_tokens.iter().enumerate() {
+            if !downstream[i] {
+                token.cancel();
+            }
+        }
+        self.drain_deadline = Some(tokio::time::Instant::now() + topo.config.shutdown_grace);
     }
 
     async fn run(mut self, result_tx: oneshot::Sender<Result<RunSummary, PipelineError>>) {
@@ -526,6 +566,13 @@ impl Supervisor {
                     None => std::future::pending().await,
                 }
             };
+            let drain = self.drain_deadline;
+            let drain_sleep = async move {
+                match drain {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 joined = self.set.join_next_with_id() => {
                     let Some(joined) = joined else { break };
@@ -534,12 +581,13 @@ impl Supervisor {
                         Ok((id, Outcome::Failed(source))) => {
                             if error.is_none() {
                                 error = Some(PipelineError::StageFailed { stage: self.stage_name(id), source });
-                                self.token.cancel();
+                                self.stop_after_failure(id);
                             }
                         }
                         Err(join_error) => {
                             if join_error.is_panic() && error.is_none() {
-                                let stage = self.stage_name(join_error.id());
+                                let id = join_error.id();
+                                let stage = self.stage_name(id);
                                 let message = panic_message(&*join_error.into_panic());
                                 self.emitter.emit_with(|| EventKind::StageFailed {
                                     stage: stage.clone(),
@@ -547,7 +595,7 @@ impl Supervisor {
                                     duration_ms: millis(self.started.elapsed()),
                                 });
                                 error = Some(PipelineError::StagePanicked { stage, message });
-                                self.token.cancel();
+                                self.stop_after_failure(id);
                             }
                         }
                     }
@@ -567,6 +615,11 @@ impl Supervisor {
                         error = Some(PipelineError::IdleTimeout(limit));
                         self.token.cancel();
                     }
+                }
+                () = drain_sleep => {
+                    // Downstream stages did not finish draining in time.
+                    self.drain_deadline = None;
+                    self.token.cancel();
                 }
                 () = self.token.cancelled(), if !external_cancel_seen => {
                     external_cancel_seen = true;

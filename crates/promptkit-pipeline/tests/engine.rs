@@ -1012,3 +1012,61 @@ async fn shutdown_waits_for_the_grace_period_then_cancels() {
         Err(PipelineError::ShuttingDown)
     ));
 }
+
+/// Records what reaches it, slowly (like a save stage writing to a database).
+struct SlowRecorder {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Stage for SlowRecorder {
+    fn name(&self) -> &str {
+        "save"
+    }
+
+    async fn run(
+        &self,
+        _cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        while let Some(e) = input.recv().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.seen
+                .lock()
+                .unwrap()
+                .push(e.as_text().unwrap_or_default().to_owned());
+            output.send(e).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn after_a_failure_downstream_stages_drain_what_they_received_and_upstream_stops() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let live = Live::default();
+    let pipeline = Pipeline::builder()
+        .stage(Forever {
+            name: "source",
+            live: live.clone(),
+        })
+        .stage(Fails { after: 2 })
+        .stage(SlowRecorder {
+            seen: Arc::clone(&seen),
+        })
+        .chain(["source", "fails", "save"])
+        .build()
+        .unwrap();
+    let input: Vec<Element> = (0..5).map(|i| Element::text(i.to_string())).collect();
+    let failure = pipeline
+        .execute_sync(TurnData::default(), input)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(failure.error, PipelineError::StageFailed { ref stage, .. } if stage == "fails")
+    );
+    // What the failed stage forwarded before failing was still recorded downstream.
+    assert_eq!(*seen.lock().unwrap(), ["0", "1"]);
+    assert_eq!(failure.partial.text, "01");
+    assert_eq!(live.count(), 0, "the upstream stage was cancelled");
+}

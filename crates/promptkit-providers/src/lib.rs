@@ -7,9 +7,11 @@
 //! | `mock` (default) | [`mock`] | a scripted in-memory provider for tests |
 //! | `openai` | `openai` | OpenAI Chat Completions and Azure OpenAI |
 //! | `openai-compatible` | `openai` | Ollama, vLLM and any OpenAI-compatible base URL |
+//! | `anthropic` | `anthropic` | Anthropic Claude (Messages API) |
+//! | `fallback` (default) | [`fallback`] | ordered failover across providers, with cooldowns |
 //!
-//! Anthropic and Gemini will arrive as sibling modules behind features `anthropic` and
-//! `gemini`, on the same shared pieces: the incremental [`sse`] decoder (always built) and
+//! Gemini will arrive as a sibling module behind feature `gemini`. Every HTTP vendor uses
+//! the same shared pieces: the incremental [`sse`] decoder (always built) and
 //! the HTTP machinery (`http`: client settings, retries with full-jitter backoff honouring
 //! `Retry-After`, the per-provider concurrency limit, connect/request/idle timeouts).
 //!
@@ -50,6 +52,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "anthropic")]
+pub mod anthropic;
+#[cfg(feature = "fallback")]
+pub mod fallback;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "mock")]

@@ -3,7 +3,8 @@
 //! - [`upstream`]: a mock OpenAI-compatible HTTP server on 127.0.0.1 with a benchmark mode
 //!   (the proxy benchmark's upstream, also runnable as the `promptkit-mock-upstream` binary)
 //!   and a scripted mode for provider tests (canned statuses, headers, bodies and SSE
-//!   scripts with delays, malformed frames and disconnects), recording every request.
+//!   scripts with delays, malformed frames and disconnects, for any path, Anthropic's
+//!   `/v1/messages` included), recording every request.
 //!
 //! # Example
 //!

@@ -9,11 +9,16 @@
 //!   `chunk-1 ` … `chunk-N `, a stop chunk, a usage chunk when
 //!   `stream_options.include_usage` is set, and `data: [DONE]`. `POST /tool` returns
 //!   `{"order_id":"12345","status":"shipped","eta":"2026-04-10"}` after the profile's tool
-//!   delay.
+//!   delay. `POST …/v1/messages` answers the same way in the Anthropic Messages format
+//!   (`tool_result` blocks play the part of `tool` messages; a stream is `message_start`,
+//!   one text block of `chunk-1 ` … `chunk-N `, `message_delta` with `end_turn` and the
+//!   usage, `message_stop`, each with its `event:` line).
 //! - **Scripted mode**: [`MockUpstream::push`] queues canned responses ([`Scripted`]): a
 //!   status, headers and body, or an SSE script with delays, malformed frames and an abrupt
-//!   disconnect. Each call to a path other than `/tool` takes the next queued response;
-//!   when the queue is empty the benchmark behaviour applies.
+//!   disconnect. Each call to a path other than `/tool` takes the next queued response
+//!   (so scripts serve any vendor's path, `/v1/messages` included); when the queue is empty
+//!   the benchmark behaviour applies. [`chunks`] builds OpenAI stream chunks, [`anthropic`]
+//!   Anthropic Messages events (framed with `event:` lines by [`SseStep::Event`]).
 //!
 //! Every request is recorded ([`MockUpstream::requests`]).
 
@@ -90,6 +95,8 @@ pub enum SseStep {
     Json(Value),
     /// `data: <text>` and a blank line (for malformed frames).
     Data(String),
+    /// `event: <name>`, `data: <json>` and a blank line (the Anthropic framing).
+    Event(String, Value),
     /// Bytes sent verbatim.
     Raw(String),
     /// `data: [DONE]` and a blank line.
@@ -159,6 +166,14 @@ impl Scripted {
         )
     }
 
+    /// An Anthropic-style error: `{"type":"error","error":{"type","message"}}`.
+    pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Self {
+        Self::json(
+            status,
+            json!({"type": "error", "error": {"type": kind, "message": message}}),
+        )
+    }
+
     /// Adds a response header.
     #[must_use]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -213,6 +228,152 @@ pub mod chunks {
             "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": reasoning}});
         value
+    }
+}
+
+/// Builders of Anthropic Messages stream events and responses for scripts.
+///
+/// Each event builder returns the event's JSON; [`anthropic::step`] frames it with its
+/// `event:` line, as the real API does.
+///
+/// ```
+/// use promptkit_testkit::upstream::{Scripted, anthropic};
+///
+/// let mut steps = vec![anthropic::step(anthropic::message_start(12, 0, 0))];
+/// steps.extend(anthropic::text_block(0, &["Hel", "lo"]));
+/// steps.push(anthropic::step(anthropic::message_delta("end_turn", 2)));
+/// steps.push(anthropic::step(anthropic::message_stop()));
+/// let _ = Scripted::sse(steps);
+/// ```
+pub mod anthropic {
+    use serde_json::{Value, json};
+
+    use super::SseStep;
+
+    /// Frames an event as `event: <its type>` plus `data: <json>`.
+    pub fn step(event: Value) -> SseStep {
+        let name = event["type"].as_str().unwrap_or("message").to_owned();
+        SseStep::Event(name, event)
+    }
+
+    /// `message_start` with the input counts (Anthropic reports cache reads and writes
+    /// apart from `input_tokens`).
+    pub fn message_start(input: u64, cache_read: u64, cache_write: u64) -> Value {
+        json!({"type": "message_start", "message": {"id": "msg_test", "type": "message",
+            "role": "assistant", "model": "mock-claude", "content": [], "stop_reason": null,
+            "usage": {"input_tokens": input, "cache_read_input_tokens": cache_read,
+                      "cache_creation_input_tokens": cache_write, "output_tokens": 1}}})
+    }
+
+    /// `content_block_start` of a text block.
+    pub fn text_start(index: u32) -> Value {
+        json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}})
+    }
+
+    /// A `text_delta`.
+    pub fn text_delta(index: u32, text: &str) -> Value {
+        json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "text_delta", "text": text}})
+    }
+
+    /// `content_block_start` of a thinking block.
+    pub fn thinking_start(index: u32) -> Value {
+        json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "thinking", "thinking": ""}})
+    }
+
+    /// A `thinking_delta`.
+    pub fn thinking_delta(index: u32, thinking: &str) -> Value {
+        json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "thinking_delta", "thinking": thinking}})
+    }
+
+    /// A `signature_delta`.
+    pub fn signature_delta(index: u32, signature: &str) -> Value {
+        json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "signature_delta", "signature": signature}})
+    }
+
+    /// `content_block_start` of a redacted thinking block.
+    pub fn redacted_thinking(index: u32, data: &str) -> Value {
+        json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "redacted_thinking", "data": data}})
+    }
+
+    /// `content_block_start` of a `tool_use` block.
+    pub fn tool_use_start(index: u32, id: &str, name: &str) -> Value {
+        json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})
+    }
+
+    /// An `input_json_delta`.
+    pub fn input_json_delta(index: u32, partial_json: &str) -> Value {
+        json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "input_json_delta", "partial_json": partial_json}})
+    }
+
+    /// `content_block_stop`.
+    pub fn block_stop(index: u32) -> Value {
+        json!({"type": "content_block_stop", "index": index})
+    }
+
+    /// `message_delta` with the stop reason and output count.
+    pub fn message_delta(stop_reason: &str, output_tokens: u64) -> Value {
+        json!({"type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+            "usage": {"output_tokens": output_tokens}})
+    }
+
+    /// `message_stop`.
+    pub fn message_stop() -> Value {
+        json!({"type": "message_stop"})
+    }
+
+    /// `ping`.
+    pub fn ping() -> Value {
+        json!({"type": "ping"})
+    }
+
+    /// An `error` event.
+    pub fn error(kind: &str, message: &str) -> Value {
+        json!({"type": "error", "error": {"type": kind, "message": message}})
+    }
+
+    /// A whole text block: start, one delta per piece, stop.
+    pub fn text_block(index: u32, pieces: &[&str]) -> Vec<SseStep> {
+        let mut steps = vec![step(text_start(index))];
+        steps.extend(pieces.iter().map(|p| step(text_delta(index, p))));
+        steps.push(step(block_stop(index)));
+        steps
+    }
+
+    /// A whole thinking block with its signature.
+    pub fn thinking_block(index: u32, thinking: &str, signature: &str) -> Vec<SseStep> {
+        vec![
+            step(thinking_start(index)),
+            step(thinking_delta(index, thinking)),
+            step(signature_delta(index, signature)),
+            step(block_stop(index)),
+        ]
+    }
+
+    /// A whole `tool_use` block, its input split into the given pieces.
+    pub fn tool_use_block(index: u32, id: &str, name: &str, pieces: &[&str]) -> Vec<SseStep> {
+        let mut steps = vec![step(tool_use_start(index, id, name))];
+        steps.extend(pieces.iter().map(|p| step(input_json_delta(index, p))));
+        steps.push(step(block_stop(index)));
+        steps
+    }
+
+    /// A non-streaming Messages response.
+    pub fn message(content: Value, stop_reason: &str, input: u64, output: u64) -> Value {
+        let mut message = json!({"id": "msg_test", "type": "message", "role": "assistant",
+            "model": "mock-claude", "stop_reason": stop_reason, "stop_sequence": null,
+            "usage": {"input_tokens": input, "output_tokens": output,
+                      "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}});
+        message["content"] = content;
+        message
     }
 }
 
@@ -403,6 +564,9 @@ async fn handle(
     if let Some(scripted) = scripted {
         return scripted_response(scripted);
     }
+    if method == Method::POST && uri.path().ends_with("/v1/messages") {
+        return anthropic_benchmark_response(&json_body, profile).await;
+    }
     if method != Method::POST || !uri.path().ends_with("/chat/completions") {
         return json_response(
             404,
@@ -469,6 +633,7 @@ fn sse_body(steps: Vec<SseStep>) -> Body {
             let bytes = match step {
                 SseStep::Json(value) => format!("data: {value}\n\n"),
                 SseStep::Data(text) => format!("data: {text}\n\n"),
+                SseStep::Event(name, value) => format!("event: {name}\ndata: {value}\n\n"),
                 SseStep::Raw(text) => text,
                 SseStep::Done => "data: [DONE]\n\n".to_owned(),
                 SseStep::Delay(delay) => {
@@ -579,6 +744,99 @@ async fn benchmark_response(request: &Value, profile: Profile) -> Response {
         frames.push((Duration::ZERO, Bytes::from(format!("data: {value}\n\n"))));
     }
     frames.push((Duration::ZERO, Bytes::from_static(b"data: [DONE]\n\n")));
+    let stream = futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
+        let (delay, bytes) = frames.next()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok::<_, Infallible>(bytes), frames))
+    });
+    sse_response(Body::from_stream(stream))
+}
+
+async fn anthropic_benchmark_response(request: &Value, profile: Profile) -> Response {
+    let model = request["model"]
+        .as_str()
+        .unwrap_or("mock-claude")
+        .to_owned();
+    let has_tool_result = request["messages"].as_array().is_some_and(|messages| {
+        messages.iter().any(|m| {
+            m["content"]
+                .as_array()
+                .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+        })
+    });
+    let stream = request["stream"].as_bool().unwrap_or(false);
+    let input = u64::try_from(request.to_string().len().div_ceil(4)).unwrap_or(u64::MAX);
+    let output = u64::try_from(profile.chunks).unwrap_or(u64::MAX) * 2;
+    let text: String = (1..=profile.chunks)
+        .map(|i| format!("chunk-{i} "))
+        .collect();
+    let usage = json!({"input_tokens": input, "output_tokens": output,
+        "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0});
+
+    if !stream {
+        tokio::time::sleep(profile.first_chunk_delay).await;
+        let (content, stop) = if has_tool_result {
+            (json!([{"type": "text", "text": text}]), "end_turn")
+        } else {
+            (
+                json!([{"type": "tool_use", "id": "toolu_lookup_order_1", "name": "lookup_order",
+                    "input": {"order_id": "12345"}}]),
+                "tool_use",
+            )
+        };
+        return json_response(
+            200,
+            &json!({"id": format!("msg_mock_{}", now_secs()), "type": "message",
+                "role": "assistant", "model": model, "content": content,
+                "stop_reason": stop, "stop_sequence": null, "usage": usage}),
+        );
+    }
+
+    let frame = |event: &Value| -> Bytes {
+        let name = event["type"].as_str().unwrap_or("message");
+        Bytes::from(format!("event: {name}\ndata: {event}\n\n"))
+    };
+    let mut frames: Vec<(Duration, Bytes)> = Vec::with_capacity(profile.chunks + 6);
+    let mut start_usage = usage.clone();
+    start_usage["output_tokens"] = json!(1);
+    frames.push((
+        profile.first_chunk_delay,
+        frame(
+            &json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message",
+            "role": "assistant", "model": model, "content": [], "stop_reason": null,
+            "usage": start_usage}}),
+        ),
+    ));
+    frames.push((
+        Duration::ZERO,
+        frame(&json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}})),
+    ));
+    for i in 1..=profile.chunks {
+        let delay = if i == 1 {
+            Duration::ZERO
+        } else {
+            profile.chunk_interval
+        };
+        frames.push((
+            delay,
+            frame(&json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": format!("chunk-{i} ")}})),
+        ));
+    }
+    frames.push((
+        profile.chunk_interval,
+        frame(&json!({"type": "content_block_stop", "index": 0})),
+    ));
+    frames.push((
+        Duration::ZERO,
+        frame(&json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": output}})),
+    ));
+    frames.push((Duration::ZERO, frame(&json!({"type": "message_stop"}))));
     let stream = futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
         let (delay, bytes) = frames.next()?;
         if !delay.is_zero() {

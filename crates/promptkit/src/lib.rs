@@ -19,6 +19,10 @@ pub use promptkit_core::{
     parse_arguments,
 };
 
+#[cfg(feature = "pipeline")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
+pub mod agent;
+
 /// The stage engine: pipelines of concurrent streaming stages, events and built-in stages.
 #[cfg(feature = "pipeline")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]

@@ -1,10 +1,11 @@
-//! Built-in generic stages: pass-through, closures, routers, merge, metrics, debug and
-//! recording.
+//! Built-in generic stages: pass-through, closures, routers, merge, metrics, debug,
+//! recording, and loading and saving conversation state.
 
 mod closure;
 mod observe;
 mod recording;
 mod router;
+mod state;
 
 pub use closure::{
     FilterMapStage, FilterStage, FlatMapStage, InspectStage, MapAsyncStage, MapStage, PassThrough,
@@ -15,3 +16,4 @@ pub use recording::{RecordedElement, Recording, recording};
 pub use router::{
     Router, RoutingStrategy, broadcast, hash_router, predicate_router, round_robin, weighted,
 };
+pub use state::{IncrementalSave, SUMMARY_METADATA_KEY, StateStoreLoad};

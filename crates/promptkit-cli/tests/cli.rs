@@ -1,0 +1,123 @@
+//! The `promptkit` binary, run as a user would.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn promptkit(home: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_promptkit"))
+        .args(args)
+        .env("PROMPTKIT_HOME", home)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("PROMPTKIT_STATE")
+        .env_remove("PROMPTKIT_PROVIDER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn chat_streams_calls_tools_and_persists_to_sqlite() {
+    let home = tempfile::tempdir().unwrap();
+    let out = promptkit(
+        home.path(),
+        &["chat", "--session", "t1"],
+        "hello\nwhere is order 4711?\n/history\n/quit\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("offline demo model"),
+        "says it runs without a key: {stderr}"
+    );
+    assert!(stdout.contains("[tool lookup_order:"), "{stdout}");
+    assert!(stdout.contains("\"status\":\"shipped\""), "{stdout}");
+    assert!(
+        home.path().join("state.db").exists(),
+        "SQLite in the data directory"
+    );
+
+    // A fresh process sees the stored session.
+    let list = promptkit(home.path(), &["sessions", "list"], "");
+    assert!(
+        text(&list.stdout).starts_with("t1\t6 messages"),
+        "{}",
+        text(&list.stdout)
+    );
+    let show = promptkit(home.path(), &["sessions", "show", "t1"], "");
+    assert!(
+        text(&show.stdout).contains("user: where is order 4711?"),
+        "{}",
+        text(&show.stdout)
+    );
+    let fork = promptkit(home.path(), &["sessions", "fork", "t1", "t2"], "");
+    assert!(fork.status.success());
+    let rm = promptkit(home.path(), &["sessions", "rm", "t1"], "");
+    assert!(rm.status.success());
+    let list = text(&promptkit(home.path(), &["sessions", "list"], "").stdout);
+    assert!(
+        list.starts_with("t2\t6 messages") && !list.contains("t1\t"),
+        "{list}"
+    );
+}
+
+#[test]
+fn run_prints_json_and_continues_a_session() {
+    let home = tempfile::tempdir().unwrap();
+    let first = promptkit(home.path(), &["run", "hi", "--session", "r1"], "");
+    assert!(first.status.success());
+    assert!(text(&first.stdout).contains("You said: \"hi\""));
+    let out = promptkit(
+        home.path(),
+        &["run", "order 12345 please", "--session", "r1", "--json"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("valid JSON on stdout");
+    assert_eq!(json["session"], "r1");
+    assert!(json["text"].as_str().unwrap().contains("shipped"));
+    let roles: Vec<&str> = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "assistant"]);
+    assert!(json["usage"]["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn configuration_errors_exit_with_2_and_say_what_to_do() {
+    let home = tempfile::tempdir().unwrap();
+    let bad_state = promptkit(
+        home.path(),
+        &["--state", "mongodb://x", "sessions", "list"],
+        "",
+    );
+    assert_eq!(bad_state.status.code(), Some(2));
+    assert!(
+        text(&bad_state.stderr).contains("use sqlite://<path>, memory"),
+        "{}",
+        text(&bad_state.stderr)
+    );
+    let no_key = promptkit(home.path(), &["--provider", "openai", "run", "hi"], "");
+    assert_eq!(no_key.status.code(), Some(2));
+    assert!(text(&no_key.stderr).contains("OPENAI_API_KEY"));
+    let missing = promptkit(home.path(), &["sessions", "show", "nope"], "");
+    assert_eq!(missing.status.code(), Some(2));
+}

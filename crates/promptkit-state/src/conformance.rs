@@ -1,0 +1,696 @@
+//! A conformance suite for [`StateStore`] implementations.
+//!
+//! Every backend of this crate runs it, and third-party stores can too: enable the
+//! `conformance` feature in `[dev-dependencies]` and call [`run_all`] from a test. Checks
+//! panic with a message naming what the store got wrong, like `assert!` does.
+//!
+//! The suite only touches conversations whose ids start with a fresh random prefix and
+//! users named after it, so it can run against a store holding other data (it does not
+//! delete anything it did not create). It needs a multi-threaded tokio runtime for the
+//! concurrency checks.
+//!
+//! ```
+//! # #[cfg(feature = "memory")]
+//! # {
+//! use std::sync::Arc;
+//! use promptkit_state::{conformance, MemoryStore};
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! conformance::run_all(Arc::new(MemoryStore::new())).await;
+//! # });
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use promptkit_core::{
+    ContentPart, Cost, ExpectedVersion, FinishReason, ListOptions, Media, Message, ProviderData,
+    Reasoning, SortOrder, StateError, StateStore, Summary, Timestamp, ToolCall, ToolResult, Usage,
+};
+use serde_json::{Map, Value, json};
+
+/// Number of concurrent appenders in [`concurrent_appends`].
+pub const CONCURRENT_APPENDERS: usize = 50;
+
+/// A fresh id prefix for one check, unique across runs and processes.
+fn prefix(check: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = Timestamp::now().as_unix_nanos();
+    format!("cf-{check}-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// A message carrying every kind of data the core types have: reasoning with a signature,
+/// text, media references and inline bytes, tool calls with provider data, usage, cost,
+/// finish reason, timestamps and nested metadata.
+pub fn rich_message(id: &str) -> Message {
+    let mut m = Message::assistant("rich ✓ \u{1F600}").with_id(id);
+    m.content.push(ContentPart::Image(
+        Media::url("https://example.com/cat.png").with_mime_type("image/png"),
+    ));
+    m.content.push(ContentPart::Audio(Media::storage(
+        "blob://abc",
+        "audio/wav",
+    )));
+    m.content.push(ContentPart::Document(Media::bytes(
+        vec![0_u8, 1, 2, 255],
+        "application/pdf",
+    )));
+    let mut call = ToolCall::new("call-1", "lookup", json!({"q": "weather", "n": 3}));
+    call.provider_data = ProviderData::new().with("thought_signature", "opaque==");
+    m.tool_calls.push(call);
+    m.content.insert(
+        0,
+        ContentPart::Reasoning(Reasoning {
+            text: Some("thinking".to_owned()),
+            redacted: false,
+            provider_data: ProviderData::new().with("signature", "sig=="),
+        }),
+    );
+    m.usage = Some(Usage {
+        output_tokens: Some(12),
+        ..Usage::default()
+    });
+    m.cost = Some(Cost {
+        input_usd: 0.001,
+        output_usd: 0.002,
+        total_usd: 0.003,
+        ..Cost::default()
+    });
+    m.finish_reason = Some(FinishReason::ToolCalls);
+    m.metadata.insert(
+        "source".to_owned(),
+        json!({"nested": [1, 2.5, null, "x", [], {}]}),
+    );
+    m.created_at = Timestamp::from_unix_millis(1_700_000_000_123).ok();
+    m.latency_ms = Some(42);
+    m
+}
+
+fn tool_message(id: &str) -> Message {
+    let mut m = Message::new(promptkit_core::Role::Tool).with_id(id);
+    m.tool_result = Some(ToolResult::text("call-1", "lookup", "sunny"));
+    m
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<Message> {
+    (0..n)
+        .map(|i| Message::user(format!("message {i}")).with_id(format!("{prefix}-m{i}")))
+        .collect()
+}
+
+/// Runs every check in sequence.
+pub async fn run_all(store: Arc<dyn StateStore>) {
+    let s = store.as_ref();
+    missing_conversation(s).await;
+    invalid_ids(s).await;
+    save_and_load_round_trip(s).await;
+    save_versions(s).await;
+    append_creates_and_is_idempotent(s).await;
+    load_recent(s).await;
+    fork_copies_everything(s).await;
+    delete(s).await;
+    list_by_user_with_pagination(s).await;
+    metadata_merge(s).await;
+    summaries(s).await;
+    concurrent_appends(Arc::clone(&store)).await;
+    concurrent_saves(store).await;
+}
+
+/// A missing conversation loads as `None`; deleting it reports `false`.
+pub async fn missing_conversation(store: &dyn StateStore) {
+    let id = prefix("missing");
+    assert!(
+        store.load(&id).await.expect("load").is_none(),
+        "missing loads as None"
+    );
+    assert!(
+        store
+            .load_recent(&id, 3)
+            .await
+            .expect("load_recent")
+            .is_none(),
+        "missing load_recent is None"
+    );
+    assert!(
+        !store.delete(&id).await.expect("delete"),
+        "delete of missing is false"
+    );
+    let err = store
+        .add_summary(&id, &summary(0, 1))
+        .await
+        .expect_err("add_summary on missing fails");
+    assert!(
+        matches!(err, StateError::NotFound { .. }),
+        "add_summary: {err:?}"
+    );
+}
+
+/// Empty and control-character ids are rejected.
+pub async fn invalid_ids(store: &dyn StateStore) {
+    for bad in ["", "a\nb"] {
+        let err = store.load(bad).await.expect_err("invalid id");
+        assert!(
+            matches!(err, StateError::InvalidId { .. }),
+            "load({bad:?}): {err:?}"
+        );
+        let err = store.append(bad, None, &[]).await.expect_err("invalid id");
+        assert!(
+            matches!(err, StateError::InvalidId { .. }),
+            "append({bad:?}): {err:?}"
+        );
+    }
+}
+
+/// A saved conversation loads back equal in everything it carries.
+pub async fn save_and_load_round_trip(store: &dyn StateStore) {
+    let id = prefix("roundtrip");
+    let mut c = promptkit_core::Conversation::new(&id).with_user(format!("{id}-user"));
+    c.messages.push(Message::system("be brief").with_id("s"));
+    c.messages.push(Message::user("hello"));
+    c.messages.push(rich_message("rich"));
+    c.messages.push(tool_message("tool"));
+    c.metadata.insert("k".to_owned(), json!({"deep": [true]}));
+    c.summaries.push(summary(0, 1));
+    let v = store
+        .save(&c, ExpectedVersion::New)
+        .await
+        .expect("save new");
+    assert_eq!(v, 1, "first save gives version 1");
+    let loaded = store.load(&id).await.expect("load").expect("saved exists");
+    assert_eq!(loaded.messages, c.messages, "messages round-trip exactly");
+    assert_eq!(loaded.metadata, c.metadata, "metadata round-trips");
+    assert_eq!(loaded.summaries, c.summaries, "summaries round-trip");
+    assert_eq!(loaded.user_id, c.user_id, "owner round-trips");
+    assert_eq!(loaded.version, 1, "loaded version");
+    assert!(
+        loaded.created_at.is_some() && loaded.updated_at.is_some(),
+        "timestamps set"
+    );
+    store.delete(&id).await.expect("cleanup");
+}
+
+/// `save` enforces the expected version and keeps `created_at`.
+pub async fn save_versions(store: &dyn StateStore) {
+    let id = prefix("versions");
+    let mut c = promptkit_core::Conversation::new(&id);
+    assert_eq!(store.save(&c, ExpectedVersion::New).await.expect("new"), 1);
+    let created = store
+        .load(&id)
+        .await
+        .expect("load")
+        .expect("exists")
+        .created_at;
+    let err = store
+        .save(&c, ExpectedVersion::New)
+        .await
+        .expect_err("second New");
+    assert!(
+        matches!(err, StateError::Conflict { actual: 1, .. }),
+        "New on existing conflicts: {err:?}"
+    );
+    c.messages.push(Message::user("x").with_id("x"));
+    assert_eq!(
+        store
+            .save(&c, ExpectedVersion::Exact(1))
+            .await
+            .expect("exact"),
+        2
+    );
+    let err = store
+        .save(&c, ExpectedVersion::Exact(1))
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(
+            err,
+            StateError::Conflict {
+                actual: 2,
+                expected: ExpectedVersion::Exact(1),
+                ..
+            }
+        ),
+        "stale writer conflicts: {err:?}"
+    );
+    let after = store.load(&id).await.expect("load").expect("exists");
+    assert_eq!(after.messages.len(), 1, "failed save wrote nothing");
+    assert_eq!(after.created_at, created, "created_at is kept");
+    assert_eq!(store.save(&c, ExpectedVersion::Any).await.expect("any"), 3);
+    let missing = prefix("versions-missing");
+    let err = store
+        .save(
+            &promptkit_core::Conversation::new(&missing),
+            ExpectedVersion::Exact(4),
+        )
+        .await
+        .expect_err("exact on missing");
+    assert!(
+        matches!(err, StateError::Conflict { actual: 0, .. }),
+        "{err:?}"
+    );
+    let mut dup = promptkit_core::Conversation::new(&missing);
+    dup.messages = vec![
+        Message::user("a").with_id("d"),
+        Message::user("b").with_id("d"),
+    ];
+    assert!(
+        store.save(&dup, ExpectedVersion::Any).await.is_err(),
+        "duplicate ids rejected"
+    );
+    assert!(
+        store.load(&missing).await.expect("load").is_none(),
+        "nothing stored"
+    );
+    store.delete(&id).await.expect("cleanup");
+}
+
+/// `append` creates the conversation, skips ids already stored (also within one batch) and
+/// always appends messages without an id.
+pub async fn append_creates_and_is_idempotent(store: &dyn StateStore) {
+    let id = prefix("append");
+    let user = format!("{id}-user");
+    let batch = numbered(&id, 3);
+    let out = store
+        .append(&id, Some(&user), &batch)
+        .await
+        .expect("append");
+    assert_eq!((out.appended, out.total), (3, 3), "first append: {out:?}");
+    let v1 = out.version;
+    assert!(v1 >= 1, "append bumps the version");
+    let retry = store.append(&id, Some(&user), &batch).await.expect("retry");
+    assert_eq!(
+        (retry.appended, retry.total),
+        (0, 3),
+        "retry is a no-op: {retry:?}"
+    );
+    let mut more = numbered(&id, 5);
+    more.push(more[4].clone());
+    more.push(Message::user("no id"));
+    more.push(rich_message(&format!("{id}-rich")));
+    let out = store.append(&id, None, &more).await.expect("append more");
+    assert_eq!(
+        (out.appended, out.total),
+        (4, 7),
+        "partial duplicates: {out:?}"
+    );
+    assert!(out.version > v1, "version grows");
+    let c = store.load(&id).await.expect("load").expect("exists");
+    assert_eq!(
+        c.user_id.as_deref(),
+        Some(user.as_str()),
+        "append sets owner on create"
+    );
+    let texts: Vec<String> = c.messages.iter().map(Message::text).collect();
+    assert_eq!(
+        texts,
+        [
+            "message 0",
+            "message 1",
+            "message 2",
+            "message 3",
+            "message 4",
+            "no id",
+            "rich ✓ \u{1F600}"
+        ],
+        "append order"
+    );
+    assert_eq!(
+        c.messages[6],
+        rich_message(&format!("{id}-rich")),
+        "rich message intact"
+    );
+    assert_eq!(c.version, out.version, "load sees append's version");
+    let empty = store.append(&id, None, &[]).await.expect("empty append");
+    assert_eq!(
+        (empty.appended, empty.total, empty.version),
+        (0, 7, out.version)
+    );
+    let fresh = prefix("append-empty");
+    let created = store
+        .append(&fresh, None, &[])
+        .await
+        .expect("create by append");
+    assert_eq!((created.appended, created.total), (0, 0));
+    assert!(
+        store.load(&fresh).await.expect("load").is_some(),
+        "empty append creates"
+    );
+    store.delete(&id).await.expect("cleanup");
+    store.delete(&fresh).await.expect("cleanup");
+}
+
+/// `load_recent` keeps the `n` newest messages and everything else.
+pub async fn load_recent(store: &dyn StateStore) {
+    let id = prefix("recent");
+    store
+        .append(&id, None, &numbered(&id, 10))
+        .await
+        .expect("append");
+    store
+        .add_summary(&id, &summary(0, 5))
+        .await
+        .expect("summary");
+    let mut meta = Map::new();
+    meta.insert("a".to_owned(), json!(1));
+    store.merge_metadata(&id, &meta).await.expect("meta");
+    let c = store
+        .load_recent(&id, 3)
+        .await
+        .expect("load")
+        .expect("exists");
+    let texts: Vec<String> = c.messages.iter().map(Message::text).collect();
+    assert_eq!(
+        texts,
+        ["message 7", "message 8", "message 9"],
+        "newest three, in order"
+    );
+    assert_eq!(c.summaries.len(), 1, "summaries complete");
+    assert_eq!(c.metadata.get("a"), Some(&json!(1)), "metadata complete");
+    let all = store
+        .load_recent(&id, 100)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(all.messages.len(), 10, "n above count gives all");
+    let none = store
+        .load_recent(&id, 0)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert!(none.messages.is_empty(), "n = 0 gives none");
+    store.delete(&id).await.expect("cleanup");
+}
+
+/// `fork` copies messages, summaries, metadata and owner, and refuses missing sources and
+/// existing targets. The copy is independent of the source.
+pub async fn fork_copies_everything(store: &dyn StateStore) {
+    let id = prefix("fork");
+    let user = format!("{id}-user");
+    let mut msgs = numbered(&id, 2);
+    msgs.push(rich_message("rich"));
+    store.append(&id, Some(&user), &msgs).await.expect("append");
+    store
+        .add_summary(&id, &summary(0, 1))
+        .await
+        .expect("summary");
+    let mut meta = Map::new();
+    meta.insert("topic".to_owned(), json!("cats"));
+    store.merge_metadata(&id, &meta).await.expect("meta");
+    let copy_id = format!("{id}-copy");
+    let forked = store.fork(&id, &copy_id).await.expect("fork");
+    assert_eq!(forked.id, copy_id);
+    let loaded = store
+        .load(&copy_id)
+        .await
+        .expect("load")
+        .expect("fork stored");
+    let source = store.load(&id).await.expect("load").expect("source");
+    assert_eq!(loaded.messages, source.messages, "messages copied");
+    assert_eq!(loaded.summaries, source.summaries, "summaries copied");
+    assert_eq!(loaded.metadata, source.metadata, "metadata copied");
+    assert_eq!(
+        loaded.user_id.as_deref(),
+        Some(user.as_str()),
+        "owner copied"
+    );
+    assert_eq!(
+        forked.messages, loaded.messages,
+        "returned copy matches stored"
+    );
+    store
+        .append(
+            &copy_id,
+            None,
+            &[Message::user("only in fork").with_id("f1")],
+        )
+        .await
+        .expect("append to fork");
+    let source_after = store.load(&id).await.expect("load").expect("source");
+    assert_eq!(
+        source_after.messages.len(),
+        3,
+        "source unaffected by fork writes"
+    );
+    let err = store.fork(&id, &copy_id).await.expect_err("target exists");
+    assert!(matches!(err, StateError::AlreadyExists { .. }), "{err:?}");
+    let err = store
+        .fork(&format!("{id}-nope"), &format!("{id}-x"))
+        .await
+        .expect_err("source missing");
+    assert!(matches!(err, StateError::NotFound { .. }), "{err:?}");
+    store.delete(&id).await.expect("cleanup");
+    store.delete(&copy_id).await.expect("cleanup");
+}
+
+/// `delete` removes everything; a later append starts afresh.
+pub async fn delete(store: &dyn StateStore) {
+    let id = prefix("delete");
+    store
+        .append(&id, None, &numbered(&id, 2))
+        .await
+        .expect("append");
+    assert!(
+        store.delete(&id).await.expect("delete"),
+        "existing delete is true"
+    );
+    assert!(store.load(&id).await.expect("load").is_none(), "gone");
+    assert!(
+        !store.delete(&id).await.expect("delete"),
+        "second delete is false"
+    );
+    let out = store
+        .append(&id, None, &numbered(&id, 1))
+        .await
+        .expect("re-append");
+    assert_eq!(
+        (out.appended, out.total),
+        (1, 1),
+        "old ids forgotten: {out:?}"
+    );
+    store.delete(&id).await.expect("cleanup");
+}
+
+/// `list` filters by user, pages, counts and sorts.
+pub async fn list_by_user_with_pagination(store: &dyn StateStore) {
+    let base = prefix("list");
+    let user = format!("{base}-user");
+    let other = format!("{base}-other");
+    let ids: Vec<String> = (0..5).map(|i| format!("{base}-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .append(id, Some(&user), &numbered(id, i + 1))
+            .await
+            .expect("append");
+        // Distinct update times (stores may keep millisecond precision).
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    store
+        .append(&format!("{base}-x"), Some(&other), &[])
+        .await
+        .expect("other user");
+
+    let mut options = ListOptions::for_user(&user);
+    options.limit = 2;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list(&options).await.expect("list");
+        assert_eq!(page.total, 5, "total counts all pages");
+        if page.items.is_empty() {
+            break;
+        }
+        assert!(page.items.len() <= 2, "page size honoured");
+        seen.extend(page.items);
+        options.offset += 2;
+    }
+    let listed: Vec<&str> = seen.iter().map(|i| i.id.as_str()).collect();
+    let newest_first: Vec<&str> = ids.iter().rev().map(String::as_str).collect();
+    assert_eq!(
+        listed, newest_first,
+        "default order is most recently updated first"
+    );
+    assert_eq!(seen[0].message_count, 5, "message counts");
+    assert!(
+        seen.iter()
+            .all(|i| i.user_id.as_deref() == Some(user.as_str()))
+    );
+
+    let mut asc = ListOptions::for_user(&user);
+    asc.order = SortOrder::CreatedAsc;
+    let page = store.list(&asc).await.expect("list");
+    let listed: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        listed,
+        ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "created asc"
+    );
+
+    // Touching the oldest makes it the most recently updated.
+    store
+        .append(&ids[0], None, &[Message::user("bump").with_id("bump")])
+        .await
+        .expect("bump");
+    let page = store
+        .list(&ListOptions::for_user(&user))
+        .await
+        .expect("list");
+    assert_eq!(page.items[0].id, ids[0], "updated order follows writes");
+
+    let none = store
+        .list(&ListOptions::for_user(format!("{base}-nobody")))
+        .await
+        .expect("list");
+    assert_eq!((none.items.len(), none.total), (0, 0));
+    for id in ids.iter().chain(std::iter::once(&format!("{base}-x"))) {
+        store.delete(id).await.expect("cleanup");
+    }
+}
+
+/// `merge_metadata` overwrites present keys, removes `null` ones and creates the
+/// conversation if needed.
+pub async fn metadata_merge(store: &dyn StateStore) {
+    let id = prefix("meta");
+    let entries: Map<String, Value> =
+        serde_json::from_value(json!({"a": 1, "b": {"c": [1, 2]}, "d": "x"})).expect("map");
+    let v1 = store
+        .merge_metadata(&id, &entries)
+        .await
+        .expect("merge creates");
+    let patch: Map<String, Value> =
+        serde_json::from_value(json!({"a": 2, "d": null, "e": true})).expect("map");
+    let v2 = store.merge_metadata(&id, &patch).await.expect("merge");
+    assert!(v2 > v1, "merge bumps the version");
+    let c = store.load(&id).await.expect("load").expect("exists");
+    let expected: Map<String, Value> =
+        serde_json::from_value(json!({"a": 2, "b": {"c": [1, 2]}, "e": true})).expect("map");
+    assert_eq!(c.metadata, expected, "merged metadata");
+    assert_eq!(c.version, v2);
+    store.delete(&id).await.expect("cleanup");
+}
+
+/// Summaries are appended in order and bump the version.
+pub async fn summaries(store: &dyn StateStore) {
+    let id = prefix("summaries");
+    let out = store
+        .append(&id, None, &numbered(&id, 4))
+        .await
+        .expect("append");
+    let v1 = store
+        .add_summary(&id, &summary(0, 2))
+        .await
+        .expect("summary");
+    assert!(v1 > out.version);
+    let v2 = store
+        .add_summary(&id, &summary(2, 4))
+        .await
+        .expect("summary");
+    assert!(v2 > v1);
+    let c = store.load(&id).await.expect("load").expect("exists");
+    assert_eq!(c.summaries, vec![summary(0, 2), summary(2, 4)]);
+    assert_eq!(c.messages.len(), 4, "summaries do not remove messages");
+    store.delete(&id).await.expect("cleanup");
+}
+
+/// [`CONCURRENT_APPENDERS`] tasks append to one conversation at once, each twice (a retry):
+/// every message lands exactly once.
+pub async fn concurrent_appends(store: Arc<dyn StateStore>) {
+    let id = prefix("concurrent");
+    let mut tasks = Vec::new();
+    for i in 0..CONCURRENT_APPENDERS {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let batch = [
+                Message::user(format!("task {i} a")).with_id(format!("t{i}-a")),
+                Message::assistant(format!("task {i} b")).with_id(format!("t{i}-b")),
+            ];
+            let first = store.append(&id, Some("concurrent-user"), &batch).await?;
+            let retry = store.append(&id, Some("concurrent-user"), &batch).await?;
+            Ok::<_, StateError>((first.appended, retry.appended))
+        }));
+    }
+    let mut appended = 0;
+    for task in tasks {
+        let (first, retry) = task.await.expect("task panicked").expect("append failed");
+        assert_eq!((first, retry), (2, 0), "each batch lands once");
+        appended += first;
+    }
+    assert_eq!(appended, 2 * CONCURRENT_APPENDERS);
+    let c = store.load(&id).await.expect("load").expect("exists");
+    assert_eq!(
+        c.messages.len(),
+        2 * CONCURRENT_APPENDERS,
+        "nothing lost or duplicated"
+    );
+    let mut ids: Vec<&str> = c.messages.iter().filter_map(|m| m.id.as_deref()).collect();
+    for i in 0..CONCURRENT_APPENDERS {
+        let a = ids
+            .iter()
+            .position(|x| *x == format!("t{i}-a"))
+            .expect("a stored");
+        let b = ids
+            .iter()
+            .position(|x| *x == format!("t{i}-b"))
+            .expect("b stored");
+        assert_eq!(b, a + 1, "a batch stays contiguous");
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 2 * CONCURRENT_APPENDERS, "no duplicates");
+    store.delete(&id).await.expect("cleanup");
+}
+
+/// Two writers save from the same version at once: exactly one wins, the other gets a
+/// typed conflict and its data is not stored.
+pub async fn concurrent_saves(store: Arc<dyn StateStore>) {
+    let id = prefix("race");
+    let base = store
+        .append(&id, None, &[Message::user("base").with_id("base")])
+        .await;
+    let version = base.expect("append").version;
+    let mut tasks = Vec::new();
+    for writer in 0..2 {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = store.load(&id).await?.expect("exists");
+            c.messages
+                .push(Message::user(format!("writer {writer}")).with_id(format!("w{writer}")));
+            store
+                .save(&c, ExpectedVersion::Exact(version))
+                .await
+                .map(|v| (writer, v))
+        }));
+    }
+    let mut wins = Vec::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.expect("task panicked") {
+            Ok(win) => wins.push(win),
+            Err(StateError::Conflict { .. }) => conflicts += 1,
+            Err(other) => panic!("unexpected save error: {other:?}"),
+        }
+    }
+    assert_eq!((wins.len(), conflicts), (1, 1), "exactly one writer wins");
+    let (winner, new_version) = wins[0];
+    let c = store.load(&id).await.expect("load").expect("exists");
+    assert_eq!(c.version, new_version);
+    let texts: Vec<String> = c.messages.iter().map(Message::text).collect();
+    assert_eq!(
+        texts,
+        ["base".to_owned(), format!("writer {winner}")],
+        "winner's data only"
+    );
+    store.delete(&id).await.expect("cleanup");
+}
+
+fn summary(start: u64, end: u64) -> Summary {
+    Summary {
+        start_index: start,
+        end_index: end,
+        content: format!("summary of {start}..{end}"),
+        token_count: Some(7),
+        created_at: Timestamp::from_unix_millis(1_700_000_000_000)
+            .unwrap_or_else(|_| Timestamp::now()),
+    }
+}

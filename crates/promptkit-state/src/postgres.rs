@@ -1,0 +1,630 @@
+//! The Postgres store (sqlx pool).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use promptkit_core::{
+    AppendOutcome, BoxFuture, Conversation, ConversationInfo, ExpectedVersion, ListOptions,
+    Message, Page, SortOrder, StateError, StateStore, Summary,
+};
+use serde_json::{Map, Value};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Row};
+use std::str::FromStr;
+
+use crate::common::{self, from_json, from_millis, to_json};
+
+/// The embedded migrations (`migrations/postgres`), run by [`PostgresStore::connect`].
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Settings of a [`PostgresStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresConfig {
+    /// Connection URL, for example `postgres://user:password@host:5432/database`.
+    pub url: String,
+    /// Schema holding the tables (created if missing); `None` uses the server's
+    /// `search_path` (normally `public`). Letters, digits and `_` only.
+    pub schema: Option<String>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl PostgresConfig {
+    /// Default settings for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Keeps the tables in `schema`.
+    #[must_use]
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Sets the pool size (at least 1).
+    #[must_use]
+    pub fn with_max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+}
+
+/// A [`StateStore`] in Postgres, safe for many processes sharing one database.
+///
+/// Same layout as the SQLite store (a conversation row with its version; one JSONB row per
+/// message, unique by message id). Writes run in one transaction that first locks the
+/// conversation row (`SELECT ... FOR UPDATE`), so concurrent appends and saves from any
+/// number of processes serialise per conversation, never globally. Migrations run on
+/// connect under sqlx's advisory lock.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn db_err(what: &str, e: sqlx::Error) -> StateError {
+    match e {
+        sqlx::Error::PoolClosed => StateError::Closed,
+        other => StateError::backend(format!("postgres: {what}"), other),
+    }
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(id: &str, n: i64) -> Result<u64, StateError> {
+    u64::try_from(n).map_err(|_| StateError::Corrupt {
+        id: id.to_owned(),
+        message: format!("negative counter {n}"),
+    })
+}
+
+fn valid_schema(schema: &str) -> bool {
+    !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !schema.starts_with(|c: char| c.is_ascii_digit())
+}
+
+impl PostgresStore {
+    /// Connects to `url` with default settings and runs migrations.
+    ///
+    /// # Errors
+    /// [`StateError::Backend`] when the server is unreachable or migrations fail.
+    pub async fn connect(url: &str) -> Result<Self, StateError> {
+        Self::connect_with(PostgresConfig::new(url)).await
+    }
+
+    /// Connects with explicit settings and runs migrations.
+    ///
+    /// # Errors
+    /// [`StateError::Backend`] when the URL or schema is invalid, the server is
+    /// unreachable, or migrations fail.
+    pub async fn connect_with(config: PostgresConfig) -> Result<Self, StateError> {
+        let mut options = PgConnectOptions::from_str(&config.url)
+            .map_err(|e| db_err("parsing the connection URL", e))?;
+        if let Some(schema) = &config.schema {
+            if !valid_schema(schema) {
+                return Err(StateError::Backend {
+                    message: format!("postgres: invalid schema name {schema:?}"),
+                    source: None,
+                });
+            }
+            let mut conn = <PgConnection as sqlx::Connection>::connect_with(&options)
+                .await
+                .map_err(|e| db_err("connecting", e))?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| db_err("creating the schema", e))?;
+            sqlx::Connection::close(conn)
+                .await
+                .map_err(|e| db_err("connecting", e))?;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| db_err("connecting", e))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StateError::backend("postgres: running migrations", e))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool; later calls fail with [`StateError::Closed`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(
+        &self,
+        what: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StateError> {
+        self.pool.begin().await.map_err(|e| db_err(what, e))
+    }
+
+    async fn read(
+        &self,
+        id: &str,
+        recent: Option<usize>,
+    ) -> Result<Option<Conversation>, StateError> {
+        StateError::validate_id(id)?;
+        // REPEATABLE READ: the conversation row and its messages come from one snapshot.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| db_err("load", e))?;
+        let conversation = load_in(&mut tx, id, recent).await?;
+        tx.commit().await.map_err(|e| db_err("load", e))?;
+        Ok(conversation)
+    }
+}
+
+const SELECT_CONVERSATION: &str = "SELECT user_id, version, metadata::text, summaries::text, \
+     created_at, updated_at FROM conversations WHERE id = $1";
+const SELECT_MESSAGES: &str =
+    "SELECT body::text FROM messages WHERE conversation_id = $1 ORDER BY position";
+const SELECT_RECENT_MESSAGES: &str = "SELECT body FROM (SELECT position, body::text AS body \
+     FROM messages WHERE conversation_id = $1 ORDER BY position DESC LIMIT $2) AS recent \
+     ORDER BY position";
+const LOCK_CONVERSATION: &str = "SELECT version, created_at, message_count FROM conversations \
+     WHERE id = $1 FOR UPDATE";
+const CREATE_EMPTY: &str = "INSERT INTO conversations (id, user_id, version, created_at, updated_at) \
+     VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING";
+const INSERT_MESSAGES: &str = "INSERT INTO messages (conversation_id, position, message_id, body) \
+     SELECT $1, $2 + t.ord - 1, t.message_id, t.body::jsonb \
+     FROM UNNEST($3::text[], $4::text[]) WITH ORDINALITY AS t(message_id, body, ord)";
+const BUMP: &str = "UPDATE conversations SET version = version + 1, message_count = $2, \
+     updated_at = $3 WHERE id = $1 RETURNING version";
+
+async fn load_in(
+    conn: &mut PgConnection,
+    id: &str,
+    recent: Option<usize>,
+) -> Result<Option<Conversation>, StateError> {
+    let Some(row) = sqlx::query(SELECT_CONVERSATION)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| db_err("load", e))?
+    else {
+        return Ok(None);
+    };
+    let user_id: Option<String> = row.get(0);
+    let version: i64 = row.get(1);
+    let metadata: String = row.get(2);
+    let summaries: String = row.get(3);
+    let created_at: i64 = row.get(4);
+    let updated_at: i64 = row.get(5);
+    let bodies: Vec<String> = match recent {
+        None => {
+            sqlx::query_scalar(SELECT_MESSAGES)
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await
+        }
+        Some(n) => {
+            sqlx::query_scalar(SELECT_RECENT_MESSAGES)
+                .bind(id)
+                .bind(to_i64(n))
+                .fetch_all(&mut *conn)
+                .await
+        }
+    }
+    .map_err(|e| db_err("load messages", e))?;
+    let messages = bodies
+        .iter()
+        .map(|b| from_json::<Message>(id, b))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Conversation {
+        id: id.to_owned(),
+        user_id,
+        messages,
+        summaries: from_json(id, &summaries)?,
+        metadata: from_json(id, &metadata)?,
+        version: to_u64(id, version)?,
+        created_at: Some(from_millis(id, created_at)?),
+        updated_at: Some(from_millis(id, updated_at)?),
+    }))
+}
+
+/// Inserts `messages` at positions `position..` in one statement.
+async fn insert_messages(
+    conn: &mut PgConnection,
+    id: &str,
+    position: i64,
+    messages: &[&Message],
+) -> Result<(), StateError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Option<String>> = messages.iter().map(|m| m.id.clone()).collect();
+    let bodies = messages
+        .iter()
+        .map(|m| to_json(id, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(INSERT_MESSAGES)
+        .bind(id)
+        .bind(position)
+        .bind(ids)
+        .bind(bodies)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_err("insert messages", e))?;
+    Ok(())
+}
+
+const LIST_SQL: [&str; 4] = [
+    "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
+     WHERE ($1::text IS NULL OR user_id = $1) ORDER BY updated_at DESC, id LIMIT $2 OFFSET $3",
+    "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
+     WHERE ($1::text IS NULL OR user_id = $1) ORDER BY updated_at ASC, id LIMIT $2 OFFSET $3",
+    "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
+     WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+    "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
+     WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at ASC, id LIMIT $2 OFFSET $3",
+];
+
+fn order_index(order: SortOrder) -> usize {
+    match order {
+        SortOrder::UpdatedAsc => 1,
+        SortOrder::CreatedDesc => 2,
+        SortOrder::CreatedAsc => 3,
+        _ => 0,
+    }
+}
+
+impl StateStore for PostgresStore {
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Conversation>, StateError>> {
+        Box::pin(self.read(id, None))
+    }
+
+    fn load_recent<'a>(
+        &'a self,
+        id: &'a str,
+        n: usize,
+    ) -> BoxFuture<'a, Result<Option<Conversation>, StateError>> {
+        Box::pin(self.read(id, Some(n)))
+    }
+
+    fn save<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async move {
+            let id = conversation.id.as_str();
+            StateError::validate_id(id)?;
+            common::check_unique_message_ids(conversation)?;
+            let metadata = to_json(id, &conversation.metadata)?;
+            let summaries = to_json(id, &conversation.summaries)?;
+            let mut tx = self.begin("save").await?;
+            let stored: Option<(i64, i64, i64)> = sqlx::query_as(LOCK_CONVERSATION)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| db_err("save", e))?;
+            let stored_version = stored.map(|s| to_u64(id, s.0)).transpose()?;
+            common::check_expected(id, expected, stored_version)?;
+            let now = common::now_millis().as_unix_millis();
+            let count = to_i64(conversation.messages.len());
+            let version: i64 = if let Some((version, _, _)) = stored {
+                sqlx::query_scalar(
+                    "UPDATE conversations SET user_id = $2, version = version + 1, \
+                     message_count = $3, metadata = $4::jsonb, summaries = $5::jsonb, \
+                     updated_at = $6 WHERE id = $1 AND version = $7 RETURNING version",
+                )
+                .bind(id)
+                .bind(conversation.user_id.as_deref())
+                .bind(count)
+                .bind(&metadata)
+                .bind(&summaries)
+                .bind(now)
+                .bind(version)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| db_err("save", e))?
+            } else {
+                // Not there when we looked: a concurrent creator may win the insert race.
+                let inserted: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
+                     summaries, created_at, updated_at) VALUES ($1, $2, 1, $3, $4::jsonb, \
+                     $5::jsonb, $6, $6) ON CONFLICT (id) DO NOTHING RETURNING version",
+                )
+                .bind(id)
+                .bind(conversation.user_id.as_deref())
+                .bind(count)
+                .bind(&metadata)
+                .bind(&summaries)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| db_err("save", e))?;
+                if let Some(v) = inserted {
+                    v
+                } else if expected == ExpectedVersion::Any {
+                    // Last writer wins: retry as an update of the row that just appeared.
+                    drop(tx);
+                    return self.save(conversation, expected).await;
+                } else {
+                    return Err(StateError::Conflict {
+                        id: id.to_owned(),
+                        expected,
+                        actual: 1,
+                    });
+                }
+            };
+            sqlx::query("DELETE FROM messages WHERE conversation_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_err("save", e))?;
+            let all: Vec<&Message> = conversation.messages.iter().collect();
+            insert_messages(&mut tx, id, 0, &all).await?;
+            tx.commit().await.map_err(|e| db_err("save", e))?;
+            to_u64(id, version)
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        id: &'a str,
+        user_id: Option<&'a str>,
+        messages: &'a [Message],
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(id)?;
+            let now = common::now_millis().as_unix_millis();
+            let mut tx = self.begin("append").await?;
+            let created = sqlx::query(CREATE_EMPTY)
+                .bind(id)
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_err("append", e))?
+                .rows_affected()
+                == 1;
+            let (version, _, count): (i64, i64, i64) = sqlx::query_as(LOCK_CONVERSATION)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| db_err("append", e))?;
+            let candidate_ids: Vec<String> = messages.iter().filter_map(|m| m.id.clone()).collect();
+            let known: HashSet<String> = if candidate_ids.is_empty() {
+                HashSet::new()
+            } else {
+                sqlx::query_scalar(
+                    "SELECT message_id FROM messages WHERE conversation_id = $1 \
+                     AND message_id = ANY($2)",
+                )
+                .bind(id)
+                .bind(&candidate_ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_err("append", e))?
+                .into_iter()
+                .collect()
+            };
+            let fresh = common::fresh_messages(messages, |mid| known.contains(mid));
+            insert_messages(&mut tx, id, count, &fresh).await?;
+            let appended = fresh.len();
+            let total = count + to_i64(appended);
+            let version = if created || appended > 0 {
+                sqlx::query_scalar(BUMP)
+                    .bind(id)
+                    .bind(total)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| db_err("append", e))?
+            } else {
+                version
+            };
+            tx.commit().await.map_err(|e| db_err("append", e))?;
+            Ok(AppendOutcome {
+                appended,
+                total: usize::try_from(total).unwrap_or(usize::MAX),
+                version: to_u64(id, version)?,
+            })
+        })
+    }
+
+    fn fork<'a>(
+        &'a self,
+        source_id: &'a str,
+        new_id: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(source_id)?;
+            StateError::validate_id(new_id)?;
+            let mut tx = self.begin("fork").await?;
+            // FOR SHARE: the source cannot change while it is copied.
+            let source = sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR SHARE")
+                .bind(source_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| db_err("fork", e))?;
+            if source.is_none() {
+                return Err(StateError::NotFound {
+                    id: source_id.to_owned(),
+                });
+            }
+            let now = common::now_millis().as_unix_millis();
+            let inserted = sqlx::query(
+                "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
+                 summaries, created_at, updated_at) SELECT $2, user_id, 1, message_count, \
+                 metadata, summaries, $3, $3 FROM conversations WHERE id = $1 \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(source_id)
+            .bind(new_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_err("fork", e))?;
+            if inserted.rows_affected() == 0 {
+                return Err(StateError::AlreadyExists {
+                    id: new_id.to_owned(),
+                });
+            }
+            sqlx::query(
+                "INSERT INTO messages (conversation_id, position, message_id, body) \
+                 SELECT $2, position, message_id, body FROM messages WHERE conversation_id = $1",
+            )
+            .bind(source_id)
+            .bind(new_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db_err("fork", e))?;
+            let copy =
+                load_in(&mut tx, new_id, None)
+                    .await?
+                    .ok_or_else(|| StateError::NotFound {
+                        id: new_id.to_owned(),
+                    })?;
+            tx.commit().await.map_err(|e| db_err("fork", e))?;
+            Ok(copy)
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(id)?;
+            let done = sqlx::query("DELETE FROM conversations WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_err("delete", e))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        options: &'a ListOptions,
+    ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
+        Box::pin(async move {
+            let user = options.user_id.as_deref();
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(|e| db_err("list", e))?;
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM conversations WHERE ($1::text IS NULL OR user_id = $1)",
+            )
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_err("list", e))?;
+            let rows = sqlx::query(LIST_SQL[order_index(options.order)])
+                .bind(user)
+                .bind(to_i64(common::page_size(options.limit)))
+                .bind(to_i64(options.offset))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_err("list", e))?;
+            tx.commit().await.map_err(|e| db_err("list", e))?;
+            let items = rows
+                .iter()
+                .map(|row| {
+                    let id: String = row.get(0);
+                    Ok(ConversationInfo {
+                        user_id: row.get(1),
+                        message_count: to_u64(&id, row.get(2))?,
+                        version: to_u64(&id, row.get(3))?,
+                        created_at: Some(from_millis(&id, row.get(4))?),
+                        updated_at: Some(from_millis(&id, row.get(5))?),
+                        id,
+                    })
+                })
+                .collect::<Result<Vec<_>, StateError>>()?;
+            Ok(Page {
+                items,
+                total: u64::try_from(total).unwrap_or(0),
+            })
+        })
+    }
+
+    fn merge_metadata<'a>(
+        &'a self,
+        id: &'a str,
+        entries: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(id)?;
+            let (set, remove): (Map<String, Value>, Vec<String>) = {
+                let mut set = Map::new();
+                let mut remove = Vec::new();
+                for (k, v) in entries {
+                    if v.is_null() {
+                        remove.push(k.clone());
+                    } else {
+                        set.insert(k.clone(), v.clone());
+                    }
+                }
+                (set, remove)
+            };
+            let now = common::now_millis().as_unix_millis();
+            // One statement: insert-or-update, atomic without an explicit lock.
+            let version: i64 = sqlx::query_scalar(
+                "INSERT INTO conversations (id, version, metadata, created_at, updated_at) \
+                 VALUES ($1, 1, $2::jsonb - $3::text[], $4, $4) \
+                 ON CONFLICT (id) DO UPDATE SET \
+                 metadata = (conversations.metadata || $2::jsonb) - $3::text[], \
+                 version = conversations.version + 1, updated_at = $4 RETURNING version",
+            )
+            .bind(id)
+            .bind(to_json(id, &set)?)
+            .bind(&remove)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| db_err("merge_metadata", e))?;
+            to_u64(id, version)
+        })
+    }
+
+    fn add_summary<'a>(
+        &'a self,
+        id: &'a str,
+        summary: &'a Summary,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(id)?;
+            let version: Option<i64> = sqlx::query_scalar(
+                "UPDATE conversations SET summaries = summaries || jsonb_build_array($2::jsonb), \
+                 version = version + 1, updated_at = $3 WHERE id = $1 RETURNING version",
+            )
+            .bind(id)
+            .bind(to_json(id, summary)?)
+            .bind(common::now_millis().as_unix_millis())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_err("add_summary", e))?;
+            match version {
+                Some(v) => to_u64(id, v),
+                None => Err(StateError::NotFound { id: id.to_owned() }),
+            }
+        })
+    }
+}

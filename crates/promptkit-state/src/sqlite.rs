@@ -1,0 +1,663 @@
+//! The SQLite store (sqlx, bundled SQLite).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use promptkit_core::{
+    AppendOutcome, BoxFuture, Conversation, ConversationInfo, ExpectedVersion, ListOptions,
+    Message, Page, SortOrder, StateError, StateStore, Summary,
+};
+use serde_json::{Map, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+use crate::common::{self, from_json, from_millis, to_json};
+
+/// The embedded migrations (`migrations/sqlite`), run by [`SqliteStore::open`].
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Settings of a [`SqliteStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteConfig {
+    /// The database file; created (with its parent directory) on first use. `None` keeps
+    /// the database in memory for the life of the store.
+    pub path: Option<PathBuf>,
+    /// Connections in the pool (readers run in parallel; writers are serialised).
+    pub max_connections: u32,
+    /// How long a writer waits for another process's write lock.
+    pub busy_timeout: Duration,
+    /// `synchronous=FULL` instead of `NORMAL`: with WAL, `NORMAL` survives a process crash
+    /// but may lose the last commits on power loss; `FULL` survives both, slower.
+    pub durable: bool,
+}
+
+impl SqliteConfig {
+    /// A file database at `path`.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: Some(path.into()),
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+            durable: false,
+        }
+    }
+
+    /// A private in-memory database (one connection).
+    pub fn in_memory() -> Self {
+        Self {
+            path: None,
+            max_connections: 1,
+            busy_timeout: Duration::from_secs(5),
+            durable: false,
+        }
+    }
+
+    /// Sets `synchronous=FULL` (see [`durable`](Self::durable)).
+    #[must_use]
+    pub fn with_durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
+    }
+
+    /// Sets the pool size (at least 1).
+    #[must_use]
+    pub fn with_max_connections(mut self, max_connections: u32) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+}
+
+/// A [`StateStore`] in an SQLite database: the embedded default.
+///
+/// The file is created on first use, opened in WAL mode, and migrated automatically. Each
+/// conversation is a row with its version, metadata and summaries; each message a row with
+/// its JSON form, position and id (unique per conversation, which makes appends
+/// idempotent). Every write runs in one `BEGIN IMMEDIATE` transaction, so it is atomic and
+/// writers from several processes serialise on SQLite's lock.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// Serialises this process's writers so they queue here instead of spinning on
+    /// SQLite's busy handler.
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction; dropped without [`commit`](Self::commit) it rolls back.
+struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    what: &'static str,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), StateError> {
+        self.tx.commit().await.map_err(|e| db_err(self.what, e))
+    }
+}
+
+fn db_err(what: &str, e: sqlx::Error) -> StateError {
+    match e {
+        sqlx::Error::PoolClosed => StateError::Closed,
+        other => StateError::backend(format!("sqlite: {what}"), other),
+    }
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(id: &str, n: i64) -> Result<u64, StateError> {
+    u64::try_from(n).map_err(|_| StateError::Corrupt {
+        id: id.to_owned(),
+        message: format!("negative counter {n}"),
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` with default settings.
+    ///
+    /// # Errors
+    /// [`StateError::Backend`] when the file cannot be opened or migrated.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
+        Self::open_with(SqliteConfig::file(path.as_ref())).await
+    }
+
+    /// A private in-memory database, for tests.
+    ///
+    /// # Errors
+    /// [`StateError::Backend`] when migrations fail.
+    pub async fn in_memory() -> Result<Self, StateError> {
+        Self::open_with(SqliteConfig::in_memory()).await
+    }
+
+    /// Opens a database with explicit settings.
+    ///
+    /// # Errors
+    /// [`StateError::Backend`] when the file cannot be created, opened or migrated.
+    pub async fn open_with(config: SqliteConfig) -> Result<Self, StateError> {
+        let base = match &config.path {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StateError::backend(format!("sqlite: creating {}", dir.display()), e)
+                    })?;
+                }
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+            }
+            None => SqliteConnectOptions::from_str("sqlite::memory:")
+                .map_err(|e| db_err("in-memory options", e))?,
+        };
+        let options = base
+            .foreign_keys(true)
+            .busy_timeout(config.busy_timeout)
+            .synchronous(if config.durable {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            });
+        let mut pool_options =
+            SqlitePoolOptions::new().max_connections(config.max_connections.max(1));
+        if config.path.is_none() {
+            // An in-memory database lives as long as its one connection: keep it open.
+            pool_options = pool_options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|e| db_err("opening the database", e))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StateError::backend("sqlite: running migrations", e))?;
+        Ok(Self {
+            pool,
+            write_lock: std::sync::Arc::default(),
+        })
+    }
+
+    /// Closes the pool; later calls fail with [`StateError::Closed`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE`) after this process's earlier writers.
+    async fn begin_write(&self, what: &'static str) -> Result<WriteTx, StateError> {
+        let guard = std::sync::Arc::clone(&self.write_lock).lock_owned().await;
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| db_err(what, e))?;
+        Ok(WriteTx {
+            tx,
+            what,
+            _guard: guard,
+        })
+    }
+
+    async fn read(
+        &self,
+        id: &str,
+        recent: Option<usize>,
+    ) -> Result<Option<Conversation>, StateError> {
+        StateError::validate_id(id)?;
+        let mut tx = self.pool.begin().await.map_err(|e| db_err("load", e))?;
+        let conversation = load_in(&mut tx, id, recent).await?;
+        tx.commit().await.map_err(|e| db_err("load", e))?;
+        Ok(conversation)
+    }
+}
+
+const SELECT_CONVERSATION: &str = "SELECT user_id, version, metadata, summaries, created_at, updated_at \
+     FROM conversations WHERE id = $1";
+const SELECT_MESSAGES: &str =
+    "SELECT body FROM messages WHERE conversation_id = $1 ORDER BY position";
+const SELECT_RECENT_MESSAGES: &str = "SELECT body FROM (SELECT position, body FROM messages \
+     WHERE conversation_id = $1 ORDER BY position DESC LIMIT $2) ORDER BY position";
+const SELECT_VERSION: &str =
+    "SELECT version, created_at, message_count FROM conversations WHERE id = $1";
+const CREATE_EMPTY: &str = "INSERT INTO conversations (id, user_id, version, created_at, updated_at) \
+     VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING";
+const INSERT_MESSAGE: &str = "INSERT INTO messages (conversation_id, position, message_id, body) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+const BUMP: &str = "UPDATE conversations SET version = version + 1, message_count = $2, \
+     updated_at = $3 WHERE id = $1 RETURNING version";
+
+async fn load_in(
+    conn: &mut SqliteConnection,
+    id: &str,
+    recent: Option<usize>,
+) -> Result<Option<Conversation>, StateError> {
+    let Some(row) = sqlx::query(SELECT_CONVERSATION)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| db_err("load", e))?
+    else {
+        return Ok(None);
+    };
+    let user_id: Option<String> = row.get(0);
+    let version: i64 = row.get(1);
+    let metadata: String = row.get(2);
+    let summaries: String = row.get(3);
+    let created_at: i64 = row.get(4);
+    let updated_at: i64 = row.get(5);
+    let bodies: Vec<String> = match recent {
+        None => {
+            sqlx::query_scalar(SELECT_MESSAGES)
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await
+        }
+        Some(n) => {
+            sqlx::query_scalar(SELECT_RECENT_MESSAGES)
+                .bind(id)
+                .bind(to_i64(n))
+                .fetch_all(&mut *conn)
+                .await
+        }
+    }
+    .map_err(|e| db_err("load messages", e))?;
+    let messages = bodies
+        .iter()
+        .map(|b| from_json::<Message>(id, b))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Conversation {
+        id: id.to_owned(),
+        user_id,
+        messages,
+        summaries: from_json(id, &summaries)?,
+        metadata: from_json(id, &metadata)?,
+        version: to_u64(id, version)?,
+        created_at: Some(from_millis(id, created_at)?),
+        updated_at: Some(from_millis(id, updated_at)?),
+    }))
+}
+
+/// Inserts `messages` from `position` on, skipping ids already stored; returns how many
+/// were inserted.
+async fn insert_messages(
+    conn: &mut SqliteConnection,
+    id: &str,
+    mut position: i64,
+    messages: &[&Message],
+) -> Result<usize, StateError> {
+    let mut inserted = 0;
+    for m in messages {
+        let done = sqlx::query(INSERT_MESSAGE)
+            .bind(id)
+            .bind(position)
+            .bind(m.id.as_deref())
+            .bind(to_json(id, m)?)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_err("insert message", e))?;
+        if done.rows_affected() == 1 {
+            position += 1;
+            inserted += 1;
+        }
+    }
+    Ok(inserted)
+}
+
+const LIST_SQL: [&str; 4] = [
+    "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
+     WHERE ($1 IS NULL OR user_id = $1) ORDER BY updated_at DESC, id LIMIT $2 OFFSET $3",
+    "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
+     WHERE ($1 IS NULL OR user_id = $1) ORDER BY updated_at ASC, id LIMIT $2 OFFSET $3",
+    "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
+     WHERE ($1 IS NULL OR user_id = $1) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+    "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
+     WHERE ($1 IS NULL OR user_id = $1) ORDER BY created_at ASC, id LIMIT $2 OFFSET $3",
+];
+
+fn order_index(order: SortOrder) -> usize {
+    match order {
+        SortOrder::UpdatedAsc => 1,
+        SortOrder::CreatedDesc => 2,
+        SortOrder::CreatedAsc => 3,
+        // `SortOrder` is non-exhaustive in spirit: unknown orders fall back to the default.
+        _ => 0,
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Conversation>, StateError>> {
+        Box::pin(self.read(id, None))
+    }
+
+    fn load_recent<'a>(
+        &'a self,
+        id: &'a str,
+        n: usize,
+    ) -> BoxFuture<'a, Result<Option<Conversation>, StateError>> {
+        Box::pin(self.read(id, Some(n)))
+    }
+
+    fn save<'a>(
+        &'a self,
+        conversation: &'a Conversation,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async move {
+            let id = conversation.id.as_str();
+            StateError::validate_id(id)?;
+            common::check_unique_message_ids(conversation)?;
+            let metadata = to_json(id, &conversation.metadata)?;
+            let summaries = to_json(id, &conversation.summaries)?;
+            {
+                let mut w = self.begin_write("save").await?;
+                let conn: &mut SqliteConnection = &mut w.tx;
+                let value = async {
+                    let stored: Option<(i64, i64, i64)> = sqlx::query_as(SELECT_VERSION)
+                        .bind(id)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(|e| db_err("save", e))?;
+                    let stored_version = stored.map(|s| to_u64(id, s.0)).transpose()?;
+                    common::check_expected(id, expected, stored_version)?;
+                    let now = common::now_millis().as_unix_millis();
+                    let created_at = stored.map_or(now, |s| s.1);
+                    let version = stored.map_or(0, |s| s.0) + 1;
+                    sqlx::query(
+                        "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
+                         summaries, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
+                         version = excluded.version, message_count = excluded.message_count, \
+                         metadata = excluded.metadata, summaries = excluded.summaries, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(id)
+                    .bind(conversation.user_id.as_deref())
+                    .bind(version)
+                    .bind(to_i64(conversation.messages.len()))
+                    .bind(metadata)
+                    .bind(summaries)
+                    .bind(created_at)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_err("save", e))?;
+                    sqlx::query("DELETE FROM messages WHERE conversation_id = $1")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| db_err("save", e))?;
+                    let all: Vec<&Message> = conversation.messages.iter().collect();
+                    insert_messages(conn, id, 0, &all).await?;
+                    to_u64(id, version)
+                }.await?;
+                w.commit().await?;
+                Ok(value)
+            }
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        id: &'a str,
+        user_id: Option<&'a str>,
+        messages: &'a [Message],
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(id)?;
+            // Ids repeated within the batch are dropped here; ids already stored are
+            // skipped by the unique index.
+            let batch = common::fresh_messages(messages, |_| false);
+            {
+                let mut w = self.begin_write("append").await?;
+                let conn: &mut SqliteConnection = &mut w.tx;
+                let value = async {
+                    let now = common::now_millis().as_unix_millis();
+                    let created = sqlx::query(CREATE_EMPTY)
+                        .bind(id)
+                        .bind(user_id)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| db_err("append", e))?
+                        .rows_affected()
+                        == 1;
+                    let (version, _, count): (i64, i64, i64) = sqlx::query_as(SELECT_VERSION)
+                        .bind(id)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(|e| db_err("append", e))?;
+                    let appended = insert_messages(conn, id, count, &batch).await?;
+                    let total = count + to_i64(appended);
+                    let version = if created || appended > 0 {
+                        sqlx::query_scalar(BUMP)
+                            .bind(id)
+                            .bind(total)
+                            .bind(now)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(|e| db_err("append", e))?
+                    } else {
+                        version
+                    };
+                    Ok(AppendOutcome {
+                        appended,
+                        total: usize::try_from(total).unwrap_or(usize::MAX),
+                        version: to_u64(id, version)?,
+                    })
+                }
+                .await?;
+                w.commit().await?;
+                Ok(value)
+            }
+        })
+    }
+
+    fn fork<'a>(
+        &'a self,
+        source_id: &'a str,
+        new_id: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(source_id)?;
+            StateError::validate_id(new_id)?;
+            {
+                let mut w = self.begin_write("fork").await?;
+                let conn: &mut SqliteConnection = &mut w.tx;
+                let value = async {
+                    let exists = |id: &'a str| sqlx::query("SELECT 1 FROM conversations WHERE id = $1").bind(id);
+                    if exists(source_id).fetch_optional(&mut *conn).await.map_err(|e| db_err("fork", e))?.is_none() {
+                        return Err(StateError::NotFound { id: source_id.to_owned() });
+                    }
+                    if exists(new_id).fetch_optional(&mut *conn).await.map_err(|e| db_err("fork", e))?.is_some() {
+                        return Err(StateError::AlreadyExists { id: new_id.to_owned() });
+                    }
+                    let now = common::now_millis().as_unix_millis();
+                    sqlx::query(
+                        "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
+                         summaries, created_at, updated_at) SELECT $2, user_id, 1, message_count, \
+                         metadata, summaries, $3, $3 FROM conversations WHERE id = $1",
+                    )
+                    .bind(source_id)
+                    .bind(new_id)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_err("fork", e))?;
+                    sqlx::query(
+                        "INSERT INTO messages (conversation_id, position, message_id, body) \
+                         SELECT $2, position, message_id, body FROM messages WHERE conversation_id = $1",
+                    )
+                    .bind(source_id)
+                    .bind(new_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| db_err("fork", e))?;
+                    load_in(conn, new_id, None).await?.ok_or_else(|| StateError::NotFound {
+                        id: new_id.to_owned(),
+                    })
+                }.await?;
+                w.commit().await?;
+                Ok(value)
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(id)?;
+            {
+                let mut w = self.begin_write("delete").await?;
+                let conn: &mut SqliteConnection = &mut w.tx;
+                let value = async {
+                    let done = sqlx::query("DELETE FROM conversations WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| db_err("delete", e))?;
+                    Ok(done.rows_affected() > 0)
+                }
+                .await?;
+                w.commit().await?;
+                Ok(value)
+            }
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        options: &'a ListOptions,
+    ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
+        Box::pin(async move {
+            let user = options.user_id.as_deref();
+            let mut tx = self.pool.begin().await.map_err(|e| db_err("list", e))?;
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM conversations WHERE ($1 IS NULL OR user_id = $1)",
+            )
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| db_err("list", e))?;
+            let rows = sqlx::query(LIST_SQL[order_index(options.order)])
+                .bind(user)
+                .bind(to_i64(common::page_size(options.limit)))
+                .bind(to_i64(options.offset))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| db_err("list", e))?;
+            tx.commit().await.map_err(|e| db_err("list", e))?;
+            let items = rows
+                .iter()
+                .map(|row| {
+                    let id: String = row.get(0);
+                    Ok(ConversationInfo {
+                        user_id: row.get(1),
+                        message_count: to_u64(&id, row.get(2))?,
+                        version: to_u64(&id, row.get(3))?,
+                        created_at: Some(from_millis(&id, row.get(4))?),
+                        updated_at: Some(from_millis(&id, row.get(5))?),
+                        id,
+                    })
+                })
+                .collect::<Result<Vec<_>, StateError>>()?;
+            Ok(Page {
+                items,
+                total: u64::try_from(total).unwrap_or(0),
+            })
+        })
+    }
+
+    fn merge_metadata<'a>(
+        &'a self,
+        id: &'a str,
+        entries: &'a Map<String, Value>,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(id)?;
+            {
+                let mut w = self.begin_write("merge_metadata").await?;
+                let conn: &mut SqliteConnection = &mut w.tx;
+                let value = async {
+                    let now = common::now_millis().as_unix_millis();
+                    sqlx::query(CREATE_EMPTY)
+                        .bind(id)
+                        .bind(None::<&str>)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| db_err("merge_metadata", e))?;
+                    let stored: String =
+                        sqlx::query_scalar("SELECT metadata FROM conversations WHERE id = $1")
+                            .bind(id)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(|e| db_err("merge_metadata", e))?;
+                    let mut metadata: Map<String, Value> = from_json(id, &stored)?;
+                    common::merge_metadata(&mut metadata, entries);
+                    let version: i64 = sqlx::query_scalar(
+                        "UPDATE conversations SET metadata = $2, version = version + 1, \
+                         updated_at = $3 WHERE id = $1 RETURNING version",
+                    )
+                    .bind(id)
+                    .bind(to_json(id, &metadata)?)
+                    .bind(now)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| db_err("merge_metadata", e))?;
+                    to_u64(id, version)
+                }
+                .await?;
+                w.commit().await?;
+                Ok(value)
+            }
+        })
+    }
+
+    fn add_summary<'a>(
+        &'a self,
+        id: &'a str,
+        summary: &'a Summary,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async move {
+            StateError::validate_id(id)?;
+            {
+                let mut w = self.begin_write("add_summary").await?;
+                let conn: &mut SqliteConnection = &mut w.tx;
+                let value = async {
+                    let Some(stored): Option<String> =
+                        sqlx::query_scalar("SELECT summaries FROM conversations WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(|e| db_err("add_summary", e))?
+                    else {
+                        return Err(StateError::NotFound { id: id.to_owned() });
+                    };
+                    let mut summaries: Vec<Summary> = from_json(id, &stored)?;
+                    summaries.push(summary.clone());
+                    let version: i64 = sqlx::query_scalar(
+                        "UPDATE conversations SET summaries = $2, version = version + 1, \
+                         updated_at = $3 WHERE id = $1 RETURNING version",
+                    )
+                    .bind(id)
+                    .bind(to_json(id, &summaries)?)
+                    .bind(common::now_millis().as_unix_millis())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| db_err("add_summary", e))?;
+                    to_u64(id, version)
+                }
+                .await?;
+                w.commit().await?;
+                Ok(value)
+            }
+        })
+    }
+}

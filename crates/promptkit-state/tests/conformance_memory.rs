@@ -1,0 +1,63 @@
+//! The conformance suite and store-specific behaviour of the memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use promptkit_state::{MemoryConfig, MemoryStore, Message, StateStore, conformance};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_passes_conformance() {
+    conformance::run_all(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bounded_memory_store_passes_conformance() {
+    let config = MemoryConfig::default()
+        .with_max_entries(1000)
+        .with_ttl(Duration::from_secs(60));
+    conformance::run_all(Arc::new(MemoryStore::with_config(config))).await;
+}
+
+#[tokio::test]
+async fn ttl_is_sliding() {
+    let store =
+        MemoryStore::with_config(MemoryConfig::default().with_ttl(Duration::from_millis(200)));
+    store
+        .append("a", None, &[Message::user("x")])
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            store.load("a").await.unwrap().is_some(),
+            "reads refresh the TTL"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        store.load("a").await.unwrap().is_none(),
+        "idle past the TTL expires"
+    );
+    assert!(store.is_empty());
+    let out = store
+        .append("a", None, &[Message::user("y")])
+        .await
+        .unwrap();
+    assert_eq!(out.total, 1, "an expired conversation starts afresh");
+}
+
+#[tokio::test]
+async fn lru_eviction_keeps_recently_used() {
+    let store = MemoryStore::with_config(MemoryConfig::default().with_max_entries(2));
+    store.append("a", None, &[]).await.unwrap();
+    store.append("b", None, &[]).await.unwrap();
+    store.load("a").await.unwrap(); // "b" is now least recently used
+    store.append("c", None, &[]).await.unwrap();
+    assert_eq!(store.len(), 2);
+    assert!(
+        store.load("b").await.unwrap().is_none(),
+        "least recently used evicted"
+    );
+    assert!(store.load("a").await.unwrap().is_some());
+    assert!(store.load("c").await.unwrap().is_some());
+}

@@ -1,0 +1,65 @@
+//! The conformance suite on a real Postgres server (`PROMPTKIT_TEST_POSTGRES_URL`,
+//! default `postgres://postgres@127.0.0.1:5432/test`). Each test uses its own schema and
+//! drops it afterwards.
+
+mod support;
+
+use std::sync::Arc;
+
+use promptkit_state::{PostgresConfig, PostgresStore, StateStore, conformance};
+
+fn url() -> String {
+    std::env::var("PROMPTKIT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A store in a fresh schema, or `None` (skip) when the server is unavailable outside CI.
+async fn store(base: &str) -> Option<(PostgresStore, String)> {
+    let url = url();
+    let schema = support::unique_name(base);
+    match PostgresStore::connect_with(PostgresConfig::new(&url).with_schema(&schema)).await {
+        Ok(store) => Some((store, schema)),
+        Err(e) => {
+            support::unavailable("Postgres", &url, &e);
+            None
+        }
+    }
+}
+
+async fn drop_schema(store: PostgresStore, schema: &str) {
+    store.close().await;
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_passes_conformance() {
+    let Some((store, schema)) = store("pk_conformance").await else {
+        return;
+    };
+    conformance::run_all(Arc::new(store.clone())).await;
+    drop_schema(store, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_pools_share_one_database() {
+    // Two stores model two processes: appends through both land exactly once.
+    let Some((a, schema)) = store("pk_two_pools").await else {
+        return;
+    };
+    let b = PostgresStore::connect_with(PostgresConfig::new(url()).with_schema(&schema))
+        .await
+        .unwrap();
+    let batch = [promptkit_state::Message::user("x").with_id("x")];
+    let (ra, rb) = tokio::join!(a.append("c", None, &batch), b.append("c", None, &batch));
+    assert_eq!(ra.unwrap().appended + rb.unwrap().appended, 1);
+    assert_eq!(b.load("c").await.unwrap().unwrap().messages.len(), 1);
+    b.close().await;
+    drop_schema(a, &schema).await;
+}
