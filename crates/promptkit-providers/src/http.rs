@@ -486,6 +486,48 @@ pub(crate) fn sse_stream<H: SseHandler>(
     }))
 }
 
+/// Finishes a non-streamed answer the same way for every vendor: prices the usage (by the
+/// requested model name first, then the model the vendor reports), records the GenAI span
+/// attributes on the current span, stamps the latency and names the serving provider.
+pub(crate) fn complete_response(
+    provider: &dyn promptkit_core::Provider,
+    mut message: promptkit_core::Message,
+    requested_model: &str,
+    served_model: Option<String>,
+    started: Instant,
+) -> promptkit_core::ProviderResponse {
+    let span = tracing::Span::current();
+    if let Some(usage) = &message.usage {
+        // The configured name first (an override may price an Azure deployment by name), then
+        // the dated model id the vendor reports.
+        message.cost = provider.cost(requested_model, usage).or_else(|| {
+            served_model
+                .as_deref()
+                .and_then(|served| provider.cost(served, usage))
+        });
+        if let Some(n) = usage.input_tokens {
+            span.record("gen_ai.usage.input_tokens", n);
+        }
+        if let Some(n) = usage.output_tokens {
+            span.record("gen_ai.usage.output_tokens", n);
+        }
+    }
+    if let Some(reason) = &message.finish_reason {
+        span.record("gen_ai.response.finish_reasons", reason.as_str());
+    }
+    if let Some(served) = &served_model {
+        span.record("gen_ai.response.model", served.as_str());
+    }
+    let latency = started.elapsed();
+    message.latency_ms = Some(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX));
+    promptkit_core::ProviderResponse {
+        message,
+        model: served_model.or_else(|| Some(requested_model.to_owned())),
+        served_by: Some(provider.id().to_owned()),
+        latency,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -381,36 +381,14 @@ impl AnthropicProvider {
                 reason: promptkit_core::FinishReason::from_anthropic(reason),
             });
         }
-        let mut message = acc.finish();
-        let span = tracing::Span::current();
-        if let Some(usage) = &message.usage {
-            message.cost = self.cost(model, usage).or_else(|| {
-                parsed
-                    .model
-                    .as_deref()
-                    .and_then(|served| self.cost(served, usage))
-            });
-            if let Some(n) = usage.input_tokens {
-                span.record("gen_ai.usage.input_tokens", n);
-            }
-            if let Some(n) = usage.output_tokens {
-                span.record("gen_ai.usage.output_tokens", n);
-            }
-        }
-        if let Some(reason) = &message.finish_reason {
-            span.record("gen_ai.response.finish_reasons", reason.as_str());
-        }
-        if let Some(served) = &parsed.model {
-            span.record("gen_ai.response.model", served.as_str());
-        }
-        let latency = started.elapsed();
-        message.latency_ms = Some(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX));
-        Ok(ProviderResponse {
+        let message = acc.finish();
+        Ok(crate::http::complete_response(
+            self,
             message,
-            model: parsed.model.or_else(|| Some(model.to_owned())),
-            served_by: Some(self.inner.config.id.clone()),
-            latency,
-        })
+            model,
+            parsed.model,
+            started,
+        ))
     }
 
     async fn open_stream(
