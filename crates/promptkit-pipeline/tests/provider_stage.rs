@@ -450,7 +450,52 @@ async fn max_rounds_ends_the_turn_with_a_clear_error() {
 }
 
 #[tokio::test]
-async fn the_cost_budget_counts_history_and_stops_the_turn() {
+async fn the_turn_cost_budget_stops_the_turn() {
+    // Each call costs $1; a $1.50 budget allows the first call and stops after the second.
+    let provider = Scripted::priced(
+        [
+            Step::Calls(vec![call("c1", "time", json!({}))]),
+            Step::Calls(vec![call("c2", "time", json!({"again": true}))]),
+            Step::Text("never"),
+        ],
+        1.0,
+    );
+    let config = ProviderStageConfig {
+        max_cost_usd: Some(1.5),
+        ..ProviderStageConfig::default()
+    };
+    let mut earlier = Message::assistant("earlier answer");
+    earlier.cost = Some(Cost {
+        total_usd: 5.0,
+        ..Cost::default()
+    });
+    let p = pipeline(
+        ProviderStage::new(provider)
+            .with_tools(Arc::new(Tools::default()))
+            .with_config(config),
+    );
+    let failure = p
+        .execute_sync(
+            TurnData::default(),
+            [Element::message(earlier).as_history(), user("more")],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        failure
+            .to_string()
+            .contains("cost budget of $1.5000 exceeded: $2.0000 spent"),
+        "history cost does not count against the turn budget: {failure}"
+    );
+    assert_eq!(
+        failure.partial.messages.len(),
+        1 + 1 + 2 + 1,
+        "the turn's messages are kept"
+    );
+}
+
+#[tokio::test]
+async fn the_conversation_cost_budget_counts_history_and_stops_the_turn() {
     // Each call costs $1 (1M input tokens at $1/M).
     let provider = Scripted::priced(
         [
@@ -460,7 +505,7 @@ async fn the_cost_budget_counts_history_and_stops_the_turn() {
         1.0,
     );
     let config = ProviderStageConfig {
-        max_cost_usd: Some(1.5),
+        max_conversation_cost_usd: Some(1.5),
         ..ProviderStageConfig::default()
     };
     let mut earlier = Message::assistant("earlier answer");

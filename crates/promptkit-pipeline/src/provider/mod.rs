@@ -105,8 +105,11 @@ pub struct ProviderStageConfig {
     pub max_identical_tool_calls: u32,
     /// A tool that fails this many times in one turn is no longer offered (default 2).
     pub exclude_after_failures: u32,
-    /// Cost ceiling of the conversation so far plus this turn, in US dollars.
+    /// Cost ceiling of this turn's model calls, in US dollars.
     pub max_cost_usd: Option<f64>,
+    /// Cost ceiling of the whole conversation (the cost recorded on history plus this turn),
+    /// in US dollars.
+    pub max_conversation_cost_usd: Option<f64>,
     /// Tool choice for the first round; later rounds use `auto`.
     pub tool_choice: ToolChoice,
     /// Finish the turn after a round that ran one of these tools.
@@ -127,6 +130,7 @@ impl Default for ProviderStageConfig {
             max_identical_tool_calls: 3,
             exclude_after_failures: 2,
             max_cost_usd: None,
+            max_conversation_cost_usd: None,
             tool_choice: ToolChoice::Auto,
             stop_on_tools: Vec::new(),
             tool_timeout: Duration::from_secs(60),

@@ -51,7 +51,7 @@ pub enum TurnError {
         "turn stopped after {0} model calls (max_rounds) while the model still asked for tools"
     )]
     MaxRounds(u32),
-    /// The conversation's cost passed the budget.
+    /// The turn's (or the conversation's) cost passed its budget.
     #[error("cost budget of ${budget:.4} exceeded: ${spent:.4} spent")]
     CostBudget {
         /// The budget.
@@ -256,6 +256,11 @@ impl ProviderStage {
             self.push(conversation, output, message).await?;
 
             if let Some(budget) = config.max_cost_usd
+                && spent > budget
+            {
+                return Err(TurnError::CostBudget { budget, spent });
+            }
+            if let Some(budget) = config.max_conversation_cost_usd
                 && history_cost + spent > budget
             {
                 return Err(TurnError::CostBudget {
