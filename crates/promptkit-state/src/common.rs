@@ -120,3 +120,40 @@ pub(crate) fn fresh_messages(
         })
         .collect()
 }
+
+/// The expiry (Unix milliseconds) of a conversation touched at `now` under `ttl`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn expiry(now: i64, ttl: Option<std::time::Duration>) -> Option<i64> {
+    ttl.map(|ttl| now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
+}
+
+/// How often (milliseconds) a SQL store sweeps expired conversations during writes.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const SWEEP_INTERVAL_MS: i64 = 60_000;
+
+/// Decides when a SQL store sweeps expired conversations: at most once a minute, shared by
+/// clones of one store.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Default)]
+pub(crate) struct SweepClock {
+    last: std::sync::atomic::AtomicI64,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl SweepClock {
+    /// Whether a sweep is due at `now`; claims it when it is (one caller wins).
+    pub(crate) fn due(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.last.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= SWEEP_INTERVAL_MS
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Records a sweep done at `now` (on open).
+    pub(crate) fn mark(&self, now: i64) {
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -684,6 +684,153 @@ pub async fn concurrent_saves(store: Arc<dyn StateStore>) {
     store.delete(&id).await.expect("cleanup");
 }
 
+/// For stores built with a sliding time-to-live of `ttl` (short, for example 300 ms; the
+/// check sleeps about four times `ttl`): a live conversation loads; reads within `ttl` keep
+/// it alive past `ttl` (the expiry slides); a conversation idle for longer than `ttl` is gone
+/// from `load`, `load_recent`, `list`, `fork` and `delete`, and a write onto it starts a
+/// fresh one (`ExpectedVersion::New` succeeds, `Exact(n)` conflicts with actual version 0,
+/// old message ids and metadata are forgotten).
+///
+/// Not part of [`run_all`]: stores without a TTL, or with a long one, skip it.
+pub async fn ttl_expiry(store: &dyn StateStore, ttl: std::time::Duration) {
+    let base = prefix("ttl");
+    let user = format!("{base}-user");
+    let kept = format!("{base}-kept");
+    let idle: Vec<String> = (0..6).map(|i| format!("{base}-idle{i}")).collect();
+    store
+        .append(&kept, Some(&user), &numbered(&kept, 2))
+        .await
+        .expect("append");
+    for id in &idle {
+        store
+            .append(id, Some(&user), &numbered(id, 2))
+            .await
+            .expect("append");
+        let mut meta = Map::new();
+        meta.insert("old".to_owned(), json!(true));
+        store.merge_metadata(id, &meta).await.expect("meta");
+    }
+    assert!(
+        store.load(&kept).await.expect("load").is_some(),
+        "a live conversation loads"
+    );
+    let listed = store
+        .list(&ListOptions::for_user(&user))
+        .await
+        .expect("list");
+    assert_eq!(listed.total, 7, "live conversations are listed");
+
+    // Read `kept` every half TTL for two TTLs: it stays alive, the idle ones expire.
+    for _ in 0..4 {
+        tokio::time::sleep(ttl / 2).await;
+        assert!(
+            store.load(&kept).await.expect("load").is_some(),
+            "a read within the TTL slides the expiry"
+        );
+    }
+    let listed = store
+        .list(&ListOptions::for_user(&user))
+        .await
+        .expect("list");
+    let ids: Vec<&str> = listed.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(
+        (listed.total, ids),
+        (1, vec![kept.as_str()]),
+        "expired conversations leave the listing"
+    );
+
+    let [gone, saved_new, saved_exact, appended, merged, forked] = idle.as_slice() else {
+        unreachable!("six idle conversations");
+    };
+    assert!(
+        store.load(gone).await.expect("load").is_none(),
+        "idle past the TTL loads as None"
+    );
+    assert!(
+        store.load_recent(gone, 1).await.expect("load").is_none(),
+        "idle past the TTL: load_recent is None"
+    );
+    assert!(
+        !store.delete(gone).await.expect("delete"),
+        "deleting an expired conversation reports false"
+    );
+    let err = store
+        .add_summary(gone, &summary(0, 1))
+        .await
+        .expect_err("add_summary on expired");
+    assert!(matches!(err, StateError::NotFound { .. }), "{err:?}");
+
+    let fresh = promptkit_core::Conversation::new(saved_new.as_str());
+    assert_eq!(
+        store
+            .save(&fresh, ExpectedVersion::New)
+            .await
+            .expect("New onto expired"),
+        1,
+        "save New onto an expired conversation starts at version 1"
+    );
+    let err = store
+        .save(
+            &promptkit_core::Conversation::new(saved_exact.as_str()),
+            ExpectedVersion::Exact(3),
+        )
+        .await
+        .expect_err("Exact onto expired");
+    assert!(
+        matches!(err, StateError::Conflict { actual: 0, .. }),
+        "Exact onto an expired conversation conflicts with 0: {err:?}"
+    );
+
+    let out = store
+        .append(appended, None, &numbered(appended, 3))
+        .await
+        .expect("append onto expired");
+    assert_eq!(
+        (out.appended, out.total, out.version),
+        (3, 3, 1),
+        "append onto an expired conversation starts afresh: {out:?}"
+    );
+    let c = store
+        .load(appended)
+        .await
+        .expect("load")
+        .expect("re-created");
+    assert!(c.metadata.is_empty(), "old metadata forgotten");
+    assert_eq!(c.user_id, None, "old owner forgotten");
+
+    let mut meta = Map::new();
+    meta.insert("new".to_owned(), json!(1));
+    assert_eq!(
+        store.merge_metadata(merged, &meta).await.expect("merge"),
+        1,
+        "merge onto an expired conversation starts at version 1"
+    );
+    let c = store.load(merged).await.expect("load").expect("re-created");
+    assert_eq!(c.metadata, meta, "only the new metadata");
+    assert!(c.messages.is_empty(), "old messages forgotten");
+
+    let err = store
+        .fork(forked, &format!("{base}-copy"))
+        .await
+        .expect_err("fork of expired");
+    assert!(matches!(err, StateError::NotFound { .. }), "{err:?}");
+
+    // Now leave everything idle: all of it expires.
+    tokio::time::sleep(ttl + ttl / 2).await;
+    assert!(
+        store.load(&kept).await.expect("load").is_none(),
+        "idle past the TTL after sliding expires"
+    );
+    let listed = store
+        .list(&ListOptions::for_user(&user))
+        .await
+        .expect("list");
+    assert_eq!(listed.total, 0, "nothing left for the user");
+    for id in std::iter::once(&kept).chain(&idle) {
+        store.delete(id).await.expect("cleanup");
+    }
+}
+
 fn summary(start: u64, end: u64) -> Summary {
     Summary {
         start_index: start,

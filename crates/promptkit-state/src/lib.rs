@@ -6,8 +6,8 @@
 //! | Store | Feature | Use |
 //! |---|---|---|
 //! | [`MemoryStore`] | `memory` (default) | tests, single process; sliding TTL, LRU bound |
-//! | `SqliteStore` | `sqlite` (default) | the embedded default: a file, WAL, migrations |
-//! | `PostgresStore` | `postgres` | many processes sharing one database |
+//! | `SqliteStore` | `sqlite` (default) | the embedded default: a file, WAL, migrations; sliding TTL |
+//! | `PostgresStore` | `postgres` | many processes sharing one database; sliding TTL |
 //! | `RedisStore` | `redis` | many processes, with a sliding TTL |
 //!
 //! Every store passes the conformance suite (module `conformance`, feature `conformance`):

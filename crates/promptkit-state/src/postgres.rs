@@ -30,6 +30,10 @@ pub struct PostgresConfig {
     pub max_connections: u32,
     /// How long to wait for a pooled connection.
     pub acquire_timeout: Duration,
+    /// Sliding time-to-live: every read and write of a conversation pushes its expiry this far
+    /// out; a conversation idle for longer behaves as missing and is deleted when next touched
+    /// or swept. `None` (the default) keeps conversations until deleted.
+    pub ttl: Option<Duration>,
 }
 
 impl PostgresConfig {
@@ -40,6 +44,7 @@ impl PostgresConfig {
             schema: None,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(10),
+            ttl: None,
         }
     }
 
@@ -56,6 +61,13 @@ impl PostgresConfig {
         self.max_connections = max_connections.max(1);
         self
     }
+
+    /// Sets the sliding time-to-live (at least one millisecond; see [`ttl`](Self::ttl)).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl.max(Duration::from_millis(1)));
+        self
+    }
 }
 
 /// A [`StateStore`] in Postgres, safe for many processes sharing one database.
@@ -65,9 +77,17 @@ impl PostgresConfig {
 /// conversation row (`SELECT ... FOR UPDATE`), so concurrent appends and saves from any
 /// number of processes serialise per conversation, never globally. Migrations run on
 /// connect under sqlx's advisory lock.
+///
+/// With a [TTL](PostgresConfig::ttl), each conversation row carries an expiry that every
+/// read and write pushes out (a read then locks and updates the row). An expired conversation
+/// behaves as missing and is deleted when next touched; all expired conversations are also
+/// swept on connect and, at most once a minute per store, inside a write transaction
+/// (skipping rows other transactions hold).
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    ttl: Option<Duration>,
+    sweep: std::sync::Arc<common::SweepClock>,
 }
 
 fn db_err(what: &str, e: sqlx::Error) -> StateError {
@@ -145,7 +165,19 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StateError::backend("postgres: running migrations", e))?;
-        Ok(Self { pool })
+        let now = common::now_millis().as_unix_millis();
+        sqlx::query(SWEEP)
+            .bind(now)
+            .execute(&pool)
+            .await
+            .map_err(|e| db_err("sweeping expired conversations", e))?;
+        let sweep = std::sync::Arc::new(common::SweepClock::default());
+        sweep.mark(now);
+        Ok(Self {
+            pool,
+            ttl: config.ttl,
+            sweep,
+        })
     }
 
     /// Closes the pool; later calls fail with [`StateError::Closed`].
@@ -166,20 +198,83 @@ impl PostgresStore {
         recent: Option<usize>,
     ) -> Result<Option<Conversation>, StateError> {
         StateError::validate_id(id)?;
-        // REPEATABLE READ: the conversation row and its messages come from one snapshot.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| db_err("load", e))?;
-        let conversation = load_in(&mut tx, id, recent).await?;
+        let now = common::now_millis().as_unix_millis();
+        if self.ttl.is_none() {
+            // REPEATABLE READ: the conversation row and its messages come from one snapshot.
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(|e| db_err("load", e))?;
+            let conversation = load_in(&mut tx, id, recent, now).await?;
+            tx.commit().await.map_err(|e| db_err("load", e))?;
+            return Ok(conversation);
+        }
+        // A read slides the expiry: updating the row locks it, and every writer of a
+        // conversation's messages locks its row first, so the row and its messages are
+        // consistent.
+        let mut tx = self.begin("load").await?;
+        self.purge(&mut tx, &[id], now, "load").await?;
+        self.touch(&mut tx, id, now, "load").await?;
+        let conversation = load_in(&mut tx, id, recent, now).await?;
         tx.commit().await.map_err(|e| db_err("load", e))?;
         Ok(conversation)
+    }
+
+    /// The expiry of a conversation touched at `now`.
+    fn expiry(&self, now: i64) -> Option<i64> {
+        common::expiry(now, self.ttl)
+    }
+
+    /// Inside a write transaction: deletes `ids` if they have expired (so they behave as
+    /// missing from here on) and, when one is due, sweeps expired conversations that no other
+    /// transaction holds.
+    async fn purge(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[&str],
+        now: i64,
+        what: &'static str,
+    ) -> Result<(), StateError> {
+        if self.sweep.due(now) {
+            sqlx::query(SWEEP)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_err(what, e))?;
+        }
+        for id in ids {
+            sqlx::query(PURGE)
+                .bind(*id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_err(what, e))?;
+        }
+        Ok(())
+    }
+
+    /// Inside a write transaction: pushes the expiry of `id` out (a no-op when missing).
+    async fn touch(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+        now: i64,
+        what: &'static str,
+    ) -> Result<(), StateError> {
+        sqlx::query(TOUCH)
+            .bind(id)
+            .bind(self.expiry(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_err(what, e))?;
+        Ok(())
     }
 }
 
 const SELECT_CONVERSATION: &str = "SELECT user_id, version, metadata::text, summaries::text, \
-     created_at, updated_at FROM conversations WHERE id = $1";
+     created_at, updated_at FROM conversations WHERE id = $1 \
+     AND (expires_at IS NULL OR expires_at > $2)";
 const SELECT_MESSAGES: &str =
     "SELECT body::text FROM messages WHERE conversation_id = $1 ORDER BY position";
 const SELECT_RECENT_MESSAGES: &str = "SELECT body FROM (SELECT position, body::text AS body \
@@ -187,21 +282,32 @@ const SELECT_RECENT_MESSAGES: &str = "SELECT body FROM (SELECT position, body::t
      ORDER BY position";
 const LOCK_CONVERSATION: &str = "SELECT version, created_at, message_count FROM conversations \
      WHERE id = $1 FOR UPDATE";
-const CREATE_EMPTY: &str = "INSERT INTO conversations (id, user_id, version, created_at, updated_at) \
-     VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING";
+const CREATE_EMPTY: &str = "INSERT INTO conversations (id, user_id, version, created_at, updated_at, \
+     expires_at) VALUES ($1, $2, 0, $3, $3, $4) ON CONFLICT (id) DO NOTHING";
 const INSERT_MESSAGES: &str = "INSERT INTO messages (conversation_id, position, message_id, body) \
      SELECT $1, $2 + t.ord - 1, t.message_id, t.body::jsonb \
      FROM UNNEST($3::text[], $4::text[]) WITH ORDINALITY AS t(message_id, body, ord)";
 const BUMP: &str = "UPDATE conversations SET version = version + 1, message_count = $2, \
-     updated_at = $3 WHERE id = $1 RETURNING version";
+     updated_at = $3, expires_at = $4 WHERE id = $1 RETURNING version";
+/// Deletes one conversation if it has expired (`$2` is now).
+const PURGE: &str = "DELETE FROM conversations WHERE id = $1 AND expires_at <= $2";
+/// Deletes expired conversations (`$1` is now) that no other transaction has locked, so a
+/// sweep never waits for, or deadlocks with, a writer; messages go by cascade.
+const SWEEP: &str = "DELETE FROM conversations WHERE id IN (SELECT id FROM conversations \
+     WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)";
+/// Sets the expiry of one conversation.
+const TOUCH: &str = "UPDATE conversations SET expires_at = $2 WHERE id = $1";
 
+/// Loads a conversation that has not expired at `now`.
 async fn load_in(
     conn: &mut PgConnection,
     id: &str,
     recent: Option<usize>,
+    now: i64,
 ) -> Result<Option<Conversation>, StateError> {
     let Some(row) = sqlx::query(SELECT_CONVERSATION)
         .bind(id)
+        .bind(now)
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| db_err("load", e))?
@@ -274,13 +380,17 @@ async fn insert_messages(
 
 const LIST_SQL: [&str; 4] = [
     "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
-     WHERE ($1::text IS NULL OR user_id = $1) ORDER BY updated_at DESC, id LIMIT $2 OFFSET $3",
+     WHERE ($1::text IS NULL OR user_id = $1) AND (expires_at IS NULL OR expires_at > $4) \
+     ORDER BY updated_at DESC, id LIMIT $2 OFFSET $3",
     "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
-     WHERE ($1::text IS NULL OR user_id = $1) ORDER BY updated_at ASC, id LIMIT $2 OFFSET $3",
+     WHERE ($1::text IS NULL OR user_id = $1) AND (expires_at IS NULL OR expires_at > $4) \
+     ORDER BY updated_at ASC, id LIMIT $2 OFFSET $3",
     "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
-     WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+     WHERE ($1::text IS NULL OR user_id = $1) AND (expires_at IS NULL OR expires_at > $4) \
+     ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
     "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
-     WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at ASC, id LIMIT $2 OFFSET $3",
+     WHERE ($1::text IS NULL OR user_id = $1) AND (expires_at IS NULL OR expires_at > $4) \
+     ORDER BY created_at ASC, id LIMIT $2 OFFSET $3",
 ];
 
 fn order_index(order: SortOrder) -> usize {
@@ -317,6 +427,8 @@ impl StateStore for PostgresStore {
             let metadata = to_json(id, &conversation.metadata)?;
             let summaries = to_json(id, &conversation.summaries)?;
             let mut tx = self.begin("save").await?;
+            let now = common::now_millis().as_unix_millis();
+            self.purge(&mut tx, &[id], now, "save").await?;
             let stored: Option<(i64, i64, i64)> = sqlx::query_as(LOCK_CONVERSATION)
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -324,13 +436,13 @@ impl StateStore for PostgresStore {
                 .map_err(|e| db_err("save", e))?;
             let stored_version = stored.map(|s| to_u64(id, s.0)).transpose()?;
             common::check_expected(id, expected, stored_version)?;
-            let now = common::now_millis().as_unix_millis();
             let count = to_i64(conversation.messages.len());
             let version: i64 = if let Some((version, _, _)) = stored {
                 sqlx::query_scalar(
                     "UPDATE conversations SET user_id = $2, version = version + 1, \
                      message_count = $3, metadata = $4::jsonb, summaries = $5::jsonb, \
-                     updated_at = $6 WHERE id = $1 AND version = $7 RETURNING version",
+                     updated_at = $6, expires_at = $8 WHERE id = $1 AND version = $7 \
+                     RETURNING version",
                 )
                 .bind(id)
                 .bind(conversation.user_id.as_deref())
@@ -339,6 +451,7 @@ impl StateStore for PostgresStore {
                 .bind(&summaries)
                 .bind(now)
                 .bind(version)
+                .bind(self.expiry(now))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| db_err("save", e))?
@@ -346,8 +459,8 @@ impl StateStore for PostgresStore {
                 // Not there when we looked: a concurrent creator may win the insert race.
                 let inserted: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
-                     summaries, created_at, updated_at) VALUES ($1, $2, 1, $3, $4::jsonb, \
-                     $5::jsonb, $6, $6) ON CONFLICT (id) DO NOTHING RETURNING version",
+                     summaries, created_at, updated_at, expires_at) VALUES ($1, $2, 1, $3, \
+                     $4::jsonb, $5::jsonb, $6, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING version",
                 )
                 .bind(id)
                 .bind(conversation.user_id.as_deref())
@@ -355,6 +468,7 @@ impl StateStore for PostgresStore {
                 .bind(&metadata)
                 .bind(&summaries)
                 .bind(now)
+                .bind(self.expiry(now))
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(|e| db_err("save", e))?;
@@ -394,10 +508,12 @@ impl StateStore for PostgresStore {
             StateError::validate_id(id)?;
             let now = common::now_millis().as_unix_millis();
             let mut tx = self.begin("append").await?;
+            self.purge(&mut tx, &[id], now, "append").await?;
             let created = sqlx::query(CREATE_EMPTY)
                 .bind(id)
                 .bind(user_id)
                 .bind(now)
+                .bind(self.expiry(now))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| db_err("append", e))?
@@ -433,10 +549,12 @@ impl StateStore for PostgresStore {
                     .bind(id)
                     .bind(total)
                     .bind(now)
+                    .bind(self.expiry(now))
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| db_err("append", e))?
             } else {
+                self.touch(&mut tx, id, now, "append").await?;
                 version
             };
             tx.commit().await.map_err(|e| db_err("append", e))?;
@@ -457,9 +575,19 @@ impl StateStore for PostgresStore {
             StateError::validate_id(source_id)?;
             StateError::validate_id(new_id)?;
             let mut tx = self.begin("fork").await?;
-            // FOR SHARE: the source cannot change while it is copied.
-            let source = sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR SHARE")
-                .bind(source_id)
+            let now = common::now_millis().as_unix_millis();
+            self.purge(&mut tx, &[source_id, new_id], now, "fork")
+                .await?;
+            // The source cannot change while it is copied: FOR SHARE, or the row lock of the
+            // update that slides its expiry.
+            let lock_source = if self.ttl.is_some() {
+                sqlx::query("UPDATE conversations SET expires_at = $2 WHERE id = $1 RETURNING 1")
+                    .bind(source_id)
+                    .bind(self.expiry(now))
+            } else {
+                sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR SHARE").bind(source_id)
+            };
+            let source = lock_source
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(|e| db_err("fork", e))?;
@@ -468,16 +596,16 @@ impl StateStore for PostgresStore {
                     id: source_id.to_owned(),
                 });
             }
-            let now = common::now_millis().as_unix_millis();
             let inserted = sqlx::query(
                 "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
-                 summaries, created_at, updated_at) SELECT $2, user_id, 1, message_count, \
-                 metadata, summaries, $3, $3 FROM conversations WHERE id = $1 \
+                 summaries, created_at, updated_at, expires_at) SELECT $2, user_id, 1, \
+                 message_count, metadata, summaries, $3, $3, $4 FROM conversations WHERE id = $1 \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(source_id)
             .bind(new_id)
             .bind(now)
+            .bind(self.expiry(now))
             .execute(&mut *tx)
             .await
             .map_err(|e| db_err("fork", e))?;
@@ -496,7 +624,7 @@ impl StateStore for PostgresStore {
             .await
             .map_err(|e| db_err("fork", e))?;
             let copy =
-                load_in(&mut tx, new_id, None)
+                load_in(&mut tx, new_id, None, now)
                     .await?
                     .ok_or_else(|| StateError::NotFound {
                         id: new_id.to_owned(),
@@ -509,11 +637,16 @@ impl StateStore for PostgresStore {
     fn delete<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
         Box::pin(async move {
             StateError::validate_id(id)?;
+            let now = common::now_millis().as_unix_millis();
+            let mut tx = self.begin("delete").await?;
+            // An expired conversation is already gone: deleting it reports `false`.
+            self.purge(&mut tx, &[id], now, "delete").await?;
             let done = sqlx::query("DELETE FROM conversations WHERE id = $1")
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| db_err("delete", e))?;
+            tx.commit().await.map_err(|e| db_err("delete", e))?;
             Ok(done.rows_affected() > 0)
         })
     }
@@ -524,15 +657,18 @@ impl StateStore for PostgresStore {
     ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
         Box::pin(async move {
             let user = options.user_id.as_deref();
+            let now = common::now_millis().as_unix_millis();
             let mut tx = self
                 .pool
                 .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
                 .map_err(|e| db_err("list", e))?;
             let total: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM conversations WHERE ($1::text IS NULL OR user_id = $1)",
+                "SELECT COUNT(*) FROM conversations WHERE ($1::text IS NULL OR user_id = $1) \
+                 AND (expires_at IS NULL OR expires_at > $2)",
             )
             .bind(user)
+            .bind(now)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| db_err("list", e))?;
@@ -540,6 +676,7 @@ impl StateStore for PostgresStore {
                 .bind(user)
                 .bind(to_i64(common::page_size(options.limit)))
                 .bind(to_i64(options.offset))
+                .bind(now)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| db_err("list", e))?;
@@ -585,21 +722,27 @@ impl StateStore for PostgresStore {
                 (set, remove)
             };
             let now = common::now_millis().as_unix_millis();
+            let mut tx = self.begin("merge_metadata").await?;
+            // An expired conversation is removed first, so the merge starts a fresh one.
+            self.purge(&mut tx, &[id], now, "merge_metadata").await?;
             // One statement: insert-or-update, atomic without an explicit lock.
             let version: i64 = sqlx::query_scalar(
-                "INSERT INTO conversations (id, version, metadata, created_at, updated_at) \
-                 VALUES ($1, 1, $2::jsonb - $3::text[], $4, $4) \
+                "INSERT INTO conversations (id, version, metadata, created_at, updated_at, \
+                 expires_at) VALUES ($1, 1, $2::jsonb - $3::text[], $4, $4, $5) \
                  ON CONFLICT (id) DO UPDATE SET \
                  metadata = (conversations.metadata || $2::jsonb) - $3::text[], \
-                 version = conversations.version + 1, updated_at = $4 RETURNING version",
+                 version = conversations.version + 1, updated_at = $4, expires_at = $5 \
+                 RETURNING version",
             )
             .bind(id)
             .bind(to_json(id, &set)?)
             .bind(&remove)
             .bind(now)
-            .fetch_one(&self.pool)
+            .bind(self.expiry(now))
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| db_err("merge_metadata", e))?;
+            tx.commit().await.map_err(|e| db_err("merge_metadata", e))?;
             to_u64(id, version)
         })
     }
@@ -611,16 +754,22 @@ impl StateStore for PostgresStore {
     ) -> BoxFuture<'a, Result<u64, StateError>> {
         Box::pin(async move {
             StateError::validate_id(id)?;
+            let now = common::now_millis().as_unix_millis();
+            let mut tx = self.begin("add_summary").await?;
+            self.purge(&mut tx, &[id], now, "add_summary").await?;
             let version: Option<i64> = sqlx::query_scalar(
                 "UPDATE conversations SET summaries = summaries || jsonb_build_array($2::jsonb), \
-                 version = version + 1, updated_at = $3 WHERE id = $1 RETURNING version",
+                 version = version + 1, updated_at = $3, expires_at = $4 WHERE id = $1 \
+                 RETURNING version",
             )
             .bind(id)
             .bind(to_json(id, summary)?)
-            .bind(common::now_millis().as_unix_millis())
-            .fetch_optional(&self.pool)
+            .bind(now)
+            .bind(self.expiry(now))
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| db_err("add_summary", e))?;
+            tx.commit().await.map_err(|e| db_err("add_summary", e))?;
             match version {
                 Some(v) => to_u64(id, v),
                 None => Err(StateError::NotFound { id: id.to_owned() }),

@@ -33,6 +33,10 @@ pub struct SqliteConfig {
     /// `synchronous=FULL` instead of `NORMAL`: with WAL, `NORMAL` survives a process crash
     /// but may lose the last commits on power loss; `FULL` survives both, slower.
     pub durable: bool,
+    /// Sliding time-to-live: every read and write of a conversation pushes its expiry this far
+    /// out; a conversation idle for longer behaves as missing and is deleted when next touched
+    /// or swept. `None` (the default) keeps conversations until deleted.
+    pub ttl: Option<Duration>,
 }
 
 impl SqliteConfig {
@@ -43,6 +47,7 @@ impl SqliteConfig {
             max_connections: 4,
             busy_timeout: Duration::from_secs(5),
             durable: false,
+            ttl: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl SqliteConfig {
             max_connections: 1,
             busy_timeout: Duration::from_secs(5),
             durable: false,
+            ttl: None,
         }
     }
 
@@ -69,6 +75,13 @@ impl SqliteConfig {
         self.max_connections = max_connections.max(1);
         self
     }
+
+    /// Sets the sliding time-to-live (at least one millisecond; see [`ttl`](Self::ttl)).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl.max(Duration::from_millis(1)));
+        self
+    }
 }
 
 /// A [`StateStore`] in an SQLite database: the embedded default.
@@ -78,9 +91,16 @@ impl SqliteConfig {
 /// its JSON form, position and id (unique per conversation, which makes appends
 /// idempotent). Every write runs in one `BEGIN IMMEDIATE` transaction, so it is atomic and
 /// writers from several processes serialise on SQLite's lock.
+///
+/// With a [TTL](SqliteConfig::ttl), each conversation row carries an expiry that every read
+/// and write pushes out (reads then run as write transactions). An expired conversation
+/// behaves as missing and is deleted when next touched; all expired conversations are also
+/// swept on open and, at most once a minute, inside a write transaction.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    ttl: Option<Duration>,
+    sweep: std::sync::Arc<common::SweepClock>,
     /// Serialises this process's writers so they queue here instead of spinning on
     /// SQLite's busy handler.
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
@@ -180,8 +200,18 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StateError::backend("sqlite: running migrations", e))?;
+        let now = common::now_millis().as_unix_millis();
+        sqlx::query(SWEEP)
+            .bind(now)
+            .execute(&pool)
+            .await
+            .map_err(|e| db_err("sweeping expired conversations", e))?;
+        let sweep = std::sync::Arc::new(common::SweepClock::default());
+        sweep.mark(now);
         Ok(Self {
             pool,
+            ttl: config.ttl,
+            sweep,
             write_lock: std::sync::Arc::default(),
         })
     }
@@ -212,35 +242,104 @@ impl SqliteStore {
         recent: Option<usize>,
     ) -> Result<Option<Conversation>, StateError> {
         StateError::validate_id(id)?;
-        let mut tx = self.pool.begin().await.map_err(|e| db_err("load", e))?;
-        let conversation = load_in(&mut tx, id, recent).await?;
-        tx.commit().await.map_err(|e| db_err("load", e))?;
+        let now = common::now_millis().as_unix_millis();
+        if self.ttl.is_none() {
+            let mut tx = self.pool.begin().await.map_err(|e| db_err("load", e))?;
+            let conversation = load_in(&mut tx, id, recent, now).await?;
+            tx.commit().await.map_err(|e| db_err("load", e))?;
+            return Ok(conversation);
+        }
+        // A read slides the expiry, so it writes.
+        let mut w = self.begin_write("load").await?;
+        let conn: &mut SqliteConnection = &mut w.tx;
+        self.purge(conn, &[id], now, "load").await?;
+        self.touch(conn, id, now, "load").await?;
+        let conversation = load_in(conn, id, recent, now).await?;
+        w.commit().await?;
         Ok(conversation)
+    }
+
+    /// The expiry of a conversation touched at `now`.
+    fn expiry(&self, now: i64) -> Option<i64> {
+        common::expiry(now, self.ttl)
+    }
+
+    /// Inside a write transaction: deletes `ids` if they have expired (so they behave as
+    /// missing from here on) and, when one is due, sweeps every expired conversation.
+    async fn purge(
+        &self,
+        conn: &mut SqliteConnection,
+        ids: &[&str],
+        now: i64,
+        what: &'static str,
+    ) -> Result<(), StateError> {
+        if self.sweep.due(now) {
+            sqlx::query(SWEEP)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_err(what, e))?;
+        }
+        for id in ids {
+            sqlx::query(PURGE)
+                .bind(*id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_err(what, e))?;
+        }
+        Ok(())
+    }
+
+    /// Inside a write transaction: pushes the expiry of `id` out (a no-op when missing).
+    async fn touch(
+        &self,
+        conn: &mut SqliteConnection,
+        id: &str,
+        now: i64,
+        what: &'static str,
+    ) -> Result<(), StateError> {
+        sqlx::query(TOUCH)
+            .bind(id)
+            .bind(self.expiry(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| db_err(what, e))?;
+        Ok(())
     }
 }
 
 const SELECT_CONVERSATION: &str = "SELECT user_id, version, metadata, summaries, created_at, updated_at \
-     FROM conversations WHERE id = $1";
+     FROM conversations WHERE id = $1 AND (expires_at IS NULL OR expires_at > $2)";
 const SELECT_MESSAGES: &str =
     "SELECT body FROM messages WHERE conversation_id = $1 ORDER BY position";
 const SELECT_RECENT_MESSAGES: &str = "SELECT body FROM (SELECT position, body FROM messages \
      WHERE conversation_id = $1 ORDER BY position DESC LIMIT $2) ORDER BY position";
 const SELECT_VERSION: &str =
     "SELECT version, created_at, message_count FROM conversations WHERE id = $1";
-const CREATE_EMPTY: &str = "INSERT INTO conversations (id, user_id, version, created_at, updated_at) \
-     VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING";
+const CREATE_EMPTY: &str = "INSERT INTO conversations (id, user_id, version, created_at, updated_at, \
+     expires_at) VALUES ($1, $2, 0, $3, $3, $4) ON CONFLICT (id) DO NOTHING";
 const INSERT_MESSAGE: &str = "INSERT INTO messages (conversation_id, position, message_id, body) \
      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 const BUMP: &str = "UPDATE conversations SET version = version + 1, message_count = $2, \
-     updated_at = $3 WHERE id = $1 RETURNING version";
+     updated_at = $3, expires_at = $4 WHERE id = $1 RETURNING version";
+/// Deletes one conversation if it has expired (`$2` is now).
+const PURGE: &str = "DELETE FROM conversations WHERE id = $1 AND expires_at <= $2";
+/// Deletes every expired conversation (`$1` is now); messages go by cascade.
+const SWEEP: &str = "DELETE FROM conversations WHERE expires_at <= $1";
+/// Sets the expiry of one conversation.
+const TOUCH: &str = "UPDATE conversations SET expires_at = $2 WHERE id = $1";
 
+/// Loads a conversation that has not expired at `now`.
 async fn load_in(
     conn: &mut SqliteConnection,
     id: &str,
     recent: Option<usize>,
+    now: i64,
 ) -> Result<Option<Conversation>, StateError> {
     let Some(row) = sqlx::query(SELECT_CONVERSATION)
         .bind(id)
+        .bind(now)
         .fetch_optional(&mut *conn)
         .await
         .map_err(|e| db_err("load", e))?
@@ -313,13 +412,13 @@ async fn insert_messages(
 
 const LIST_SQL: [&str; 4] = [
     "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
-     WHERE ($1 IS NULL OR user_id = $1) ORDER BY updated_at DESC, id LIMIT $2 OFFSET $3",
+     WHERE ($1 IS NULL OR user_id = $1) AND (expires_at IS NULL OR expires_at > $4) ORDER BY updated_at DESC, id LIMIT $2 OFFSET $3",
     "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
-     WHERE ($1 IS NULL OR user_id = $1) ORDER BY updated_at ASC, id LIMIT $2 OFFSET $3",
+     WHERE ($1 IS NULL OR user_id = $1) AND (expires_at IS NULL OR expires_at > $4) ORDER BY updated_at ASC, id LIMIT $2 OFFSET $3",
     "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
-     WHERE ($1 IS NULL OR user_id = $1) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+     WHERE ($1 IS NULL OR user_id = $1) AND (expires_at IS NULL OR expires_at > $4) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
     "SELECT id, user_id, message_count, version, created_at, updated_at FROM conversations \
-     WHERE ($1 IS NULL OR user_id = $1) ORDER BY created_at ASC, id LIMIT $2 OFFSET $3",
+     WHERE ($1 IS NULL OR user_id = $1) AND (expires_at IS NULL OR expires_at > $4) ORDER BY created_at ASC, id LIMIT $2 OFFSET $3",
 ];
 
 fn order_index(order: SortOrder) -> usize {
@@ -360,6 +459,8 @@ impl StateStore for SqliteStore {
                 let mut w = self.begin_write("save").await?;
                 let conn: &mut SqliteConnection = &mut w.tx;
                 let value = async {
+                    let now = common::now_millis().as_unix_millis();
+                    self.purge(conn, &[id], now, "save").await?;
                     let stored: Option<(i64, i64, i64)> = sqlx::query_as(SELECT_VERSION)
                         .bind(id)
                         .fetch_optional(&mut *conn)
@@ -367,16 +468,16 @@ impl StateStore for SqliteStore {
                         .map_err(|e| db_err("save", e))?;
                     let stored_version = stored.map(|s| to_u64(id, s.0)).transpose()?;
                     common::check_expected(id, expected, stored_version)?;
-                    let now = common::now_millis().as_unix_millis();
                     let created_at = stored.map_or(now, |s| s.1);
                     let version = stored.map_or(0, |s| s.0) + 1;
                     sqlx::query(
                         "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
-                         summaries, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         summaries, created_at, updated_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                          ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, \
                          version = excluded.version, message_count = excluded.message_count, \
                          metadata = excluded.metadata, summaries = excluded.summaries, \
-                         updated_at = excluded.updated_at",
+                         updated_at = excluded.updated_at, expires_at = excluded.expires_at",
                     )
                     .bind(id)
                     .bind(conversation.user_id.as_deref())
@@ -386,6 +487,7 @@ impl StateStore for SqliteStore {
                     .bind(summaries)
                     .bind(created_at)
                     .bind(now)
+                    .bind(self.expiry(now))
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| db_err("save", e))?;
@@ -397,7 +499,8 @@ impl StateStore for SqliteStore {
                     let all: Vec<&Message> = conversation.messages.iter().collect();
                     insert_messages(conn, id, 0, &all).await?;
                     to_u64(id, version)
-                }.await?;
+                }
+                .await?;
                 w.commit().await?;
                 Ok(value)
             }
@@ -420,10 +523,12 @@ impl StateStore for SqliteStore {
                 let conn: &mut SqliteConnection = &mut w.tx;
                 let value = async {
                     let now = common::now_millis().as_unix_millis();
+                    self.purge(conn, &[id], now, "append").await?;
                     let created = sqlx::query(CREATE_EMPTY)
                         .bind(id)
                         .bind(user_id)
                         .bind(now)
+                        .bind(self.expiry(now))
                         .execute(&mut *conn)
                         .await
                         .map_err(|e| db_err("append", e))?
@@ -441,10 +546,12 @@ impl StateStore for SqliteStore {
                             .bind(id)
                             .bind(total)
                             .bind(now)
+                            .bind(self.expiry(now))
                             .fetch_one(&mut *conn)
                             .await
                             .map_err(|e| db_err("append", e))?
                     } else {
+                        self.touch(conn, id, now, "append").await?;
                         version
                     };
                     Ok(AppendOutcome {
@@ -472,6 +579,8 @@ impl StateStore for SqliteStore {
                 let mut w = self.begin_write("fork").await?;
                 let conn: &mut SqliteConnection = &mut w.tx;
                 let value = async {
+                    let now = common::now_millis().as_unix_millis();
+                    self.purge(conn, &[source_id, new_id], now, "fork").await?;
                     let exists = |id: &'a str| sqlx::query("SELECT 1 FROM conversations WHERE id = $1").bind(id);
                     if exists(source_id).fetch_optional(&mut *conn).await.map_err(|e| db_err("fork", e))?.is_none() {
                         return Err(StateError::NotFound { id: source_id.to_owned() });
@@ -479,15 +588,20 @@ impl StateStore for SqliteStore {
                     if exists(new_id).fetch_optional(&mut *conn).await.map_err(|e| db_err("fork", e))?.is_some() {
                         return Err(StateError::AlreadyExists { id: new_id.to_owned() });
                     }
-                    let now = common::now_millis().as_unix_millis();
+                    if self.ttl.is_some() {
+                        // Reading the source slides its expiry.
+                        self.touch(conn, source_id, now, "fork").await?;
+                    }
                     sqlx::query(
                         "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
-                         summaries, created_at, updated_at) SELECT $2, user_id, 1, message_count, \
-                         metadata, summaries, $3, $3 FROM conversations WHERE id = $1",
+                         summaries, created_at, updated_at, expires_at) SELECT $2, user_id, 1, \
+                         message_count, metadata, summaries, $3, $3, $4 FROM conversations \
+                         WHERE id = $1",
                     )
                     .bind(source_id)
                     .bind(new_id)
                     .bind(now)
+                    .bind(self.expiry(now))
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| db_err("fork", e))?;
@@ -500,7 +614,7 @@ impl StateStore for SqliteStore {
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| db_err("fork", e))?;
-                    load_in(conn, new_id, None).await?.ok_or_else(|| StateError::NotFound {
+                    load_in(conn, new_id, None, now).await?.ok_or_else(|| StateError::NotFound {
                         id: new_id.to_owned(),
                     })
                 }.await?;
@@ -517,6 +631,9 @@ impl StateStore for SqliteStore {
                 let mut w = self.begin_write("delete").await?;
                 let conn: &mut SqliteConnection = &mut w.tx;
                 let value = async {
+                    let now = common::now_millis().as_unix_millis();
+                    // An expired conversation is already gone: deleting it reports `false`.
+                    self.purge(conn, &[id], now, "delete").await?;
                     let done = sqlx::query("DELETE FROM conversations WHERE id = $1")
                         .bind(id)
                         .execute(&mut *conn)
@@ -537,11 +654,14 @@ impl StateStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
         Box::pin(async move {
             let user = options.user_id.as_deref();
+            let now = common::now_millis().as_unix_millis();
             let mut tx = self.pool.begin().await.map_err(|e| db_err("list", e))?;
             let total: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM conversations WHERE ($1 IS NULL OR user_id = $1)",
+                "SELECT COUNT(*) FROM conversations WHERE ($1 IS NULL OR user_id = $1) \
+                 AND (expires_at IS NULL OR expires_at > $2)",
             )
             .bind(user)
+            .bind(now)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| db_err("list", e))?;
@@ -549,6 +669,7 @@ impl StateStore for SqliteStore {
                 .bind(user)
                 .bind(to_i64(common::page_size(options.limit)))
                 .bind(to_i64(options.offset))
+                .bind(now)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(|e| db_err("list", e))?;
@@ -586,10 +707,12 @@ impl StateStore for SqliteStore {
                 let conn: &mut SqliteConnection = &mut w.tx;
                 let value = async {
                     let now = common::now_millis().as_unix_millis();
+                    self.purge(conn, &[id], now, "merge_metadata").await?;
                     sqlx::query(CREATE_EMPTY)
                         .bind(id)
                         .bind(None::<&str>)
                         .bind(now)
+                        .bind(self.expiry(now))
                         .execute(&mut *conn)
                         .await
                         .map_err(|e| db_err("merge_metadata", e))?;
@@ -603,11 +726,12 @@ impl StateStore for SqliteStore {
                     common::merge_metadata(&mut metadata, entries);
                     let version: i64 = sqlx::query_scalar(
                         "UPDATE conversations SET metadata = $2, version = version + 1, \
-                         updated_at = $3 WHERE id = $1 RETURNING version",
+                         updated_at = $3, expires_at = $4 WHERE id = $1 RETURNING version",
                     )
                     .bind(id)
                     .bind(to_json(id, &metadata)?)
                     .bind(now)
+                    .bind(self.expiry(now))
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| db_err("merge_metadata", e))?;
@@ -631,6 +755,8 @@ impl StateStore for SqliteStore {
                 let mut w = self.begin_write("add_summary").await?;
                 let conn: &mut SqliteConnection = &mut w.tx;
                 let value = async {
+                    let now = common::now_millis().as_unix_millis();
+                    self.purge(conn, &[id], now, "add_summary").await?;
                     let Some(stored): Option<String> =
                         sqlx::query_scalar("SELECT summaries FROM conversations WHERE id = $1")
                             .bind(id)
@@ -644,11 +770,12 @@ impl StateStore for SqliteStore {
                     summaries.push(summary.clone());
                     let version: i64 = sqlx::query_scalar(
                         "UPDATE conversations SET summaries = $2, version = version + 1, \
-                         updated_at = $3 WHERE id = $1 RETURNING version",
+                         updated_at = $3, expires_at = $4 WHERE id = $1 RETURNING version",
                     )
                     .bind(id)
                     .bind(to_json(id, &summaries)?)
-                    .bind(common::now_millis().as_unix_millis())
+                    .bind(now)
+                    .bind(self.expiry(now))
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(|e| db_err("add_summary", e))?;

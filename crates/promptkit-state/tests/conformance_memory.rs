@@ -18,6 +18,13 @@ async fn bounded_memory_store_passes_conformance() {
     conformance::run_all(Arc::new(MemoryStore::with_config(config))).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_with_short_ttl_expires() {
+    let ttl = Duration::from_millis(300);
+    let store = MemoryStore::with_config(MemoryConfig::default().with_ttl(ttl));
+    conformance::ttl_expiry(&store, ttl).await;
+}
+
 #[tokio::test]
 async fn ttl_is_sliding() {
     let store =

@@ -5,6 +5,7 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use promptkit_state::{PostgresConfig, PostgresStore, StateStore, conformance};
 
@@ -15,9 +16,18 @@ fn url() -> String {
 
 /// A store in a fresh schema, or `None` (skip) when the server is unavailable outside CI.
 async fn store(base: &str) -> Option<(PostgresStore, String)> {
+    store_with_ttl(base, None).await
+}
+
+/// Like [`store`], with an optional sliding TTL.
+async fn store_with_ttl(base: &str, ttl: Option<Duration>) -> Option<(PostgresStore, String)> {
     let url = url();
     let schema = support::unique_name(base);
-    match PostgresStore::connect_with(PostgresConfig::new(&url).with_schema(&schema)).await {
+    let mut config = PostgresConfig::new(&url).with_schema(&schema);
+    if let Some(ttl) = ttl {
+        config = config.with_ttl(ttl);
+    }
+    match PostgresStore::connect_with(config).await {
         Ok(store) => Some((store, schema)),
         Err(e) => {
             support::unavailable("Postgres", &url, &e);
@@ -44,6 +54,26 @@ async fn postgres_store_passes_conformance() {
         return;
     };
     conformance::run_all(Arc::new(store.clone())).await;
+    drop_schema(store, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_with_ttl_passes_conformance() {
+    let Some((store, schema)) = store_with_ttl("pk_ttl", Some(Duration::from_secs(60))).await
+    else {
+        return;
+    };
+    conformance::run_all(Arc::new(store.clone())).await;
+    drop_schema(store, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_with_short_ttl_expires() {
+    let ttl = Duration::from_millis(300);
+    let Some((store, schema)) = store_with_ttl("pk_ttl_short", Some(ttl)).await else {
+        return;
+    };
+    conformance::ttl_expiry(&store, ttl).await;
     drop_schema(store, &schema).await;
 }
 

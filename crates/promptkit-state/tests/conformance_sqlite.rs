@@ -1,6 +1,7 @@
 //! The conformance suite on SQLite, file and in-memory.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use promptkit_state::{Message, SqliteConfig, SqliteStore, StateStore, conformance};
 
@@ -16,6 +17,59 @@ async fn sqlite_file_store_passes_conformance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_memory_store_passes_conformance() {
     conformance::run_all(Arc::new(SqliteStore::in_memory().await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_with_ttl_passes_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SqliteConfig::file(dir.path().join("state.db")).with_ttl(Duration::from_secs(60));
+    conformance::run_all(Arc::new(SqliteStore::open_with(config).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_store_with_short_ttl_expires() {
+    let ttl = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let file =
+        SqliteStore::open_with(SqliteConfig::file(dir.path().join("state.db")).with_ttl(ttl))
+            .await
+            .unwrap();
+    conformance::ttl_expiry(&file, ttl).await;
+    let memory = SqliteStore::open_with(SqliteConfig::in_memory().with_ttl(ttl))
+        .await
+        .unwrap();
+    conformance::ttl_expiry(&memory, ttl).await;
+}
+
+#[tokio::test]
+async fn expired_conversations_are_swept_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let config = SqliteConfig::file(&path).with_ttl(Duration::from_millis(50));
+    let store = SqliteStore::open_with(config.clone()).await.unwrap();
+    store
+        .append("s", Some("u"), &[Message::user("x").with_id("x")])
+        .await
+        .unwrap();
+    store.close().await;
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    SqliteStore::open_with(config).await.unwrap().close().await;
+
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let rows: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM conversations), (SELECT COUNT(*) FROM messages)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        (0, 0),
+        "the expired conversation and its messages are deleted"
+    );
+    pool.close().await;
 }
 
 #[tokio::test]
