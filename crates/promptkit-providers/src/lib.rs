@@ -9,6 +9,7 @@
 //! | `openai-compatible` | `openai` | Ollama, vLLM and any OpenAI-compatible base URL |
 //! | `anthropic` | `anthropic` | Anthropic Claude (Messages API) |
 //! | `fallback` (default) | [`fallback`] | ordered failover across providers, with cooldowns |
+//! | `replay` (default) | [`replay`] | record any provider's calls to JSON Lines, replay them offline |
 //!
 //! Gemini will arrive as a sibling module behind feature `gemini`. Every HTTP vendor uses
 //! the same shared pieces: the incremental [`sse`] decoder (always built) and
@@ -62,6 +63,8 @@ pub mod http;
 pub mod mock;
 #[cfg(feature = "openai")]
 pub mod openai;
+#[cfg(feature = "replay")]
+pub mod replay;
 pub mod sse;
 
 pub use promptkit_core::{
