@@ -47,6 +47,10 @@ struct Cli {
     /// The model (provider default when absent).
     #[arg(long, global = true, env = "PROMPTKIT_MODEL")]
     model: Option<String>,
+    /// A provider configuration file (JSON or YAML: `type`, `model`, `base_url`, `api_key_env`,
+    /// …); overrides `--provider`.
+    #[arg(long, global = true, env = "PROMPTKIT_PROVIDER_CONFIG")]
+    provider_config: Option<PathBuf>,
     /// Base URL of an OpenAI-compatible server (with `--provider openai-compatible`).
     #[arg(long, global = true, env = "PROMPTKIT_BASE_URL")]
     base_url: Option<String>,
@@ -192,6 +196,11 @@ async fn open_state(spec: Option<&str>) -> Result<Arc<dyn StateStore>> {
 }
 
 fn provider(cli: &Cli) -> Result<Arc<dyn Provider>> {
+    if let Some(path) = &cli.provider_config {
+        let spec = promptkit::providers::config::ProviderSpec::from_file(path)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        return spec.build().map_err(|e| ConfigError(e.to_string()).into());
+    }
     let key = std::env::var("OPENAI_API_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty());

@@ -12,6 +12,8 @@ fn promptkit(home: &std::path::Path, args: &[&str], stdin: &str) -> Output {
         .env_remove("OPENAI_API_KEY")
         .env_remove("PROMPTKIT_STATE")
         .env_remove("PROMPTKIT_PROVIDER")
+        .env_remove("PROMPTKIT_PROVIDER_CONFIG")
+        .env_remove("ANTHROPIC_API_KEY")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -120,4 +122,35 @@ fn configuration_errors_exit_with_2_and_say_what_to_do() {
     assert!(text(&no_key.stderr).contains("OPENAI_API_KEY"));
     let missing = promptkit(home.path(), &["sessions", "show", "nope"], "");
     assert_eq!(missing.status.code(), Some(2));
+    let config = home.path().join("provider.yaml");
+    std::fs::write(&config, "type: anthropic\n").unwrap();
+    let no_key = promptkit(
+        home.path(),
+        &["--provider-config", config.to_str().unwrap(), "run", "hi"],
+        "",
+    );
+    assert_eq!(no_key.status.code(), Some(2));
+    assert!(
+        text(&no_key.stderr).contains("ANTHROPIC_API_KEY"),
+        "{}",
+        text(&no_key.stderr)
+    );
+}
+
+#[test]
+fn a_scripted_provider_from_a_config_file() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("mock.json");
+    std::fs::write(
+        &config,
+        r#"{"type": "mock", "turns": [{"text": "scripted answer"}]}"#,
+    )
+    .unwrap();
+    let out = promptkit(
+        home.path(),
+        &["--provider-config", config.to_str().unwrap(), "run", "hi"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "scripted answer");
 }

@@ -8,6 +8,7 @@
 //! | `openai` | `openai` | OpenAI Chat Completions and Azure OpenAI |
 //! | `openai-compatible` | `openai` | Ollama, vLLM and any OpenAI-compatible base URL |
 //! | `anthropic` | `anthropic` | Anthropic Claude (Messages API) |
+//! | `config` (default) | [`config`] | providers (and mock scripts) built from JSON or YAML |
 //! | `fallback` (default) | [`fallback`] | ordered failover across providers, with cooldowns |
 //! | `replay` (default) | [`replay`] | record any provider's calls to JSON Lines, replay them offline |
 //!
@@ -55,6 +56,8 @@
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
+#[cfg(feature = "config")]
+pub mod config;
 #[cfg(feature = "fallback")]
 pub mod fallback;
 #[cfg(feature = "http")]

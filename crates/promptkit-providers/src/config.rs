@@ -1,0 +1,387 @@
+//! Providers built from configuration: the same JSON or YAML that names a type, a model, a
+//! base URL and where the key comes from, so switching providers is a configuration change.
+//!
+//! ```
+//! use promptkit_providers::config::ProviderSpec;
+//!
+//! let spec: ProviderSpec = serde_json::from_value(serde_json::json!({
+//!     "type": "mock",
+//!     "turns": [{"text": "Hello from the script"}]
+//! }))?;
+//! let provider = spec.build()?;
+//! assert_eq!(provider.id(), "mock");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+#[cfg(any(feature = "mock", feature = "http"))]
+use std::time::Duration;
+
+use promptkit_core::{PricingTable, Provider, ProviderError, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One scripted turn of a `mock` provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockTurnSpec {
+    /// The answer's text.
+    #[serde(default)]
+    pub text: String,
+    /// Tool calls the answer asks for.
+    #[serde(default)]
+    pub tool_calls: Vec<MockCallSpec>,
+    /// An HTTP-like error status to fail with instead (429, 500, 401, …).
+    #[serde(default)]
+    pub error_status: Option<u16>,
+    /// Delay before answering, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Characters per streamed chunk.
+    #[serde(default)]
+    pub chunk_size: Option<usize>,
+    /// Reported usage.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+/// A scripted tool call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockCallSpec {
+    /// The call id (generated when absent).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The tool.
+    pub name: String,
+    /// The arguments.
+    #[serde(default)]
+    pub arguments: Value,
+}
+
+/// A provider described by configuration.
+///
+/// `type` is one of `openai`, `azure-openai`, `openai-compatible`, `anthropic`, `mock` or
+/// `replay`; each needs the crate feature of the same name. Keys are never written in the
+/// configuration: `api_key_env` names the environment variable that holds them (defaults:
+/// `OPENAI_API_KEY`, `AZURE_OPENAI_API_KEY`, `ANTHROPIC_API_KEY`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// The provider type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The instance id (the type when absent).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The model (for `azure-openai`: the deployment, also used to look up prices).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Base URL (required for `openai-compatible` and `azure-openai`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Azure API version.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Extra headers sent on every call.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Prices that override the built-in table (per million tokens).
+    #[serde(default)]
+    pub pricing: Option<PricingTable>,
+    /// Whole-request timeout in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Longest silence between stream chunks, in milliseconds.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most calls in flight.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// Attempts per call, the first included.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// `mock`: the scripted turns.
+    #[serde(default)]
+    pub turns: Vec<MockTurnSpec>,
+    /// `mock`: the answer once the script is used up.
+    #[serde(default)]
+    pub default_text: Option<String>,
+    /// `replay`: the recording file.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// `replay`: match recordings by request instead of in order.
+    #[serde(default)]
+    pub match_requests: bool,
+}
+
+fn config_error(message: impl Into<String>) -> ProviderError {
+    ProviderError::Config {
+        message: message.into(),
+    }
+}
+
+/// The provider types this build knows.
+pub fn known_types() -> Vec<&'static str> {
+    let mut types = Vec::new();
+    if cfg!(feature = "openai") {
+        types.extend(["openai", "azure-openai"]);
+    }
+    if cfg!(feature = "openai-compatible") {
+        types.push("openai-compatible");
+    }
+    if cfg!(feature = "anthropic") {
+        types.push("anthropic");
+    }
+    if cfg!(feature = "mock") {
+        types.push("mock");
+    }
+    if cfg!(feature = "replay") {
+        types.push("replay");
+    }
+    types
+}
+
+impl ProviderSpec {
+    /// Parses a spec from JSON or YAML text; `origin`'s extension picks the format (`.json`
+    /// is JSON, anything else YAML).
+    ///
+    /// # Errors
+    /// [`ProviderError::Config`] naming the origin and the offending field.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ProviderError> {
+        let is_json = origin.extension().and_then(|e| e.to_str()) == Some("json");
+        let parsed = if is_json {
+            serde_json::from_str(text).map_err(|e| e.to_string())
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|e| config_error(format!("provider config {}: {e}", origin.display())))
+    }
+
+    /// Reads a spec file.
+    ///
+    /// # Errors
+    /// [`ProviderError::Config`] naming the file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ProviderError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| config_error(format!("provider config {}: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// Builds the provider, reading the key from the process environment.
+    ///
+    /// # Errors
+    /// [`ProviderError::Config`] for an unknown type, a type not compiled in, a missing key or
+    /// setting, or settings the provider rejects.
+    pub fn build(&self) -> Result<Arc<dyn Provider>, ProviderError> {
+        self.build_with_env(|var| std::env::var(var).ok())
+    }
+
+    /// [`build`](Self::build) reading variables through `env` (for secret managers and tests).
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    pub fn build_with_env(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Arc<dyn Provider>, ProviderError> {
+        let id = self.id.clone().unwrap_or_else(|| self.kind.clone());
+        // Only the vendors compiled in read the environment.
+        let _ = (&env, &id);
+        match self.kind.as_str() {
+            #[cfg(feature = "openai")]
+            "openai" | "azure-openai" => {
+                use crate::openai::{OpenAiConfig, OpenAiProvider};
+                let mut config = if self.kind == "openai" {
+                    let mut c = OpenAiConfig::openai(
+                        self.model
+                            .clone()
+                            .unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+                        self.key(&id, &env, "OPENAI_API_KEY")?,
+                    );
+                    if let Some(url) = &self.base_url {
+                        c = c.with_base_url(url);
+                    }
+                    c
+                } else {
+                    let endpoint = self.base_url.clone().ok_or_else(|| {
+                        config_error(format!("provider `{id}` (azure-openai) needs `base_url`"))
+                    })?;
+                    let deployment = self.require_model(&id, "the deployment")?;
+                    let mut c = OpenAiConfig::azure(
+                        endpoint,
+                        deployment.clone(),
+                        deployment,
+                        self.key(&id, &env, "AZURE_OPENAI_API_KEY")?,
+                    );
+                    if let Some(v) = &self.api_version {
+                        c = c.with_api_version(v);
+                    }
+                    c
+                };
+                config = config.with_id(id).with_http(self.http());
+                for (k, v) in &self.headers {
+                    config = config.with_header(k, v);
+                }
+                if let Some(p) = &self.pricing {
+                    config = config.with_pricing_overrides(p);
+                }
+                Ok(Arc::new(OpenAiProvider::new(config)?))
+            }
+            #[cfg(feature = "openai-compatible")]
+            "openai-compatible" => {
+                use crate::openai::{OpenAiConfig, OpenAiProvider};
+                let base = self.base_url.clone().ok_or_else(|| {
+                    config_error(format!(
+                        "provider `{id}` (openai-compatible) needs `base_url`"
+                    ))
+                })?;
+                let api_key = self.api_key_env.as_deref().and_then(&env);
+                let mut config =
+                    OpenAiConfig::compatible(base, self.require_model(&id, "the served model")?)
+                        .with_api_key(api_key)
+                        .with_id(id)
+                        .with_http(self.http());
+                for (k, v) in &self.headers {
+                    config = config.with_header(k, v);
+                }
+                if let Some(p) = &self.pricing {
+                    config = config.with_pricing(p.clone());
+                }
+                Ok(Arc::new(OpenAiProvider::new(config)?))
+            }
+            #[cfg(feature = "anthropic")]
+            "anthropic" => {
+                use crate::anthropic::{AnthropicConfig, AnthropicProvider};
+                let mut config = AnthropicConfig::new(
+                    self.model
+                        .clone()
+                        .unwrap_or_else(|| "claude-sonnet-4-5".to_owned()),
+                    self.key(&id, &env, "ANTHROPIC_API_KEY")?,
+                )
+                .with_id(id)
+                .with_http(self.http());
+                if let Some(url) = &self.base_url {
+                    config = config.with_base_url(url);
+                }
+                for (k, v) in &self.headers {
+                    config = config.with_header(k, v);
+                }
+                if let Some(p) = &self.pricing {
+                    config = config.with_pricing_overrides(p);
+                }
+                Ok(Arc::new(AnthropicProvider::new(config)?))
+            }
+            #[cfg(feature = "mock")]
+            "mock" => {
+                use crate::mock::{MockProvider, MockTurn};
+                let mut provider =
+                    MockProvider::new(id, self.model.clone().unwrap_or_else(|| "mock".to_owned()));
+                if let Some(text) = &self.default_text {
+                    provider = provider.with_default_text(text.clone());
+                }
+                for (n, t) in self.turns.iter().enumerate() {
+                    let mut turn = match t.error_status {
+                        Some(status) => MockTurn::error(ProviderError::from_status(
+                            status,
+                            "scripted error",
+                            None,
+                        )),
+                        None => MockTurn::text(t.text.clone()),
+                    };
+                    for (i, c) in t.tool_calls.iter().enumerate() {
+                        let call_id = c.id.clone().unwrap_or_else(|| format!("call_{n}_{i}"));
+                        let args = if c.arguments.is_null() {
+                            Value::Object(serde_json::Map::new())
+                        } else {
+                            c.arguments.clone()
+                        };
+                        turn = turn.with_tool_call(promptkit_core::ToolCall::new(
+                            call_id,
+                            c.name.clone(),
+                            args,
+                        ));
+                    }
+                    if t.delay_ms > 0 {
+                        turn = turn.with_delay(Duration::from_millis(t.delay_ms));
+                    }
+                    if let Some(size) = t.chunk_size {
+                        turn = turn.with_chunk_size(size);
+                    }
+                    if let Some(usage) = t.usage {
+                        turn = turn.with_usage(usage);
+                    }
+                    provider = provider.with_turn(turn);
+                }
+                Ok(Arc::new(provider))
+            }
+            #[cfg(feature = "replay")]
+            "replay" => {
+                use crate::replay::{ReplayMode, ReplayProvider};
+                let file = self.file.as_ref().ok_or_else(|| {
+                    config_error(format!("provider `{id}` (replay) needs `file`"))
+                })?;
+                let mode = if self.match_requests {
+                    ReplayMode::MatchRequest
+                } else {
+                    ReplayMode::Sequential
+                };
+                Ok(Arc::new(ReplayProvider::from_file(file, mode)?))
+            }
+            other => Err(config_error(format!(
+                "unknown provider type `{other}` (this build knows: {})",
+                known_types().join(", ")
+            ))),
+        }
+    }
+
+    #[cfg(any(feature = "openai", feature = "anthropic"))]
+    fn key(
+        &self,
+        id: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        default_var: &str,
+    ) -> Result<String, ProviderError> {
+        let var = self.api_key_env.as_deref().unwrap_or(default_var);
+        env(var).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+            config_error(format!(
+                "provider `{id}` ({}) needs an API key: set the environment variable `{var}`",
+                self.kind
+            ))
+        })
+    }
+
+    #[cfg(feature = "openai")]
+    fn require_model(&self, id: &str, what: &str) -> Result<String, ProviderError> {
+        self.model.clone().ok_or_else(|| {
+            config_error(format!(
+                "provider `{id}` ({}) needs `model` ({what})",
+                self.kind
+            ))
+        })
+    }
+
+    #[cfg(feature = "http")]
+    fn http(&self) -> crate::http::HttpConfig {
+        let mut http = crate::http::HttpConfig::default();
+        if let Some(ms) = self.timeout_ms {
+            http.request_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.idle_timeout_ms {
+            http.idle_timeout = Duration::from_millis(ms);
+        }
+        if self.max_concurrency.is_some() {
+            http.max_concurrency = self.max_concurrency;
+        }
+        if let Some(n) = self.max_attempts {
+            http.retry.max_attempts = n.max(1);
+        }
+        http
+    }
+}
