@@ -449,24 +449,16 @@ async fn max_rounds_ends_the_turn_with_a_clear_error() {
     assert_eq!(failure.partial.messages.len(), 1 + 3 * 2);
 }
 
-#[tokio::test]
-async fn the_turn_cost_budget_stops_the_turn() {
-    // Each call costs $1; a $1.50 budget allows the first call and stops after the second.
-    let provider = Scripted::priced(
-        [
-            Step::Calls(vec![call("c1", "time", json!({}))]),
-            Step::Calls(vec![call("c2", "time", json!({"again": true}))]),
-            Step::Text("never"),
-        ],
-        1.0,
-    );
-    let config = ProviderStageConfig {
-        max_cost_usd: Some(1.5),
-        ..ProviderStageConfig::default()
-    };
+/// Runs a turn whose model calls cost $1 each, after a history that cost `history_usd`.
+async fn run_priced(
+    steps: Vec<Step>,
+    config: ProviderStageConfig,
+    history_usd: f64,
+) -> promptkit_pipeline::RunFailure {
+    let provider = Scripted::priced(steps, 1.0);
     let mut earlier = Message::assistant("earlier answer");
     earlier.cost = Some(Cost {
-        total_usd: 5.0,
+        total_usd: history_usd,
         ..Cost::default()
     });
     let p = pipeline(
@@ -474,13 +466,27 @@ async fn the_turn_cost_budget_stops_the_turn() {
             .with_tools(Arc::new(Tools::default()))
             .with_config(config),
     );
-    let failure = p
-        .execute_sync(
-            TurnData::default(),
-            [Element::message(earlier).as_history(), user("more")],
-        )
-        .await
-        .unwrap_err();
+    p.execute_sync(
+        TurnData::default(),
+        [Element::message(earlier).as_history(), user("more")],
+    )
+    .await
+    .unwrap_err()
+}
+
+#[tokio::test]
+async fn the_turn_cost_budget_stops_the_turn() {
+    // A $1.50 budget allows the first call and stops after the second.
+    let steps = vec![
+        Step::Calls(vec![call("c1", "time", json!({}))]),
+        Step::Calls(vec![call("c2", "time", json!({"again": true}))]),
+        Step::Text("never"),
+    ];
+    let config = ProviderStageConfig {
+        max_cost_usd: Some(1.5),
+        ..ProviderStageConfig::default()
+    };
+    let failure = run_priced(steps, config, 5.0).await;
     assert!(
         failure
             .to_string()
@@ -496,35 +502,15 @@ async fn the_turn_cost_budget_stops_the_turn() {
 
 #[tokio::test]
 async fn the_conversation_cost_budget_counts_history_and_stops_the_turn() {
-    // Each call costs $1 (1M input tokens at $1/M).
-    let provider = Scripted::priced(
-        [
-            Step::Calls(vec![call("c1", "time", json!({}))]),
-            Step::Text("done"),
-        ],
-        1.0,
-    );
+    let steps = vec![
+        Step::Calls(vec![call("c1", "time", json!({}))]),
+        Step::Text("done"),
+    ];
     let config = ProviderStageConfig {
         max_conversation_cost_usd: Some(1.5),
         ..ProviderStageConfig::default()
     };
-    let mut earlier = Message::assistant("earlier answer");
-    earlier.cost = Some(Cost {
-        total_usd: 1.0,
-        ..Cost::default()
-    });
-    let p = pipeline(
-        ProviderStage::new(provider)
-            .with_tools(Arc::new(Tools::default()))
-            .with_config(config),
-    );
-    let failure = p
-        .execute_sync(
-            TurnData::default(),
-            [Element::message(earlier).as_history(), user("more")],
-        )
-        .await
-        .unwrap_err();
+    let failure = run_priced(steps, config, 1.0).await;
     assert!(
         failure
             .to_string()
