@@ -390,6 +390,60 @@ pub(crate) trait SseHandler: Send + 'static {
     ) -> Result<(), ProviderError>;
 }
 
+/// Decodes an SSE body fed in pieces through `handler`, outside a live response (recorded
+/// streams, benchmarks). Returns a handler error at once; events after completion are ignored.
+#[derive(Debug)]
+pub(crate) struct BodyDecoder<H> {
+    sse: SseDecoder,
+    handler: H,
+    scratch: Vec<SseEvent>,
+    done: bool,
+}
+
+impl<H: SseHandler> BodyDecoder<H> {
+    /// A decoder at the start of a body.
+    pub(crate) fn new(handler: H) -> Self {
+        Self {
+            sse: SseDecoder::new(),
+            handler,
+            scratch: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Feeds body bytes; returns the events they complete.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
+        let mut out = VecDeque::new();
+        self.sse.feed_into(bytes, &mut self.scratch);
+        self.drain(&mut out)?;
+        Ok(out.into())
+    }
+
+    /// Ends the body; returns the closing events.
+    pub(crate) fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderError> {
+        let mut out = VecDeque::new();
+        self.scratch.extend(self.sse.finish());
+        self.drain(&mut out)?;
+        if !self.done {
+            self.done = true;
+            self.handler.on_end(None, &mut out)?;
+        }
+        Ok(out.into())
+    }
+
+    fn drain(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
+        for event in self.scratch.drain(..) {
+            if self.done {
+                continue;
+            }
+            if self.handler.on_event(event, out)? {
+                self.done = true;
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Driver<H> {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     decoder: SseDecoder,

@@ -334,10 +334,7 @@ impl SseHandler for EventDecoder {
 /// ```
 #[derive(Debug)]
 pub struct MessagesStreamDecoder {
-    sse: crate::sse::SseDecoder,
-    events: EventDecoder,
-    scratch: Vec<SseEvent>,
-    done: bool,
+    inner: crate::http::BodyDecoder<EventDecoder>,
 }
 
 impl Default for MessagesStreamDecoder {
@@ -350,10 +347,7 @@ impl MessagesStreamDecoder {
     /// A decoder at the start of a stream.
     pub fn new() -> Self {
         Self {
-            sse: crate::sse::SseDecoder::new(),
-            events: EventDecoder::new(tracing::Span::none()),
-            scratch: Vec::new(),
-            done: false,
+            inner: crate::http::BodyDecoder::new(EventDecoder::new(tracing::Span::none())),
         }
     }
 
@@ -363,10 +357,7 @@ impl MessagesStreamDecoder {
     ///
     /// The mapped error of an `error` event inside the stream.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
-        let mut out = VecDeque::new();
-        self.sse.feed_into(bytes, &mut self.scratch);
-        self.drain(&mut out)?;
-        Ok(out.into())
+        self.inner.feed(bytes)
     }
 
     /// Ends the body; returns the closing events.
@@ -375,25 +366,6 @@ impl MessagesStreamDecoder {
     ///
     /// [`ProviderError::StreamTruncated`] when `message_stop` was not seen.
     pub fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderError> {
-        let mut out = VecDeque::new();
-        self.scratch.extend(self.sse.finish());
-        self.drain(&mut out)?;
-        if !self.done {
-            self.done = true;
-            self.events.on_end(None, &mut out)?;
-        }
-        Ok(out.into())
-    }
-
-    fn drain(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
-        for event in self.scratch.drain(..) {
-            if self.done {
-                continue;
-            }
-            if self.events.on_event(event, out)? {
-                self.done = true;
-            }
-        }
-        Ok(())
+        self.inner.finish()
     }
 }

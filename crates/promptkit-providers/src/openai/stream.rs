@@ -209,10 +209,7 @@ impl SseHandler for ChunkDecoder {
 /// ```
 #[derive(Debug)]
 pub struct ChatStreamDecoder {
-    sse: crate::sse::SseDecoder,
-    chunks: ChunkDecoder,
-    scratch: Vec<SseEvent>,
-    done: bool,
+    inner: crate::http::BodyDecoder<ChunkDecoder>,
 }
 
 impl Default for ChatStreamDecoder {
@@ -225,10 +222,7 @@ impl ChatStreamDecoder {
     /// A decoder at the start of a stream.
     pub fn new() -> Self {
         Self {
-            sse: crate::sse::SseDecoder::new(),
-            chunks: ChunkDecoder::new(tracing::Span::none()),
-            scratch: Vec::new(),
-            done: false,
+            inner: crate::http::BodyDecoder::new(ChunkDecoder::new(tracing::Span::none())),
         }
     }
 
@@ -238,10 +232,7 @@ impl ChatStreamDecoder {
     ///
     /// An error object sent inside the stream.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
-        let mut out = VecDeque::new();
-        self.sse.feed_into(bytes, &mut self.scratch);
-        self.drain(&mut out)?;
-        Ok(out.into())
+        self.inner.feed(bytes)
     }
 
     /// Ends the body; returns the closing events.
@@ -250,25 +241,6 @@ impl ChatStreamDecoder {
     ///
     /// [`ProviderError::StreamTruncated`] when neither a finish reason nor `[DONE]` was seen.
     pub fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderError> {
-        let mut out = VecDeque::new();
-        self.scratch.extend(self.sse.finish());
-        self.drain(&mut out)?;
-        if !self.done {
-            self.done = true;
-            self.chunks.on_end(None, &mut out)?;
-        }
-        Ok(out.into())
-    }
-
-    fn drain(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
-        for event in self.scratch.drain(..) {
-            if self.done {
-                continue;
-            }
-            if self.chunks.on_event(event, out)? {
-                self.done = true;
-            }
-        }
-        Ok(())
+        self.inner.finish()
     }
 }
