@@ -104,6 +104,57 @@ pub(crate) fn from_millis(id: &str, millis: i64) -> Result<Timestamp, StateError
     })
 }
 
+/// A stored counter (version, count) read back from a signed database column.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn to_u64(id: &str, n: i64) -> Result<u64, StateError> {
+    u64::try_from(n).map_err(|_| StateError::Corrupt {
+        id: id.to_owned(),
+        message: format!("negative counter {n}"),
+    })
+}
+
+/// A count or position for a signed database column.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The conversation row of the SQL stores (everything but the messages), as stored.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) struct ConversationRow {
+    pub(crate) user_id: Option<String>,
+    pub(crate) version: i64,
+    pub(crate) metadata: String,
+    pub(crate) summaries: String,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl ConversationRow {
+    /// Decodes the row and the stored message bodies into a conversation.
+    pub(crate) fn into_conversation(
+        self,
+        id: &str,
+        bodies: &[String],
+    ) -> Result<Conversation, StateError> {
+        let messages = bodies
+            .iter()
+            .map(|b| from_json::<promptkit_core::Message>(id, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Conversation {
+            id: id.to_owned(),
+            user_id: self.user_id,
+            messages,
+            summaries: from_json(id, &self.summaries)?,
+            metadata: from_json(id, &self.metadata)?,
+            version: to_u64(id, self.version)?,
+            created_at: Some(from_millis(id, self.created_at)?),
+            updated_at: Some(from_millis(id, self.updated_at)?),
+        })
+    }
+}
+
 /// Messages of `batch` that are new: ids not in `known` and not repeated within the batch.
 /// Messages without an id are always new.
 #[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]

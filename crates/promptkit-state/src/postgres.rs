@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 use std::str::FromStr;
 
-use crate::common::{self, from_json, from_millis, to_json};
+use crate::common::{self, ConversationRow, from_millis, to_i64, to_json, to_u64};
 
 /// The embedded migrations (`migrations/postgres`), run by [`PostgresStore::connect`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -95,17 +95,6 @@ fn db_err(what: &str, e: sqlx::Error) -> StateError {
         sqlx::Error::PoolClosed => StateError::Closed,
         other => StateError::backend(format!("postgres: {what}"), other),
     }
-}
-
-fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(id: &str, n: i64) -> Result<u64, StateError> {
-    u64::try_from(n).map_err(|_| StateError::Corrupt {
-        id: id.to_owned(),
-        message: format!("negative counter {n}"),
-    })
 }
 
 fn valid_schema(schema: &str) -> bool {
@@ -314,12 +303,14 @@ async fn load_in(
     else {
         return Ok(None);
     };
-    let user_id: Option<String> = row.get(0);
-    let version: i64 = row.get(1);
-    let metadata: String = row.get(2);
-    let summaries: String = row.get(3);
-    let created_at: i64 = row.get(4);
-    let updated_at: i64 = row.get(5);
+    let stored = ConversationRow {
+        user_id: row.get(0),
+        version: row.get(1),
+        metadata: row.get(2),
+        summaries: row.get(3),
+        created_at: row.get(4),
+        updated_at: row.get(5),
+    };
     let bodies: Vec<String> = match recent {
         None => {
             sqlx::query_scalar(SELECT_MESSAGES)
@@ -336,20 +327,7 @@ async fn load_in(
         }
     }
     .map_err(|e| db_err("load messages", e))?;
-    let messages = bodies
-        .iter()
-        .map(|b| from_json::<Message>(id, b))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(Conversation {
-        id: id.to_owned(),
-        user_id,
-        messages,
-        summaries: from_json(id, &summaries)?,
-        metadata: from_json(id, &metadata)?,
-        version: to_u64(id, version)?,
-        created_at: Some(from_millis(id, created_at)?),
-        updated_at: Some(from_millis(id, updated_at)?),
-    }))
+    stored.into_conversation(id, &bodies).map(Some)
 }
 
 /// Inserts `messages` at positions `position..` in one statement.

@@ -10,7 +10,7 @@ use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::{Map, Value};
 
-use crate::common::{self, from_json, from_millis, to_json};
+use crate::common::{self, from_json, from_millis, to_json, to_u64};
 
 /// Settings of a [`RedisStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,13 +85,6 @@ impl std::fmt::Debug for RedisStore {
 
 fn redis_err(what: &str, e: redis::RedisError) -> StateError {
     StateError::backend(format!("redis: {what}"), e)
-}
-
-fn to_u64(id: &str, n: i64) -> Result<u64, StateError> {
-    u64::try_from(n).map_err(|_| StateError::Corrupt {
-        id: id.to_owned(),
-        message: format!("negative counter {n}"),
-    })
 }
 
 fn to_usize(n: i64) -> usize {
