@@ -64,12 +64,7 @@ impl DemoModel {
                         json!({}),
                     ));
                 } else {
-                    let earlier = request
-                        .messages
-                        .iter()
-                        .filter(|m| m.role == Role::User)
-                        .count()
-                        .saturating_sub(1);
+                    let earlier = turn.saturating_sub(1);
                     text = format!(
                         "(offline demo model) You said: \"{said}\". This conversation has {earlier} earlier message(s) from you. \
                          Ask about an order number or the time to see a tool call."

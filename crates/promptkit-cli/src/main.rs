@@ -195,21 +195,30 @@ async fn open_state(spec: Option<&str>) -> Result<Arc<dyn StateStore>> {
     .into())
 }
 
+/// `OPENAI_API_KEY`, when set and not blank.
+fn openai_key() -> Option<String> {
+    std::env::var("OPENAI_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+}
+
+/// The provider the flags select: `--provider`, else OpenAI when a key is set, else the demo.
+fn selected_kind(cli: &Cli, has_openai_key: bool) -> ProviderKind {
+    cli.provider.unwrap_or(if has_openai_key {
+        ProviderKind::Openai
+    } else {
+        ProviderKind::Demo
+    })
+}
+
 fn provider(cli: &Cli) -> Result<Arc<dyn Provider>> {
     if let Some(path) = &cli.provider_config {
         let spec = promptkit::providers::config::ProviderSpec::from_file(path)
             .map_err(|e| ConfigError(e.to_string()))?;
         return spec.build().map_err(|e| ConfigError(e.to_string()).into());
     }
-    let key = std::env::var("OPENAI_API_KEY")
-        .ok()
-        .filter(|k| !k.trim().is_empty());
-    let kind = cli.provider.unwrap_or(if key.is_some() {
-        ProviderKind::Openai
-    } else {
-        ProviderKind::Demo
-    });
-    Ok(match kind {
+    let key = openai_key();
+    Ok(match selected_kind(cli, key.is_some()) {
         ProviderKind::Demo => {
             eprintln!(
                 "note: no OPENAI_API_KEY set, using the built-in offline demo model (not a real LLM)"
@@ -269,21 +278,18 @@ fn new_session_id() -> String {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let store = open_state(cli.state.as_deref()).await?;
-    match &cli.command {
-        Command::Sessions { action } => return sessions(store.as_ref(), action).await,
-        Command::Tools => {
-            let tools = tools(
-                &cli,
-                cli.provider.unwrap_or(ProviderKind::Demo) == ProviderKind::Demo
-                    && std::env::var("OPENAI_API_KEY").is_err(),
-            )?;
-            for def in tools.definitions().await? {
-                println!("{}\t{}", def.name, def.description);
-            }
-            return Ok(ExitCode::SUCCESS);
+    if let Command::Tools = &cli.command {
+        // Listing tools needs neither the store nor the provider.
+        let demo = cli.provider_config.is_none()
+            && selected_kind(&cli, openai_key().is_some()) == ProviderKind::Demo;
+        for def in tools(&cli, demo)?.definitions().await? {
+            println!("{}\t{}", def.name, def.description);
         }
-        _ => {}
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = open_state(cli.state.as_deref()).await?;
+    if let Command::Sessions { action } = &cli.command {
+        return sessions(store.as_ref(), action).await;
     }
     let provider = provider(&cli)?;
     let demo = provider.id() == "demo";

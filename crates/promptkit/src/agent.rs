@@ -286,12 +286,6 @@ impl Agent {
         &self.pipeline
     }
 
-    fn turn(&self, session: &str) -> TurnData {
-        let mut turn = self.base.clone();
-        turn.session_id = Some(session.to_owned());
-        turn
-    }
-
     /// Runs one turn and waits for the reply.
     ///
     /// # Errors
@@ -315,7 +309,7 @@ impl Agent {
         session: &str,
         message: impl Into<Message>,
     ) -> Result<ReplyStream, AgentError> {
-        self.stream_with(self.turn(session), message)
+        self.stream_with(TurnData::for_session(session), message)
     }
 
     /// [`stream`](Self::stream) with explicit turn data (user id, extra variables, approvals).

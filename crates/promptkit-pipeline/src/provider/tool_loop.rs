@@ -166,22 +166,10 @@ impl ProviderStage {
             results.extend(runnable.into_iter().map(|(i, _)| i).zip(executed));
             results.sort_by_key(|(i, _)| *i);
             for (_, result) in results {
-                self.push(
-                    conversation,
-                    output,
-                    Message::tool(result).with_created_at(Timestamp::now()),
-                )
-                .await?;
+                self.push_result(conversation, output, result).await?;
             }
             if !still_pending.is_empty() {
-                for call in &still_pending {
-                    output
-                        .send(
-                            Element::tool_call(call.clone()).with_attribute(PENDING_APPROVAL, true),
-                        )
-                        .await?;
-                }
-                return Ok(LoopOutcome::Pending(still_pending));
+                return Self::hold_for_approval(output, still_pending).await;
             }
         }
 
@@ -324,22 +312,10 @@ impl ProviderStage {
                         excluded.insert(result.name.clone());
                     }
                 }
-                self.push(
-                    conversation,
-                    output,
-                    Message::tool(result).with_created_at(Timestamp::now()),
-                )
-                .await?;
+                self.push_result(conversation, output, result).await?;
             }
             if !pending.is_empty() {
-                for call in &pending {
-                    output
-                        .send(
-                            Element::tool_call(call.clone()).with_attribute(PENDING_APPROVAL, true),
-                        )
-                        .await?;
-                }
-                return Ok(LoopOutcome::Pending(pending));
+                return Self::hold_for_approval(output, pending).await;
             }
             tool_choice = promptkit_core::ToolChoice::Auto;
             if let Some(call) = calls
@@ -376,6 +352,34 @@ impl ProviderStage {
                 Ok(LoopOutcome::Blocked(violation))
             }
         }
+    }
+
+    /// Appends and forwards a tool result message.
+    async fn push_result(
+        &self,
+        conversation: &mut Vec<Message>,
+        output: &StageOutput,
+        result: ToolResult,
+    ) -> Result<(), TurnError> {
+        self.push(
+            conversation,
+            output,
+            Message::tool(result).with_created_at(Timestamp::now()),
+        )
+        .await
+    }
+
+    /// Forwards each call waiting for approval (marked [`PENDING_APPROVAL`]) and ends the turn.
+    async fn hold_for_approval(
+        output: &StageOutput,
+        calls: Vec<ToolCall>,
+    ) -> Result<LoopOutcome, TurnError> {
+        for call in &calls {
+            output
+                .send(Element::tool_call(call.clone()).with_attribute(PENDING_APPROVAL, true))
+                .await?;
+        }
+        Ok(LoopOutcome::Pending(calls))
     }
 
     async fn push(
