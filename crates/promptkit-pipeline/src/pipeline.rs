@@ -689,13 +689,12 @@ impl InputSender {
         match self.txs.as_slice() {
             [] => Err(InputClosed),
             [only] => only.send(element).await.map_err(|_| InputClosed),
-            [first, rest @ ..] => {
-                let mut ok = false;
-                for tx in rest {
-                    ok |= tx.send(element.clone()).await.is_ok();
+            many => {
+                if crate::stage::broadcast(many, |tx| tx, element).await {
+                    Ok(())
+                } else {
+                    Err(InputClosed)
                 }
-                ok |= first.send(element).await.is_ok();
-                if ok { Ok(()) } else { Err(InputClosed) }
             }
         }
     }

@@ -413,6 +413,28 @@ impl StageInput {
     }
 }
 
+/// Sends `element` to every target's sender (a clone each, the original to the first),
+/// waiting while one is full; `true` when at least one received it. Shared by stage outputs
+/// and the pipeline input; callers decide what an empty list means.
+pub(crate) async fn broadcast<T>(
+    targets: &[T],
+    sender: impl Fn(&T) -> &mpsc::Sender<Element>,
+    element: Element,
+) -> bool {
+    match targets {
+        [] => false,
+        [only] => sender(only).send(element).await.is_ok(),
+        [first, rest @ ..] => {
+            let mut delivered = false;
+            for target in rest {
+                delivered |= sender(target).send(element.clone()).await.is_ok();
+            }
+            delivered |= sender(first).send(element).await.is_ok();
+            delivered
+        }
+    }
+}
+
 /// A downstream target of a stage's output.
 #[derive(Clone)]
 pub(crate) struct Target {
@@ -479,16 +501,14 @@ impl StageOutput {
         self.progress.tick();
         match self.targets.as_slice() {
             [] => Ok(()),
+            // The common case stays one direct send: it is the hot path of every hop.
             [only] => only.tx.send(element).await.map_err(|_| OutputClosed),
-            [first, rest @ ..] => {
-                let mut delivered = false;
-                for target in rest {
-                    if target.tx.send(element.clone()).await.is_ok() {
-                        delivered = true;
-                    }
+            many => {
+                if broadcast(many, |t| &t.tx, element).await {
+                    Ok(())
+                } else {
+                    Err(OutputClosed)
                 }
-                delivered |= first.tx.send(element).await.is_ok();
-                if delivered { Ok(()) } else { Err(OutputClosed) }
             }
         }
     }
