@@ -11,6 +11,7 @@
 )]
 
 mod demo;
+mod serve;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -101,6 +102,22 @@ enum Command {
     },
     /// List the tools the model would be offered.
     Tools,
+    /// Serve an OpenAI-compatible API (`POST /v1/chat/completions`, `GET /v1/models`,
+    /// `GET /health`); a request with an `x-session-id` header continues that stored session.
+    Serve {
+        /// The address to listen on (port 0 picks a free port; the bound address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080", env = "PROMPTKIT_ADDR")]
+        addr: std::net::SocketAddr,
+        /// Turns running at once; further requests wait for a slot.
+        #[arg(long, default_value_t = 4096)]
+        max_concurrency: usize,
+        /// Seconds a request waits for a slot before `503 Service Unavailable`.
+        #[arg(long, default_value_t = 30.0)]
+        queue_timeout: f64,
+        /// Seconds in-flight requests may finish after SIGINT/SIGTERM before they are cancelled.
+        #[arg(long, default_value_t = 10.0)]
+        shutdown_grace: f64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -273,6 +290,12 @@ fn tools(cli: &Cli, demo: bool) -> Result<Arc<ToolRegistry>> {
     Ok(Arc::new(registry))
 }
 
+/// A duration from a flag given in seconds.
+fn seconds(flag: &str, value: f64) -> Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(value)
+        .map_err(|_| ConfigError(format!("{flag} must be a non-negative number of seconds")).into())
+}
+
 fn new_session_id() -> String {
     format!("s-{}", promptkit::Timestamp::now().as_unix_millis())
 }
@@ -293,9 +316,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let provider = provider(&cli)?;
     let demo = provider.id() == "demo";
+    let tools = tools(&cli, demo)?;
     let agent = Agent::builder(Arc::clone(&provider))
         .system(cli.system.clone())
-        .tools(tools(&cli, demo)?)
+        .tools(Arc::clone(&tools) as Arc<dyn ToolSet>)
         .state(Arc::clone(&store))
         .build()?;
     match cli.command {
@@ -337,6 +361,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Chat { session } => chat(&agent, store.as_ref(), session).await,
+        Command::Serve {
+            addr,
+            max_concurrency,
+            queue_timeout,
+            shutdown_grace,
+        } => {
+            let stateless = Agent::builder(Arc::clone(&provider))
+                .system(cli.system.clone())
+                .tools(tools)
+                .build()?;
+            let options = serve::ServeOptions {
+                addr,
+                max_concurrency,
+                queue_timeout: seconds("--queue-timeout", queue_timeout)?,
+                shutdown_grace: seconds("--shutdown-grace", shutdown_grace)?,
+            };
+            let agents = serve::Agents {
+                stateless,
+                stateful: agent,
+            };
+            serve::serve(agents, options).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sessions { .. } | Command::Tools => unreachable!("handled above"),
     }
 }

@@ -318,13 +318,32 @@ impl Agent {
     /// As [`stream`](Self::stream).
     pub fn stream_with(
         &self,
+        turn: TurnData,
+        message: impl Into<Message>,
+    ) -> Result<ReplyStream, AgentError> {
+        self.stream_with_history(turn, Vec::new(), message)
+    }
+
+    /// [`stream_with`](Self::stream_with) with history supplied by the caller: `history` is
+    /// sent to the model before `message` (after any history the state store loads) and is
+    /// never saved again. This serves callers that keep the conversation themselves, such as
+    /// an OpenAI-compatible endpoint whose clients send every message on each request.
+    ///
+    /// A turn whose [`TurnData::system_prompt`] is set keeps it: the agent's own system prompt
+    /// applies only to turns that bring none.
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream).
+    pub fn stream_with_history(
+        &self,
         mut turn: TurnData,
+        history: Vec<Message>,
         message: impl Into<Message>,
     ) -> Result<ReplyStream, AgentError> {
         for (k, v) in &self.base.variables {
             turn.variables.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        if turn.template.is_none() {
+        if turn.template.is_none() && turn.system_prompt.is_none() {
             turn.template.clone_from(&self.base.template);
         }
         if turn.allowed_tools.is_none() {
@@ -338,7 +357,12 @@ impl Agent {
             .pipeline
             .execute(
                 turn,
-                futures_util::stream::iter([Element::message(message)]),
+                futures_util::stream::iter(
+                    history
+                        .into_iter()
+                        .map(|m| Element::message(m).as_history())
+                        .chain(std::iter::once(Element::message(message))),
+                ),
             )
             .map_err(|error| AgentError {
                 error,

@@ -1,0 +1,587 @@
+//! `promptkit serve`: an OpenAI-compatible HTTP server in front of the agent.
+//!
+//! `POST /v1/chat/completions` (streaming as OpenAI-style SSE, or one JSON answer),
+//! `GET /v1/models`, `GET /health`. Without a session header the request's messages are the
+//! whole conversation (as with OpenAI); with `x-session-id` the server keeps the conversation
+//! in its state store and takes only the request's last message. Tools configured on the
+//! server run inside the turn: the client sees the final answer.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::stream::{self, Stream};
+use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
+use promptkit::pipeline::{PipelineError, TurnData};
+use promptkit::{ContentPart, Media, Message, ProviderError, Role, ToolResult, Usage};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Request headers that name the session (the first present wins).
+const SESSION_HEADERS: [&str; 2] = ["x-session-id", "x-promptkit-session"];
+
+/// How `serve` runs.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeOptions {
+    /// Where to listen (port 0 picks a free port; the bound address is printed).
+    pub(crate) addr: SocketAddr,
+    /// Turns running at once; more requests wait for a slot.
+    pub(crate) max_concurrency: usize,
+    /// How long a request waits for a slot before `503`.
+    pub(crate) queue_timeout: Duration,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// The two agents the server answers with.
+#[derive(Debug)]
+pub(crate) struct Agents {
+    /// For requests that carry their whole conversation.
+    pub(crate) stateless: Agent,
+    /// For requests with a session header: history from and saves to the state store.
+    pub(crate) stateful: Agent,
+}
+
+#[derive(Debug)]
+struct App {
+    agents: Agents,
+    model: String,
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
+    started: u64,
+    ids: AtomicU64,
+}
+
+impl App {
+    fn completion_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        format!("chatcmpl-{:x}{n:08x}", self.started)
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM, then lets in-flight requests finish for the grace
+/// period.
+pub(crate) async fn serve(agents: Agents, options: ServeOptions) -> Result<()> {
+    let model = agents.stateless.provider().model().to_owned();
+    let started = u64::try_from(promptkit::Timestamp::now().as_unix_millis() / 1000).unwrap_or(0);
+    let app = Arc::new(App {
+        agents,
+        model,
+        slots: Arc::new(Semaphore::new(options.max_concurrency.max(1))),
+        queue_timeout: options.queue_timeout,
+        started,
+        ids: AtomicU64::new(0),
+    });
+    let router = router(app);
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .with_context(|| format!("binding {}", options.addr))?;
+    let bound = listener.local_addr()?;
+    eprintln!("promptkit serve: listening on http://{bound}");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        eprintln!("promptkit serve: shutting down, waiting for in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let grace = options.shutdown_grace;
+    tokio::select! {
+        result = server => result.context("serving HTTP")?,
+        () = async {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        } => eprintln!("promptkit serve: grace period over, cancelling in-flight requests"),
+    }
+    eprintln!("promptkit serve: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .with_state(app)
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "available_slots": app.slots.available_permits()}),
+    )
+}
+
+async fn models(State(app): State<Arc<App>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": [{
+            "id": app.model, "object": "model", "created": app.started, "owned_by": "promptkit"
+        }]}),
+    )
+}
+
+/// The parts of an OpenAI chat-completions request the server uses.
+#[derive(Debug, Deserialize)]
+struct ChatRequest {
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireToolCall {
+    id: String,
+    function: WireFunction,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+/// A request the server refuses, as an OpenAI-style error.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            message: message.into(),
+        }
+    }
+
+    fn body(&self) -> Value {
+        json!({"error": {"message": self.message, "type": self.kind, "code": Value::Null}})
+    }
+
+    /// The status and error type for a failed turn.
+    fn from_turn(error: &AgentError) -> Self {
+        let (status, kind) = match provider_error(&error.error) {
+            Some(ProviderError::RateLimited { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
+            }
+            Some(ProviderError::ContextTooLong { .. } | ProviderError::BadRequest { .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error")
+            }
+            Some(ProviderError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "upstream_error"),
+            Some(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
+            None => match &error.error {
+                PipelineError::ExecutionTimeout(_) | PipelineError::IdleTimeout(_) => {
+                    (StatusCode::GATEWAY_TIMEOUT, "timeout_error")
+                }
+                PipelineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            },
+        };
+        Self {
+            status,
+            kind,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &self.body())
+    }
+}
+
+/// The provider error at the root of a failed turn, if a model call caused it.
+fn provider_error(error: &PipelineError) -> Option<&ProviderError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(p) = e.downcast_ref::<ProviderError>() {
+            return Some(p);
+        }
+        source = e.source();
+    }
+    None
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The text of an OpenAI `content` (a string or an array of parts) as content parts.
+fn content_parts(content: Option<&Value>, index: usize) -> Result<Vec<ContentPart>, ApiError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![ContentPart::text(s.clone())]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|part| match part["type"].as_str() {
+                Some("text") => part["text"].as_str().map(ContentPart::text).ok_or_else(|| {
+                    ApiError::invalid(format!("messages[{index}]: a text part needs `text`"))
+                }),
+                Some("image_url") => part["image_url"]["url"]
+                    .as_str()
+                    .map(|url| ContentPart::Image(Media::url(url)))
+                    .ok_or_else(|| {
+                        ApiError::invalid(format!(
+                            "messages[{index}]: an image_url part needs `image_url.url`"
+                        ))
+                    }),
+                other => Err(ApiError::invalid(format!(
+                    "messages[{index}]: unsupported content part type {}",
+                    other.map_or_else(|| "(none)".to_owned(), |t| format!("`{t}`"))
+                ))),
+            })
+            .collect(),
+        Some(_) => Err(ApiError::invalid(format!(
+            "messages[{index}].content must be a string or an array of parts"
+        ))),
+    }
+}
+
+fn text_of(parts: &[ContentPart]) -> String {
+    parts.iter().filter_map(ContentPart::as_text).collect()
+}
+
+/// A request's conversation: system prompt, earlier messages and the new message.
+#[derive(Debug)]
+struct Conversation {
+    system: Option<String>,
+    history: Vec<Message>,
+    message: Message,
+}
+
+fn conversation(messages: Vec<WireMessage>) -> Result<Conversation, ApiError> {
+    let mut system: Option<String> = None;
+    let mut history = Vec::with_capacity(messages.len());
+    for (index, m) in messages.into_iter().enumerate() {
+        let parts = content_parts(m.content.as_ref(), index)?;
+        let message = match m.role.as_str() {
+            "system" | "developer" => {
+                let text = text_of(&parts);
+                match &mut system {
+                    Some(s) => {
+                        s.push_str("\n\n");
+                        s.push_str(&text);
+                    }
+                    None => system = Some(text),
+                }
+                continue;
+            }
+            "user" => Message {
+                content: parts,
+                ..Message::new(Role::User)
+            },
+            "assistant" => {
+                let mut message = Message {
+                    content: parts,
+                    ..Message::new(Role::Assistant)
+                };
+                for call in m.tool_calls {
+                    message = message.with_tool_call(promptkit::ToolCall::from_raw_arguments(
+                        call.id,
+                        call.function.name,
+                        &call.function.arguments,
+                    ));
+                }
+                message
+            }
+            "tool" => {
+                let Some(id) = m.tool_call_id else {
+                    return Err(ApiError::invalid(format!(
+                        "messages[{index}]: a tool message needs `tool_call_id`"
+                    )));
+                };
+                Message::tool(ToolResult::text(
+                    id,
+                    m.name.unwrap_or_default(),
+                    text_of(&parts),
+                ))
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "messages[{index}]: unknown role `{other}`"
+                )));
+            }
+        };
+        history.push(message);
+    }
+    let message = match history.pop() {
+        Some(m) if m.role == Role::User => m,
+        Some(m) => {
+            return Err(ApiError::invalid(format!(
+                "the last message must be from the user, not `{}`",
+                m.role.as_str()
+            )));
+        }
+        None => return Err(ApiError::invalid("`messages` holds no user message")),
+    };
+    Ok(Conversation {
+        system,
+        history,
+        message,
+    })
+}
+
+fn session_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    for name in SESSION_HEADERS {
+        if let Some(value) = headers.get(name) {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::invalid(format!("header `{name}` is not text")))?
+                .trim();
+            if value.is_empty() {
+                return Err(ApiError::invalid(format!("header `{name}` is empty")));
+            }
+            return Ok(Some(value.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
+async fn chat_completions(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ChatRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let session = session_header(&headers)?;
+    let conversation = conversation(request.messages)?;
+    let permit = tokio::time::timeout(app.queue_timeout, Arc::clone(&app.slots).acquire_owned())
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "overloaded",
+            message: format!(
+                "every slot is busy; waited {:?} (raise --max-concurrency)",
+                app.queue_timeout
+            ),
+        })?
+        .map_err(|_| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "unavailable",
+            message: "the server is shutting down".to_owned(),
+        })?;
+
+    let mut turn = match &session {
+        Some(id) => TurnData::for_session(id.clone()),
+        None => TurnData::default(),
+    };
+    turn.user_id = request.user;
+    turn.system_prompt = conversation.system;
+    let (agent, history) = match &session {
+        // The store holds the conversation; the client's copy of it is not replayed.
+        Some(_) => (&app.agents.stateful, Vec::new()),
+        None => (&app.agents.stateless, conversation.history),
+    };
+    let reply = agent
+        .stream_with_history(turn, history, conversation.message)
+        .map_err(|e| ApiError::from_turn(&e))?;
+
+    let id = app.completion_id();
+    let created = promptkit::Timestamp::now().as_unix_millis() / 1000;
+    let mut response = if request.stream {
+        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+        let frames = sse_frames(SseState {
+            reply: Some(reply),
+            id,
+            created,
+            model: app.model.clone(),
+            include_usage,
+            first: true,
+            _permit: permit,
+        });
+        let mut response = Response::new(Body::from_stream(frames));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response
+    } else {
+        let result = reply.finish().await;
+        drop(permit);
+        match result {
+            Ok(reply) => json_response(
+                StatusCode::OK,
+                &completion(&id, created, &app.model, &reply),
+            ),
+            Err(e) => return Err(ApiError::from_turn(&e)),
+        }
+    };
+    if let Some(session) = session
+        && let Ok(value) = HeaderValue::from_str(&session)
+    {
+        response.headers_mut().insert("x-session-id", value);
+    }
+    Ok(response)
+}
+
+fn finish_reason(reply: &Reply) -> &str {
+    if !reply.pending.is_empty() {
+        return "tool_calls";
+    }
+    match reply.message().and_then(|m| m.finish_reason.as_ref()) {
+        Some(promptkit::FinishReason::MaxTokens) => "length",
+        Some(promptkit::FinishReason::ContentFilter | promptkit::FinishReason::Refusal) => {
+            "content_filter"
+        }
+        _ => "stop",
+    }
+}
+
+fn usage_json(usage: &Usage) -> Value {
+    let prompt = usage.input_tokens.unwrap_or(0);
+    let completion = usage.output_tokens.unwrap_or(0);
+    json!({"prompt_tokens": prompt, "completion_tokens": completion,
+           "total_tokens": prompt + completion})
+}
+
+fn completion(id: &str, created: i64, model: &str, reply: &Reply) -> Value {
+    json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0,
+                     "message": {"role": "assistant", "content": reply.text()},
+                     "finish_reason": finish_reason(reply)}],
+        "usage": usage_json(&reply.usage),
+    })
+}
+
+/// State of one SSE response. Dropping it (the client went away) drops the reply stream,
+/// which cancels the turn, and frees the concurrency slot.
+struct SseState {
+    reply: Option<ReplyStream>,
+    id: String,
+    created: i64,
+    model: String,
+    include_usage: bool,
+    first: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl SseState {
+    fn chunk(&self, delta: &Value, finish: Option<&str>) -> String {
+        let value = json!({"id": self.id, "object": "chat.completion.chunk",
+            "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {value}\n\n")
+    }
+
+    /// The closing frames: finish chunk, usage chunk when asked, `[DONE]`; or an error event.
+    fn closing(&self, result: Result<Reply, AgentError>) -> String {
+        match result {
+            Ok(reply) => {
+                let mut out = String::new();
+                if self.first {
+                    // An answer without text still opens with the role.
+                    out.push_str(&self.chunk(&json!({"role": "assistant", "content": ""}), None));
+                }
+                out.push_str(&self.chunk(&json!({}), Some(finish_reason(&reply))));
+                if self.include_usage {
+                    let value = json!({"id": self.id, "object": "chat.completion.chunk",
+                        "created": self.created, "model": self.model, "choices": [],
+                        "usage": usage_json(&reply.usage)});
+                    out.push_str(&format!("data: {value}\n\n"));
+                }
+                out.push_str("data: [DONE]\n\n");
+                out
+            }
+            Err(e) => {
+                let error = ApiError::from_turn(&e);
+                format!("data: {}\n\n", error.body())
+            }
+        }
+    }
+}
+
+fn sse_frames(state: SseState) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    stream::unfold(state, |mut state| async move {
+        let reply = state.reply.as_mut()?;
+        loop {
+            match reply.next_event().await {
+                Some(AgentEvent::Text(text)) if !text.is_empty() => {
+                    let delta = if state.first {
+                        state.first = false;
+                        json!({"role": "assistant", "content": text})
+                    } else {
+                        json!({"content": text})
+                    };
+                    let frame = state.chunk(&delta, None);
+                    return Some((Ok(Bytes::from(frame)), state));
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let reply = state.reply.take()?;
+        let frame = state.closing(reply.finish().await);
+        Some((Ok(Bytes::from(frame)), state))
+    })
+}
