@@ -63,10 +63,11 @@ pub struct MockCallSpec {
 
 /// A provider described by configuration.
 ///
-/// `type` is one of `openai`, `azure-openai`, `openai-compatible`, `anthropic`, `mock` or
-/// `replay`; each needs the crate feature of the same name. Keys are never written in the
-/// configuration: `api_key_env` names the environment variable that holds them (defaults:
-/// `OPENAI_API_KEY`, `AZURE_OPENAI_API_KEY`, `ANTHROPIC_API_KEY`).
+/// `type` is one of `openai`, `azure-openai`, `openai-compatible`, `anthropic`, `gemini`,
+/// `mock` or `replay`; each needs the crate feature of the same name. Keys are never written
+/// in the configuration: `api_key_env` names the environment variable that holds them
+/// (defaults: `OPENAI_API_KEY`, `AZURE_OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, and for Gemini
+/// `GEMINI_API_KEY`, then `GOOGLE_API_KEY`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
@@ -120,6 +121,41 @@ pub struct ProviderSpec {
     pub match_requests: bool,
 }
 
+/// Applies the settings every HTTP vendor's config takes the same way: the id, the
+/// transport, the base URL (for Azure and compatible servers the same URL their constructor
+/// already took), extra headers, and the prices: merged into the built-in table
+/// (`with_pricing_overrides`) or replacing it (`with_pricing`).
+#[cfg(feature = "http")]
+macro_rules! vendor_settings {
+    ($spec:expr, $id:expr, $config:expr, with_pricing_overrides) => {{
+        let spec = $spec;
+        let config = vendor_settings!(@common spec, $id, $config);
+        match &spec.pricing {
+            Some(p) => config.with_pricing_overrides(p),
+            None => config,
+        }
+    }};
+    ($spec:expr, $id:expr, $config:expr, with_pricing) => {{
+        let spec = $spec;
+        let config = vendor_settings!(@common spec, $id, $config);
+        match &spec.pricing {
+            Some(p) => config.with_pricing(p.clone()),
+            None => config,
+        }
+    }};
+    (@common $spec:expr, $id:expr, $config:expr) => {{
+        let spec = $spec;
+        let mut config = $config.with_id($id).with_http(spec.http());
+        if let Some(url) = &spec.base_url {
+            config = config.with_base_url(url);
+        }
+        for (k, v) in &spec.headers {
+            config = config.with_header(k, v);
+        }
+        config
+    }};
+}
+
 fn config_error(message: impl Into<String>) -> ProviderError {
     ProviderError::Config {
         message: message.into(),
@@ -137,6 +173,9 @@ pub fn known_types() -> Vec<&'static str> {
     }
     if cfg!(feature = "anthropic") {
         types.push("anthropic");
+    }
+    if cfg!(feature = "gemini") {
+        types.push("gemini");
     }
     if cfg!(feature = "mock") {
         types.push("mock");
@@ -198,17 +237,13 @@ impl ProviderSpec {
             #[cfg(feature = "openai")]
             "openai" | "azure-openai" => {
                 use crate::openai::{OpenAiConfig, OpenAiProvider};
-                let mut config = if self.kind == "openai" {
-                    let mut c = OpenAiConfig::openai(
+                let config = if self.kind == "openai" {
+                    OpenAiConfig::openai(
                         self.model
                             .clone()
                             .unwrap_or_else(|| "gpt-4o-mini".to_owned()),
                         self.key(&id, &env, "OPENAI_API_KEY")?,
-                    );
-                    if let Some(url) = &self.base_url {
-                        c = c.with_base_url(url);
-                    }
-                    c
+                    )
                 } else {
                     let endpoint = self.base_url.clone().ok_or_else(|| {
                         config_error(format!("provider `{id}` (azure-openai) needs `base_url`"))
@@ -225,13 +260,7 @@ impl ProviderSpec {
                     }
                     c
                 };
-                config = config.with_id(id).with_http(self.http());
-                for (k, v) in &self.headers {
-                    config = config.with_header(k, v);
-                }
-                if let Some(p) = &self.pricing {
-                    config = config.with_pricing_overrides(p);
-                }
+                let config = vendor_settings!(self, id, config, with_pricing_overrides);
                 Ok(Arc::new(OpenAiProvider::new(config)?))
             }
             #[cfg(feature = "openai-compatible")]
@@ -243,40 +272,45 @@ impl ProviderSpec {
                     ))
                 })?;
                 let api_key = self.api_key_env.as_deref().and_then(&env);
-                let mut config =
+                let config =
                     OpenAiConfig::compatible(base, self.require_model(&id, "the served model")?)
-                        .with_api_key(api_key)
-                        .with_id(id)
-                        .with_http(self.http());
-                for (k, v) in &self.headers {
-                    config = config.with_header(k, v);
-                }
-                if let Some(p) = &self.pricing {
-                    config = config.with_pricing(p.clone());
-                }
+                        .with_api_key(api_key);
+                // The compatible form has no built-in prices: configured ones are the table.
+                let config = vendor_settings!(self, id, config, with_pricing);
                 Ok(Arc::new(OpenAiProvider::new(config)?))
             }
             #[cfg(feature = "anthropic")]
             "anthropic" => {
                 use crate::anthropic::{AnthropicConfig, AnthropicProvider};
-                let mut config = AnthropicConfig::new(
+                let config = AnthropicConfig::new(
                     self.model
                         .clone()
                         .unwrap_or_else(|| "claude-sonnet-4-5".to_owned()),
                     self.key(&id, &env, "ANTHROPIC_API_KEY")?,
-                )
-                .with_id(id)
-                .with_http(self.http());
-                if let Some(url) = &self.base_url {
-                    config = config.with_base_url(url);
-                }
-                for (k, v) in &self.headers {
-                    config = config.with_header(k, v);
-                }
-                if let Some(p) = &self.pricing {
-                    config = config.with_pricing_overrides(p);
-                }
+                );
+                let config = vendor_settings!(self, id, config, with_pricing_overrides);
                 Ok(Arc::new(AnthropicProvider::new(config)?))
+            }
+            #[cfg(feature = "gemini")]
+            "gemini" => {
+                use crate::gemini::{GeminiConfig, GeminiProvider};
+                // GEMINI_API_KEY first, GOOGLE_API_KEY as the fallback (as Google's SDKs do).
+                let default_var = if self.api_key_env.is_none()
+                    && env("GEMINI_API_KEY").is_none_or(|k| k.trim().is_empty())
+                    && env("GOOGLE_API_KEY").is_some()
+                {
+                    "GOOGLE_API_KEY"
+                } else {
+                    "GEMINI_API_KEY"
+                };
+                let config = GeminiConfig::new(
+                    self.model
+                        .clone()
+                        .unwrap_or_else(|| "gemini-2.5-flash".to_owned()),
+                    self.key(&id, &env, default_var)?,
+                );
+                let config = vendor_settings!(self, id, config, with_pricing_overrides);
+                Ok(Arc::new(GeminiProvider::new(config)?))
             }
             #[cfg(feature = "mock")]
             "mock" => {
@@ -341,7 +375,7 @@ impl ProviderSpec {
         }
     }
 
-    #[cfg(any(feature = "openai", feature = "anthropic"))]
+    #[cfg(any(feature = "openai", feature = "anthropic", feature = "gemini"))]
     fn key(
         &self,
         id: &str,

@@ -156,6 +156,25 @@ impl Transport {
         }
     }
 
+    /// A POST of the JSON `body` to `url` with `headers` (and `Accept: text/event-stream`
+    /// for a stream).
+    pub(crate) fn post(
+        &self,
+        url: &str,
+        headers: &reqwest::header::HeaderMap,
+        body: &Bytes,
+        streaming: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if streaming {
+            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
+        }
+        builder.headers(headers.clone()).body(body.clone())
+    }
+
     async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, ProviderError> {
         match &self.limit {
             None => Ok(None),
@@ -580,6 +599,184 @@ pub(crate) fn complete_response(
         served_by: Some(provider.id().to_owned()),
         latency,
     }
+}
+
+/// Serde helper: `null` reads as the default (servers send `"tool_calls": null`,
+/// `"parts": null`).
+#[cfg(any(feature = "openai", feature = "gemini"))]
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// The arguments of `call` as the JSON object the Anthropic and Gemini APIs require.
+/// Arguments that are not an object (text the model produced that did not parse, kept
+/// verbatim) are sent as `{}`, with a warning.
+#[cfg(any(feature = "anthropic", feature = "gemini"))]
+pub(crate) fn object_arguments(call: &promptkit_core::ToolCall, index: usize) -> serde_json::Value {
+    if call.arguments.is_object() {
+        return call.arguments.clone();
+    }
+    tracing::warn!(
+        message_index = index,
+        call_id = %call.id,
+        "tool call arguments are not a JSON object; sending {{}} instead"
+    );
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// The tool result a `tool` message at `index` must carry.
+pub(crate) fn tool_result_of(
+    message: &promptkit_core::Message,
+    index: usize,
+) -> Result<&promptkit_core::ToolResult, ProviderError> {
+    message
+        .tool_result
+        .as_ref()
+        .ok_or_else(|| ProviderError::BadRequest {
+            status: 400,
+            message: format!("message {index} has role tool but no tool result"),
+        })
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary (for error messages and logs).
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The `chat` span of one provider call, with the GenAI semantic-convention attributes the
+/// call fills in as it learns them.
+pub(crate) fn chat_span(system: &str, id: &str, model: &str, streaming: bool) -> tracing::Span {
+    tracing::info_span!(
+        "chat",
+        otel.name = %format_args!("chat {model}"),
+        gen_ai.system = system,
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = model,
+        promptkit.provider.id = id,
+        streaming,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+    )
+}
+
+/// Serialises a request body.
+pub(crate) fn encode_json(body: &serde_json::Value) -> Result<Bytes, ProviderError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ProviderError::Decode {
+            message: format!("cannot encode the request: {e}"),
+            raw: String::new(),
+        })
+}
+
+/// The headers sent on every call of a provider: `fixed` ones, the API key under `key`'s
+/// header name, then the caller's `custom` headers (which replace either). Authentication
+/// headers are marked sensitive, so they never appear in debug output.
+pub(crate) fn header_map(
+    fixed: &[(&'static str, &'static str)],
+    key: Option<(&'static str, String)>,
+    custom: &[(String, String)],
+) -> Result<reqwest::header::HeaderMap, ProviderError> {
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+    const SENSITIVE: &[&str] = &["authorization", "api-key", "x-api-key", "x-goog-api-key"];
+    let invalid = |what: &str| ProviderError::Config {
+        message: format!("invalid {what}"),
+    };
+    let mut headers = HeaderMap::new();
+    for &(name, value) in fixed {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    if let Some((name, key)) = key {
+        let mut value =
+            HeaderValue::from_str(&key).map_err(|_| invalid("API key (not a header value)"))?;
+        value.set_sensitive(true);
+        headers.insert(HeaderName::from_static(name), value);
+    }
+    for (name, value) in custom {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(&format!("header name {name:?}")))?;
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|_| invalid(&format!("value of header {name}")))?;
+        if SENSITIVE.contains(&name.as_str()) {
+            value.set_sensitive(true);
+        }
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// Checks that `url` parses, for provider constructors.
+pub(crate) fn check_url(url: &str) -> Result<(), ProviderError> {
+    reqwest::Url::parse(url)
+        .map(drop)
+        .map_err(|e| ProviderError::Config {
+            message: format!("invalid URL {url}: {e}"),
+        })
+}
+
+/// Decodes one stream frame's JSON; an empty frame is `None`, and a malformed one is logged
+/// on `span` and skipped (`None`), so one bad frame never ends a stream.
+pub(crate) fn parse_frame<T: serde::de::DeserializeOwned>(
+    data: &str,
+    span: &tracing::Span,
+) -> Option<T> {
+    let data = data.trim();
+    if data.is_empty() {
+        return None;
+    }
+    match serde_json::from_str(data) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::warn!(
+                parent: span,
+                error = %e,
+                frame = %truncate(data, 200),
+                "skipping malformed stream frame"
+            );
+            None
+        }
+    }
+}
+
+/// Pushes the closing events of a stream (the usage, if any, then the finish reason) and
+/// records them on the call's span.
+pub(crate) fn push_close(
+    span: &tracing::Span,
+    usage: Option<promptkit_core::Usage>,
+    reason: promptkit_core::FinishReason,
+    model: Option<&str>,
+    out: &mut VecDeque<StreamEvent>,
+) {
+    if let Some(usage) = usage {
+        if let Some(n) = usage.input_tokens {
+            span.record("gen_ai.usage.input_tokens", n);
+        }
+        if let Some(n) = usage.output_tokens {
+            span.record("gen_ai.usage.output_tokens", n);
+        }
+        out.push_back(StreamEvent::Usage { usage });
+    }
+    span.record("gen_ai.response.finish_reasons", reason.as_str());
+    if let Some(model) = model {
+        span.record("gen_ai.response.model", model);
+    }
+    out.push_back(StreamEvent::Finish { reason });
 }
 
 #[cfg(test)]

@@ -8,12 +8,12 @@
 //! | `openai` | `openai` | OpenAI Chat Completions and Azure OpenAI |
 //! | `openai-compatible` | `openai` | Ollama, vLLM and any OpenAI-compatible base URL |
 //! | `anthropic` | `anthropic` | Anthropic Claude (Messages API) |
+//! | `gemini` | `gemini` | Google Gemini (`generateContent`, `streamGenerateContent`) |
 //! | `config` (default) | [`config`] | providers (and mock scripts) built from JSON or YAML |
 //! | `fallback` (default) | [`fallback`] | ordered failover across providers, with cooldowns |
 //! | `replay` (default) | [`replay`] | record any provider's calls to JSON Lines, replay them offline |
 //!
-//! Gemini will arrive as a sibling module behind feature `gemini`. Every HTTP vendor uses
-//! the same shared pieces: the incremental [`sse`] decoder (always built) and
+//! Every HTTP vendor uses the same shared pieces: the incremental [`sse`] decoder (always built) and
 //! the HTTP machinery (`http`: client settings, retries with full-jitter backoff honouring
 //! `Retry-After`, the per-provider concurrency limit, connect/request/idle timeouts).
 //!
@@ -60,6 +60,8 @@ pub mod anthropic;
 pub mod config;
 #[cfg(feature = "fallback")]
 pub mod fallback;
+#[cfg(feature = "gemini")]
+pub mod gemini;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "mock")]
@@ -69,6 +71,8 @@ pub mod openai;
 #[cfg(feature = "replay")]
 pub mod replay;
 pub mod sse;
+#[cfg(feature = "http")]
+mod vendor;
 
 pub use promptkit_core::{
     Message, Provider, ProviderError, ProviderRequest, ProviderResponse, StreamAccumulator,

@@ -4,7 +4,14 @@
 //!   (the proxy benchmark's upstream, also runnable as the `promptkit-mock-upstream` binary)
 //!   and a scripted mode for provider tests (canned statuses, headers, bodies and SSE
 //!   scripts with delays, malformed frames and disconnects, for any path, Anthropic's
-//!   `/v1/messages` included), recording every request.
+//!   `/v1/messages` included), recording every request; Gemini's `generateContent` and
+//!   `streamGenerateContent?alt=sse` are answered in benchmark mode too.
+//! - [`conformance`]: the cross-provider conformance suite: the same scenarios (text,
+//!   streaming, parallel tool calls, images, JSON schema output, usage and cost, every error
+//!   class) against any provider, with scripting and request checks in each vendor's wire
+//!   format ([`conformance::HttpTarget`]) or a custom [`conformance::Target`].
+//! - `mcp` (feature `mcp`): an order service with one tool, served by rmcp over streamable
+//!   HTTP on 127.0.0.1.
 //!
 //! # Example
 //!
@@ -25,6 +32,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod conformance;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod upstream;
 
 pub use promptkit_core::Message;

@@ -5,20 +5,27 @@
 //! - **Benchmark mode** (the default, described in the project's `benchmarks.md`):
 //!   `POST …/chat/completions` answers like a small model with the timings of a [`Profile`].
 //!   If any message has role `tool`, a normal completion; else, when `stream` is false, a
-//!   request for the tool `lookup_order` with `{"order_id":"12345"}`; else a stream of
-//!   `chunk-1 ` … `chunk-N `, a stop chunk, a usage chunk when
+//!   request for the tool `lookup_order` with `{"order_id":"12345"}`; else, when the request
+//!   offers tools, the same tool call streamed (one chunk after the first-chunk delay, then a
+//!   `tool_calls` finish chunk), as a streaming client of a real model receives it; else a
+//!   stream of `chunk-1 ` … `chunk-N `, a stop chunk, a usage chunk when
 //!   `stream_options.include_usage` is set, and `data: [DONE]`. `POST /tool` returns
 //!   `{"order_id":"12345","status":"shipped","eta":"2026-04-10"}` after the profile's tool
 //!   delay. `POST …/v1/messages` answers the same way in the Anthropic Messages format
 //!   (`tool_result` blocks play the part of `tool` messages; a stream is `message_start`,
 //!   one text block of `chunk-1 ` … `chunk-N `, `message_delta` with `end_turn` and the
-//!   usage, `message_stop`, each with its `event:` line).
+//!   usage, `message_stop`, each with its `event:` line). `POST …/models/{model}:generateContent`
+//!   and `…:streamGenerateContent?alt=sse` answer the same way in the Gemini format
+//!   (`functionResponse` parts play the part of `tool` messages; a stream is one SSE chunk
+//!   per `chunk-N `, the last with `finishReason: STOP` and the usage).
 //! - **Scripted mode**: [`MockUpstream::push`] queues canned responses ([`Scripted`]): a
 //!   status, headers and body, or an SSE script with delays, malformed frames and an abrupt
 //!   disconnect. Each call to a path other than `/tool` takes the next queued response
 //!   (so scripts serve any vendor's path, `/v1/messages` included); when the queue is empty
 //!   the benchmark behaviour applies. [`chunks`] builds OpenAI stream chunks, [`anthropic`]
-//!   Anthropic Messages events (framed with `event:` lines by [`SseStep::Event`]).
+//!   Anthropic Messages events (framed with `event:` lines by [`SseStep::Event`]), [`gemini`]
+//!   Gemini `GenerateContentResponse` chunks (framed as plain `data:` lines by
+//!   [`SseStep::Json`]).
 //!
 //! Every request is recorded ([`MockUpstream::requests`]).
 
@@ -34,6 +41,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
+use axum::serve::ListenerExt as _;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -172,6 +180,16 @@ impl Scripted {
             status,
             json!({"type": "error", "error": {"type": kind, "message": message}}),
         )
+    }
+
+    /// A Gemini-style error: `{"error":{"code","message","status"}}`, with `details` when
+    /// given (for example a `google.rpc.RetryInfo`).
+    pub fn gemini_error(code: u16, status: &str, message: &str, details: Vec<Value>) -> Self {
+        let mut error = json!({"code": code, "message": message, "status": status});
+        if !details.is_empty() {
+            error["details"] = Value::Array(details);
+        }
+        Self::json(code, json!({"error": error}))
     }
 
     /// Adds a response header.
@@ -377,6 +395,111 @@ pub mod anthropic {
     }
 }
 
+/// Builders of Gemini `GenerateContentResponse` chunks and responses for scripts.
+///
+/// A stream (`streamGenerateContent?alt=sse`) is a series of chunks, each one
+/// `SseStep::Json`; the last carries the finish reason and the usage. A non-streaming
+/// answer is one [`gemini::response`].
+///
+/// ```
+/// use promptkit_testkit::upstream::{Scripted, SseStep, gemini};
+/// use serde_json::json;
+///
+/// let _ = Scripted::sse(vec![
+///     SseStep::Json(gemini::chunk(vec![gemini::text("Hel")])),
+///     SseStep::Json(gemini::last_chunk(
+///         vec![gemini::function_call("lookup", json!({"id": 1}))],
+///         "STOP",
+///         gemini::usage(12, 3, 0, 0),
+///     )),
+/// ]);
+/// ```
+pub mod gemini {
+    use serde_json::{Value, json};
+
+    /// A text part.
+    pub fn text(text: &str) -> Value {
+        json!({"text": text})
+    }
+
+    /// A thought (reasoning summary) part, with its signature when given.
+    pub fn thought(text: &str, signature: Option<&str>) -> Value {
+        let mut part = json!({"text": text, "thought": true});
+        if let Some(signature) = signature {
+            part["thoughtSignature"] = signature.into();
+        }
+        part
+    }
+
+    /// A `functionCall` part.
+    pub fn function_call(name: &str, args: Value) -> Value {
+        let mut call = json!({"name": name});
+        call["args"] = args;
+        json!({"functionCall": call})
+    }
+
+    /// `part` with a `thoughtSignature`.
+    pub fn signed(mut part: Value, signature: &str) -> Value {
+        part["thoughtSignature"] = signature.into();
+        part
+    }
+
+    /// `usageMetadata`: `prompt` includes `cached`; `candidates` excludes `thoughts`.
+    pub fn usage(prompt: u64, candidates: u64, cached: u64, thoughts: u64) -> Value {
+        let mut usage = json!({"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+            "totalTokenCount": prompt + candidates + thoughts});
+        if cached > 0 {
+            usage["cachedContentTokenCount"] = cached.into();
+        }
+        if thoughts > 0 {
+            usage["thoughtsTokenCount"] = thoughts.into();
+        }
+        usage
+    }
+
+    fn candidate(parts: Vec<Value>, finish: Option<&str>) -> Value {
+        let mut candidate = json!({"content": {"role": "model"}, "index": 0});
+        candidate["content"]["parts"] = Value::Array(parts);
+        if let Some(finish) = finish {
+            candidate["finishReason"] = finish.into();
+        }
+        candidate
+    }
+
+    /// A stream chunk with these parts and no finish reason.
+    pub fn chunk(parts: Vec<Value>) -> Value {
+        json!({"candidates": [candidate(parts, None)], "modelVersion": "mock-gemini",
+            "responseId": "resp-test"})
+    }
+
+    /// The last stream chunk: parts (may be empty), the finish reason and the usage.
+    pub fn last_chunk(parts: Vec<Value>, finish: &str, usage: Value) -> Value {
+        let mut chunk = json!({"candidates": [candidate(parts, Some(finish))],
+            "modelVersion": "mock-gemini", "responseId": "resp-test"});
+        chunk["usageMetadata"] = usage;
+        chunk
+    }
+
+    /// A non-streaming response.
+    pub fn response(parts: Vec<Value>, finish: &str, usage: Value) -> Value {
+        last_chunk(parts, finish, usage)
+    }
+
+    /// A response whose prompt was blocked (`promptFeedback.blockReason`, no candidates).
+    pub fn blocked(reason: &str) -> Value {
+        json!({"promptFeedback": {"blockReason": reason, "safetyRatings": [
+            {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}]},
+            "usageMetadata": {"promptTokenCount": 9, "totalTokenCount": 9},
+            "modelVersion": "mock-gemini"})
+    }
+
+    /// A `google.rpc.RetryInfo` error detail asking to wait `seconds`.
+    pub fn retry_info(seconds: u64) -> Value {
+        json!({"@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": format!("{seconds}s")})
+    }
+}
+
 /// A request the server received.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedRequest {
@@ -451,6 +574,10 @@ impl MockUpstream {
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            // Streams are many small writes: send each at once rather than wait for ACKs.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
@@ -473,6 +600,11 @@ impl MockUpstream {
     /// `http://127.0.0.1:{port}/v1`, the base URL to configure an OpenAI provider with.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:{port}/v1beta`, the base URL to configure a Gemini provider with.
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}/v1beta", self.addr)
     }
 
     /// `http://127.0.0.1:{port}`, for Azure-style endpoints.
@@ -567,6 +699,30 @@ async fn handle(
     if method == Method::POST && uri.path().ends_with("/v1/messages") {
         return anthropic_benchmark_response(&json_body, profile).await;
     }
+    if method == Method::POST
+        && let Some((_, action)) = uri.path().rsplit_once(':')
+        && uri.path().contains("/models/")
+    {
+        let sse = uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+        match action {
+            "generateContent" => {
+                return gemini_benchmark_response(&json_body, false, profile).await;
+            }
+            "streamGenerateContent" if sse => {
+                return gemini_benchmark_response(&json_body, true, profile).await;
+            }
+            "streamGenerateContent" => {
+                return json_response(
+                    400,
+                    &json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                        "message": "the mock upstream streams only with alt=sse"}}),
+                );
+            }
+            _ => {}
+        }
+    }
     if method != Method::POST || !uri.path().ends_with("/chat/completions") {
         return json_response(
             404,
@@ -599,6 +755,18 @@ fn sse_response(body: Body) -> Response {
         HeaderValue::from_static("no-cache"),
     );
     response
+}
+
+/// An SSE response sending each frame after its delay.
+fn timed_sse(frames: Vec<(Duration, Bytes)>) -> Response {
+    let stream = futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
+        let (delay, bytes) = frames.next()?;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Some((Ok::<_, Infallible>(bytes), frames))
+    });
+    sse_response(Body::from_stream(stream))
 }
 
 fn scripted_response(scripted: Scripted) -> Response {
@@ -721,8 +889,17 @@ async fn benchmark_response(request: &Value, profile: Profile) -> Response {
             "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
         Bytes::from(format!("data: {value}\n\n"))
     };
+    let offers_tools = request["tools"].as_array().is_some_and(|t| !t.is_empty());
     let mut frames: Vec<(Duration, Bytes)> = Vec::with_capacity(profile.chunks + 3);
-    for i in 1..=profile.chunks {
+    if offers_tools && !has_tool_result {
+        let call = json!({"role": "assistant", "content": null, "tool_calls": [{
+            "index": 0, "id": "call_lookup_order_1", "type": "function",
+            "function": {"name": "lookup_order", "arguments": "{\"order_id\":\"12345\"}"}}]});
+        frames.push((profile.first_chunk_delay, chunk(call, None)));
+        frames.push((Duration::ZERO, chunk(json!({}), Some("tool_calls"))));
+    }
+    let text_chunks = if frames.is_empty() { profile.chunks } else { 0 };
+    for i in 1..=text_chunks {
         let delay = if i == 1 {
             profile.first_chunk_delay
         } else {
@@ -735,7 +912,9 @@ async fn benchmark_response(request: &Value, profile: Profile) -> Response {
         };
         frames.push((delay, chunk(delta, None)));
     }
-    frames.push((profile.chunk_interval, chunk(json!({}), Some("stop"))));
+    if text_chunks > 0 {
+        frames.push((profile.chunk_interval, chunk(json!({}), Some("stop"))));
+    }
     if include_usage {
         let value = json!({"id": id, "object": "chat.completion.chunk", "created": created,
             "model": model, "choices": [],
@@ -744,14 +923,7 @@ async fn benchmark_response(request: &Value, profile: Profile) -> Response {
         frames.push((Duration::ZERO, Bytes::from(format!("data: {value}\n\n"))));
     }
     frames.push((Duration::ZERO, Bytes::from_static(b"data: [DONE]\n\n")));
-    let stream = futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
-        let (delay, bytes) = frames.next()?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((Ok::<_, Infallible>(bytes), frames))
-    });
-    sse_response(Body::from_stream(stream))
+    timed_sse(frames)
 }
 
 async fn anthropic_benchmark_response(request: &Value, profile: Profile) -> Response {
@@ -837,12 +1009,68 @@ async fn anthropic_benchmark_response(request: &Value, profile: Profile) -> Resp
             "usage": {"output_tokens": output}})),
     ));
     frames.push((Duration::ZERO, frame(&json!({"type": "message_stop"}))));
-    let stream = futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
-        let (delay, bytes) = frames.next()?;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        Some((Ok::<_, Infallible>(bytes), frames))
+    timed_sse(frames)
+}
+
+async fn gemini_benchmark_response(request: &Value, stream: bool, profile: Profile) -> Response {
+    let has_tool_result = request["contents"].as_array().is_some_and(|contents| {
+        contents.iter().any(|c| {
+            c["parts"]
+                .as_array()
+                .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()))
+        })
     });
-    sse_response(Body::from_stream(stream))
+    let prompt = u64::try_from(request.to_string().len().div_ceil(4)).unwrap_or(u64::MAX);
+    let output = u64::try_from(profile.chunks).unwrap_or(u64::MAX) * 2;
+    let envelope = |candidate: Value, usage: Value| -> Value {
+        json!({"candidates": [candidate], "usageMetadata": usage,
+            "modelVersion": "mock-gemini", "responseId": format!("resp-mock-{}", now_secs())})
+    };
+    let usage = |candidates: u64| {
+        json!({"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+            "totalTokenCount": prompt + candidates})
+    };
+
+    if !stream {
+        tokio::time::sleep(profile.first_chunk_delay).await;
+        let parts = if has_tool_result {
+            let text: String = (1..=profile.chunks)
+                .map(|i| format!("chunk-{i} "))
+                .collect();
+            json!([{"text": text}])
+        } else {
+            json!([{"functionCall": {"name": "lookup_order", "args": {"order_id": "12345"}}}])
+        };
+        return json_response(
+            200,
+            &envelope(
+                json!({"content": {"role": "model", "parts": parts}, "finishReason": "STOP",
+                    "index": 0}),
+                usage(output),
+            ),
+        );
+    }
+
+    let mut frames: Vec<(Duration, Bytes)> = Vec::with_capacity(profile.chunks);
+    for i in 1..=profile.chunks {
+        let delay = if i == 1 {
+            profile.first_chunk_delay
+        } else {
+            profile.chunk_interval
+        };
+        let mut candidate = json!({"content": {"role": "model",
+            "parts": [{"text": format!("chunk-{i} ")}]}, "index": 0});
+        if i == profile.chunks {
+            candidate["finishReason"] = json!("STOP");
+        }
+        let so_far = u64::try_from(i).unwrap_or(u64::MAX) * 2;
+        frames.push((
+            delay,
+            Bytes::from(format!(
+                "data: {}\r\n\r\n",
+                envelope(candidate, usage(so_far))
+            )),
+        ));
+    }
+    timed_sse(frames)
 }

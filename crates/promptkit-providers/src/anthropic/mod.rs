@@ -35,16 +35,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use promptkit_core::{
-    BoxFuture, Capabilities, EventStream, PricingTable, Provider, ProviderError, ProviderRequest,
-    ProviderResponse, StreamAccumulator, StreamEvent,
+    Capabilities, EventStream, PricingTable, ProviderError, ProviderRequest, ProviderResponse,
+    StreamAccumulator, StreamEvent,
 };
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use tracing::Instrument as _;
+use reqwest::header::HeaderMap;
 
 pub use pricing::anthropic_pricing;
 pub use stream::MessagesStreamDecoder;
 
-use crate::http::{HttpConfig, Transport, retry_after, sse_stream};
+use crate::http::{
+    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, sse_stream, truncate,
+};
+use crate::vendor::{config_builders, http_provider};
 use stream::EventDecoder;
 use wire::{MessagesResponse, build_body, error_from_body, push_blocks};
 
@@ -120,21 +122,6 @@ impl AnthropicConfig {
         }
     }
 
-    /// Sets the instance id.
-    #[must_use]
-    pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = id.into();
-        self
-    }
-
-    /// Sets the API key (`None` sends no `x-api-key`, for gateways that authenticate
-    /// otherwise).
-    #[must_use]
-    pub fn with_api_key(mut self, api_key: Option<String>) -> Self {
-        self.api_key = api_key.filter(|k| !k.is_empty());
-        self
-    }
-
     /// Sets the base URL: the part before `/v1/messages`, for example
     /// `https://api.anthropic.com`.
     #[must_use]
@@ -152,13 +139,6 @@ impl AnthropicConfig {
         self
     }
 
-    /// Sets the transport settings (timeouts, retries, concurrency).
-    #[must_use]
-    pub fn with_http(mut self, http: HttpConfig) -> Self {
-        self.http = http;
-        self
-    }
-
     /// Sets the `max_tokens` sent when a request sets none.
     #[must_use]
     pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {
@@ -166,36 +146,9 @@ impl AnthropicConfig {
         self
     }
 
-    /// Entries of `overrides` replace the prices of the same models; other models keep the
-    /// built-in prices.
-    #[must_use]
-    pub fn with_pricing_overrides(mut self, overrides: &PricingTable) -> Self {
-        self.pricing = self.pricing.merged(overrides);
-        self
-    }
-
-    /// Replaces the whole price table (an empty table: cost is always unknown).
-    #[must_use]
-    pub fn with_pricing(mut self, pricing: PricingTable) -> Self {
-        self.pricing = pricing;
-        self
-    }
-
-    /// Sets what the model can do.
-    #[must_use]
-    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
-        self
-    }
-
     /// The Messages URL calls go to.
     pub fn url(&self) -> String {
         format!("{}/v1/messages", self.base_url)
-    }
-
-    /// The transport settings.
-    pub fn http(&self) -> &HttpConfig {
-        &self.http
     }
 
     /// The `max_tokens` sent when a request sets none.
@@ -213,31 +166,11 @@ struct Inner {
 }
 
 fn build_headers(config: &AnthropicConfig) -> Result<HeaderMap, ProviderError> {
-    let invalid = |what: &str| ProviderError::Config {
-        message: format!("invalid {what}"),
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        HeaderName::from_static("anthropic-version"),
-        HeaderValue::from_static(ANTHROPIC_VERSION),
-    );
-    if let Some(key) = &config.api_key {
-        let mut value =
-            HeaderValue::from_str(key).map_err(|_| invalid("API key (not a header value)"))?;
-        value.set_sensitive(true);
-        headers.insert(HeaderName::from_static("x-api-key"), value);
-    }
-    for (name, value) in &config.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(&format!("header name {name:?}")))?;
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| invalid(&format!("value of header {name}")))?;
-        if matches!(name.as_str(), "x-api-key" | "authorization") {
-            value.set_sensitive(true);
-        }
-        headers.insert(name, value);
-    }
-    Ok(headers)
+    header_map(
+        &[("anthropic-version", ANTHROPIC_VERSION)],
+        config.api_key.clone().map(|key| ("x-api-key", key)),
+        &config.headers,
+    )
 }
 
 /// An Anthropic Messages API provider.
@@ -248,26 +181,7 @@ pub struct AnthropicProvider {
     inner: Arc<Inner>,
 }
 
-impl fmt::Debug for AnthropicProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("AnthropicProvider")
-            .field(&self.inner.config)
-            .finish()
-    }
-}
-
 impl AnthropicProvider {
-    /// A provider with its own connection pool.
-    ///
-    /// # Errors
-    ///
-    /// [`ProviderError::Config`] when the HTTP client cannot be built, the URL or a header
-    /// is invalid.
-    pub fn new(config: AnthropicConfig) -> Result<Self, ProviderError> {
-        let client = config.http.build_client()?;
-        Self::with_client(config, client)
-    }
-
     /// A provider that uses `client` (share one client between providers to share its
     /// connection pool). The client's own timeouts apply in addition to the configured ones.
     ///
@@ -279,9 +193,7 @@ impl AnthropicProvider {
         client: reqwest::Client,
     ) -> Result<Self, ProviderError> {
         let url = config.url();
-        reqwest::Url::parse(&url).map_err(|e| ProviderError::Config {
-            message: format!("invalid URL {url}: {e}"),
-        })?;
+        check_url(&url)?;
         let headers = build_headers(&config)?;
         let transport = Transport::new(client, config.http.clone());
         Ok(Self {
@@ -294,40 +206,15 @@ impl AnthropicProvider {
         })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &AnthropicConfig {
-        &self.inner.config
-    }
-
-    fn span(&self, model: &str, streaming: bool) -> tracing::Span {
-        tracing::info_span!(
-            "chat",
-            otel.name = %format_args!("chat {model}"),
-            gen_ai.system = "anthropic",
-            gen_ai.operation.name = "chat",
-            gen_ai.request.model = model,
-            promptkit.provider.id = self.inner.config.id.as_str(),
-            streaming,
-            gen_ai.response.model = tracing::field::Empty,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-        )
+    fn system(&self) -> &str {
+        "anthropic"
     }
 
     fn request_builder(&self, body: &Bytes, streaming: bool) -> reqwest::RequestBuilder {
-        let mut builder = self
-            .inner
+        let inner = &self.inner;
+        inner
             .transport
-            .client
-            .post(&self.inner.url)
-            .header(CONTENT_TYPE, "application/json");
-        if streaming {
-            builder = builder.header(ACCEPT, "text/event-stream");
-        }
-        builder
-            .headers(self.inner.headers.clone())
-            .body(body.clone())
+            .post(&inner.url, &inner.headers, body, streaming)
     }
 
     fn encode(
@@ -336,13 +223,12 @@ impl AnthropicProvider {
         model: &str,
         stream: bool,
     ) -> Result<Bytes, ProviderError> {
-        let body = build_body(request, model, self.inner.config.max_tokens, stream)?;
-        serde_json::to_vec(&body)
-            .map(Bytes::from)
-            .map_err(|e| ProviderError::Decode {
-                message: format!("cannot encode the request: {e}"),
-                raw: String::new(),
-            })
+        encode_json(&build_body(
+            request,
+            model,
+            self.inner.config.max_tokens,
+            stream,
+        )?)
     }
 
     async fn run_predict(
@@ -358,7 +244,7 @@ impl AnthropicProvider {
         let parsed: MessagesResponse =
             serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
                 message: format!("invalid Messages response: {e}"),
-                raw: wire::truncate(&String::from_utf8_lossy(&bytes), 2000),
+                raw: truncate(&String::from_utf8_lossy(&bytes), 2000),
             })?;
         if let Some(error) = parsed.error {
             return Err(error.to_error(None, None));
@@ -414,44 +300,8 @@ fn map_error(status: u16, headers: &HeaderMap, body: &str) -> ProviderError {
     error_from_body(status, body, retry_after(headers))
 }
 
-impl Provider for AnthropicProvider {
-    fn id(&self) -> &str {
-        &self.inner.config.id
-    }
-
-    fn model(&self) -> &str {
-        &self.inner.config.model
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.config.capabilities
-    }
-
-    fn pricing(&self) -> Option<&PricingTable> {
-        Some(&self.inner.config.pricing)
-    }
-
-    fn predict<'a>(
-        &'a self,
-        request: &'a ProviderRequest,
-    ) -> BoxFuture<'a, Result<ProviderResponse, ProviderError>> {
-        let model = request.model.as_deref().unwrap_or(&self.inner.config.model);
-        let span = self.span(model, false);
-        Box::pin(self.run_predict(request, model).instrument(span))
-    }
-
-    fn stream<'a>(
-        &'a self,
-        request: &'a ProviderRequest,
-    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
-        let model = request.model.as_deref().unwrap_or(&self.inner.config.model);
-        let span = self.span(model, true);
-        Box::pin(
-            self.open_stream(request, model, span.clone())
-                .instrument(span),
-        )
-    }
-}
+config_builders!(AnthropicConfig);
+http_provider!(AnthropicProvider(AnthropicConfig));
 
 #[cfg(test)]
 mod tests;

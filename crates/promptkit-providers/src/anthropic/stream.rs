@@ -5,11 +5,10 @@ use std::collections::VecDeque;
 use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent};
 use serde::Deserialize;
 
-use super::wire::{
-    Block, MessagesResponse, REDACTED_KEY, SIGNATURE_KEY, WireError, WireUsage, truncate,
-};
-use crate::http::SseHandler;
+use super::wire::{Block, MessagesResponse, REDACTED_KEY, SIGNATURE_KEY, WireError, WireUsage};
+use crate::http::{SseHandler, parse_frame, push_close};
 use crate::sse::SseEvent;
+use crate::vendor::body_decoder;
 
 /// One SSE event's JSON (routed on `type`; the `event:` line is not needed).
 #[derive(Debug, Default, Deserialize)]
@@ -250,21 +249,13 @@ impl EventDecoder {
 
     /// Pushes the closing usage and finish events.
     fn close(&mut self, reason: FinishReason, out: &mut VecDeque<StreamEvent>) {
-        let span = &self.span;
-        if let Some(usage) = self.usage.to_usage() {
-            if let Some(n) = usage.input_tokens {
-                span.record("gen_ai.usage.input_tokens", n);
-            }
-            if let Some(n) = usage.output_tokens {
-                span.record("gen_ai.usage.output_tokens", n);
-            }
-            out.push_back(StreamEvent::Usage { usage });
-        }
-        span.record("gen_ai.response.finish_reasons", reason.as_str());
-        if let Some(model) = &self.model {
-            span.record("gen_ai.response.model", model.as_str());
-        }
-        out.push_back(StreamEvent::Finish { reason });
+        push_close(
+            &self.span,
+            self.usage.to_usage(),
+            reason,
+            self.model.as_deref(),
+            out,
+        );
     }
 }
 
@@ -274,12 +265,8 @@ impl SseHandler for EventDecoder {
         event: SseEvent,
         out: &mut VecDeque<StreamEvent>,
     ) -> Result<bool, ProviderError> {
-        let data = event.data.trim();
-        if data.is_empty() {
-            return Ok(false);
-        }
-        match serde_json::from_str::<WireEvent>(data) {
-            Ok(mut wire) => {
+        match parse_frame::<WireEvent>(&event.data, &self.span) {
+            Some(mut wire) => {
                 if wire.kind.is_empty()
                     && let Some(name) = event.event
                 {
@@ -287,15 +274,7 @@ impl SseHandler for EventDecoder {
                 }
                 self.apply(wire, out)
             }
-            Err(e) => {
-                tracing::warn!(
-                    parent: &self.span,
-                    error = %e,
-                    frame = %truncate(data, 200),
-                    "skipping malformed stream frame"
-                );
-                Ok(false)
-            }
+            None => Ok(false),
         }
     }
 
@@ -313,59 +292,27 @@ impl SseHandler for EventDecoder {
     }
 }
 
-/// Decodes an Anthropic Messages SSE body held in memory or fed in chunks, outside a
-/// provider call: for replaying recorded streams, proxies and benchmarks.
-///
-/// ```
-/// use promptkit_providers::StreamEvent;
-/// use promptkit_providers::anthropic::MessagesStreamDecoder;
-///
-/// let mut decoder = MessagesStreamDecoder::new();
-/// let mut events = decoder.feed(
-///     b"event: content_block_start\n\
-///       data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
-///       data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
-/// )?;
-/// events.extend(decoder.feed(b"data: {\"type\":\"message_stop\"}\n\n")?);
-/// events.extend(decoder.finish()?);
-/// assert_eq!(events.len(), 2);
-/// assert!(matches!(events[1], StreamEvent::Finish { .. }));
-/// # Ok::<(), promptkit_providers::ProviderError>(())
-/// ```
-#[derive(Debug)]
-pub struct MessagesStreamDecoder {
-    inner: crate::http::BodyDecoder<EventDecoder>,
-}
-
-impl Default for MessagesStreamDecoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl MessagesStreamDecoder {
-    /// A decoder at the start of a stream.
-    pub fn new() -> Self {
-        Self {
-            inner: crate::http::BodyDecoder::new(EventDecoder::new(tracing::Span::none())),
-        }
-    }
-
-    /// Feeds body bytes; returns the events they complete.
+body_decoder! {
+    /// Decodes an Anthropic Messages SSE body held in memory or fed in chunks, outside a
+    /// provider call: for replaying recorded streams, proxies and benchmarks.
     ///
-    /// # Errors
+    /// ```
+    /// use promptkit_providers::StreamEvent;
+    /// use promptkit_providers::anthropic::MessagesStreamDecoder;
     ///
-    /// The mapped error of an `error` event inside the stream.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
-        self.inner.feed(bytes)
-    }
-
-    /// Ends the body; returns the closing events.
-    ///
-    /// # Errors
-    ///
-    /// [`ProviderError::StreamTruncated`] when `message_stop` was not seen.
-    pub fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderError> {
-        self.inner.finish()
-    }
+    /// let mut decoder = MessagesStreamDecoder::new();
+    /// let mut events = decoder.feed(
+    ///     b"event: content_block_start\n\
+    ///       data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+    ///       data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+    /// )?;
+    /// events.extend(decoder.feed(b"data: {\"type\":\"message_stop\"}\n\n")?);
+    /// events.extend(decoder.finish()?);
+    /// assert_eq!(events.len(), 2);
+    /// assert!(matches!(events[1], StreamEvent::Finish { .. }));
+    /// # Ok::<(), promptkit_providers::ProviderError>(())
+    /// ```
+    MessagesStreamDecoder(EventDecoder),
+    feed_errors: "The mapped error of an `error` event inside the stream.",
+    finish_errors: "[`ProviderError::StreamTruncated`] when `message_stop` was not seen.",
 }

@@ -2,11 +2,13 @@
 
 use promptkit_core::{
     ContentPart, Media, MediaSource, Message, ProviderData, ProviderError, ProviderRequest,
-    Reasoning, ResponseFormat, Role, StreamAccumulator, StreamEvent, ToolCall, ToolChoice,
-    ToolResult, Usage, encode_base64,
+    Reasoning, ResponseFormat, Role, StreamAccumulator, StreamEvent, ToolChoice, ToolResult, Usage,
+    encode_base64,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+use crate::http::{object_arguments, tool_result_of, truncate};
 
 /// `provider_data` key of a thinking block's signature.
 pub(crate) const SIGNATURE_KEY: &str = "anthropic.signature";
@@ -34,14 +36,7 @@ pub(crate) fn build_body(
             }
             Role::User => ("user", user_blocks(message, index)?),
             Role::Tool => {
-                let result =
-                    message
-                        .tool_result
-                        .as_ref()
-                        .ok_or_else(|| ProviderError::BadRequest {
-                            status: 400,
-                            message: format!("message {index} has role tool but no tool result"),
-                        })?;
+                let result = tool_result_of(message, index)?;
                 ("user", vec![tool_result_block(result, index)?])
             }
             Role::Assistant => ("assistant", assistant_blocks(message, index)),
@@ -248,7 +243,7 @@ fn assistant_blocks(message: &Message, index: usize) -> Vec<Value> {
     }
     for call in &message.tool_calls {
         blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.name,
-            "input": tool_input(call, index)}));
+            "input": object_arguments(call, index)}));
     }
     blocks
 }
@@ -263,20 +258,6 @@ fn reasoning_block(reasoning: &Reasoning) -> Option<Value> {
     Some(json!({"type": "thinking",
         "thinking": reasoning.text.as_deref().unwrap_or(""),
         "signature": signature}))
-}
-
-/// The `input` object of a call. Arguments that are not an object (text the model produced
-/// that did not parse, kept verbatim) are sent as `{}`: the API accepts only objects.
-fn tool_input(call: &ToolCall, index: usize) -> Value {
-    if call.arguments.is_object() {
-        return call.arguments.clone();
-    }
-    tracing::warn!(
-        message_index = index,
-        call_id = %call.id,
-        "tool call arguments are not a JSON object; sending {{}} as its input"
-    );
-    Value::Object(Map::new())
 }
 
 // ---- Responses (lenient: every field optional, unknown fields ignored) ----
@@ -441,18 +422,6 @@ pub(crate) fn error_from_body(
         }),
     });
     error.to_error(Some(status), retry_after)
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// Folds the content blocks of a non-streaming response into `acc` through the same events

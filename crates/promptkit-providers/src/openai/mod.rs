@@ -26,16 +26,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use promptkit_core::{
-    BoxFuture, Capabilities, ContentPart, EventStream, Message, PricingTable, Provider,
-    ProviderError, ProviderRequest, ProviderResponse, Reasoning, Role, ToolCall,
+    Capabilities, ContentPart, EventStream, Message, PricingTable, ProviderError, ProviderRequest,
+    ProviderResponse, Reasoning, Role, ToolCall,
 };
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use tracing::Instrument as _;
+use reqwest::header::HeaderMap;
 
 pub use pricing::openai_pricing;
 pub use stream::ChatStreamDecoder;
 
-use crate::http::{HttpConfig, Transport, retry_after, sse_stream};
+use crate::http::{
+    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, sse_stream, truncate,
+};
+use crate::vendor::{config_builders, http_provider};
 use stream::ChunkDecoder;
 use wire::{ChatResponse, Shape, build_body, content_text, error_from_body, finish_reason};
 
@@ -153,20 +155,6 @@ impl OpenAiConfig {
         config.with_base_url(base_url)
     }
 
-    /// Sets the instance id.
-    #[must_use]
-    pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.id = id.into();
-        self
-    }
-
-    /// Sets the API key (`None` sends no credentials).
-    #[must_use]
-    pub fn with_api_key(mut self, api_key: Option<String>) -> Self {
-        self.api_key = api_key.filter(|k| !k.is_empty());
-        self
-    }
-
     /// Sets the base URL (OpenAI and compatible forms) or the resource endpoint (Azure).
     #[must_use]
     pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
@@ -197,35 +185,6 @@ impl OpenAiConfig {
         self
     }
 
-    /// Sets the transport settings (timeouts, retries, concurrency).
-    #[must_use]
-    pub fn with_http(mut self, http: HttpConfig) -> Self {
-        self.http = http;
-        self
-    }
-
-    /// Entries of `overrides` replace the prices of the same models; other models keep the
-    /// built-in prices.
-    #[must_use]
-    pub fn with_pricing_overrides(mut self, overrides: &PricingTable) -> Self {
-        self.pricing = self.pricing.merged(overrides);
-        self
-    }
-
-    /// Replaces the whole price table (an empty table: cost is always unknown).
-    #[must_use]
-    pub fn with_pricing(mut self, pricing: PricingTable) -> Self {
-        self.pricing = pricing;
-        self
-    }
-
-    /// Sets what the model can do.
-    #[must_use]
-    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
-        self
-    }
-
     /// The chat completions URL calls go to.
     pub fn url(&self) -> String {
         match &self.endpoint {
@@ -239,11 +198,6 @@ impl OpenAiConfig {
             ),
         }
     }
-
-    /// The transport settings.
-    pub fn http(&self) -> &HttpConfig {
-        &self.http
-    }
 }
 
 struct Inner {
@@ -255,40 +209,11 @@ struct Inner {
 }
 
 fn build_headers(config: &OpenAiConfig) -> Result<HeaderMap, ProviderError> {
-    let invalid = |what: &str| ProviderError::Config {
-        message: format!("invalid {what}"),
-    };
-    let mut headers = HeaderMap::new();
-    let custom = |name: &str| {
-        config
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case(name))
-    };
-    if let Some(key) = &config.api_key {
-        let (name, value) = match config.endpoint {
-            Endpoint::Azure { .. } => (HeaderName::from_static("api-key"), key.clone()),
-            Endpoint::OpenAi { .. } => (AUTHORIZATION, format!("Bearer {key}")),
-        };
-        // A custom header of the same name replaces the configured key.
-        if !custom(name.as_str()) {
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| invalid("API key (not a header value)"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-    }
-    for (name, value) in &config.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| invalid(&format!("header name {name:?}")))?;
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| invalid(&format!("value of header {name}")))?;
-        if name == AUTHORIZATION || name.as_str() == "api-key" {
-            value.set_sensitive(true);
-        }
-        headers.insert(name, value);
-    }
-    Ok(headers)
+    let key = config.api_key.clone().map(|key| match config.endpoint {
+        Endpoint::Azure { .. } => ("api-key", key),
+        Endpoint::OpenAi { .. } => ("authorization", format!("Bearer {key}")),
+    });
+    header_map(&[], key, &config.headers)
 }
 
 /// An OpenAI Chat Completions provider (also Azure OpenAI and compatible servers).
@@ -299,25 +224,7 @@ pub struct OpenAiProvider {
     inner: Arc<Inner>,
 }
 
-impl fmt::Debug for OpenAiProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("OpenAiProvider")
-            .field(&self.inner.config)
-            .finish()
-    }
-}
-
 impl OpenAiProvider {
-    /// A provider with its own connection pool.
-    ///
-    /// # Errors
-    ///
-    /// [`ProviderError::Config`] when the HTTP client cannot be built or the URL is invalid.
-    pub fn new(config: OpenAiConfig) -> Result<Self, ProviderError> {
-        let client = config.http.build_client()?;
-        Self::with_client(config, client)
-    }
-
     /// A provider that uses `client` (share one client between providers to share its
     /// connection pool). The client's own timeouts apply in addition to the configured ones.
     ///
@@ -329,9 +236,7 @@ impl OpenAiProvider {
         client: reqwest::Client,
     ) -> Result<Self, ProviderError> {
         let url = config.url();
-        reqwest::Url::parse(&url).map_err(|e| ProviderError::Config {
-            message: format!("invalid URL {url}: {e}"),
-        })?;
+        check_url(&url)?;
         let headers = build_headers(&config)?;
         let transport = Transport::new(client, config.http.clone());
         Ok(Self {
@@ -344,11 +249,6 @@ impl OpenAiProvider {
         })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &OpenAiConfig {
-        &self.inner.config
-    }
-
     fn shape(&self) -> Shape {
         let config = &self.inner.config;
         Shape {
@@ -357,35 +257,15 @@ impl OpenAiProvider {
         }
     }
 
-    fn span(&self, model: &str, streaming: bool) -> tracing::Span {
-        tracing::info_span!(
-            "chat",
-            otel.name = %format_args!("chat {model}"),
-            gen_ai.system = self.inner.config.system,
-            gen_ai.operation.name = "chat",
-            gen_ai.request.model = model,
-            promptkit.provider.id = self.inner.config.id.as_str(),
-            streaming,
-            gen_ai.response.model = tracing::field::Empty,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-        )
+    fn system(&self) -> &str {
+        self.inner.config.system
     }
 
     fn request_builder(&self, body: &Bytes, streaming: bool) -> reqwest::RequestBuilder {
-        let mut builder = self
-            .inner
+        let inner = &self.inner;
+        inner
             .transport
-            .client
-            .post(&self.inner.url)
-            .header(CONTENT_TYPE, "application/json");
-        if streaming {
-            builder = builder.header(ACCEPT, "text/event-stream");
-        }
-        builder
-            .headers(self.inner.headers.clone())
-            .body(body.clone())
+            .post(&inner.url, &inner.headers, body, streaming)
     }
 
     fn encode(
@@ -394,13 +274,7 @@ impl OpenAiProvider {
         model: &str,
         stream: bool,
     ) -> Result<Bytes, ProviderError> {
-        let body = build_body(request, model, self.shape(), stream)?;
-        serde_json::to_vec(&body)
-            .map(Bytes::from)
-            .map_err(|e| ProviderError::Decode {
-                message: format!("cannot encode the request: {e}"),
-                raw: String::new(),
-            })
+        encode_json(&build_body(request, model, self.shape(), stream)?)
     }
 
     async fn run_predict(
@@ -416,7 +290,7 @@ impl OpenAiProvider {
         let parsed: ChatResponse =
             serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
                 message: format!("invalid chat completion: {e}"),
-                raw: wire::truncate(&String::from_utf8_lossy(&bytes), 2000),
+                raw: truncate(&String::from_utf8_lossy(&bytes), 2000),
             })?;
         if let Some(error) = parsed.error {
             return Err(error.to_error(500, None));
@@ -492,44 +366,8 @@ fn map_error(status: u16, headers: &HeaderMap, body: &str) -> ProviderError {
     error_from_body(status, body, retry_after(headers))
 }
 
-impl Provider for OpenAiProvider {
-    fn id(&self) -> &str {
-        &self.inner.config.id
-    }
-
-    fn model(&self) -> &str {
-        &self.inner.config.model
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.config.capabilities
-    }
-
-    fn pricing(&self) -> Option<&PricingTable> {
-        Some(&self.inner.config.pricing)
-    }
-
-    fn predict<'a>(
-        &'a self,
-        request: &'a ProviderRequest,
-    ) -> BoxFuture<'a, Result<ProviderResponse, ProviderError>> {
-        let model = request.model.as_deref().unwrap_or(&self.inner.config.model);
-        let span = self.span(model, false);
-        Box::pin(self.run_predict(request, model).instrument(span))
-    }
-
-    fn stream<'a>(
-        &'a self,
-        request: &'a ProviderRequest,
-    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
-        let model = request.model.as_deref().unwrap_or(&self.inner.config.model);
-        let span = self.span(model, true);
-        Box::pin(
-            self.open_stream(request, model, span.clone())
-                .instrument(span),
-        )
-    }
-}
+config_builders!(OpenAiConfig);
+http_provider!(OpenAiProvider(OpenAiConfig));
 
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,10 @@ use std::collections::VecDeque;
 
 use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent, Usage};
 
-use super::wire::{ChatChunk, finish_reason, truncate};
-use crate::http::SseHandler;
+use super::wire::{ChatChunk, finish_reason};
+use crate::http::{SseHandler, parse_frame, push_close};
 use crate::sse::SseEvent;
+use crate::vendor::body_decoder;
 
 /// Folds Chat Completions chunks into stream events.
 ///
@@ -123,21 +124,13 @@ impl ChunkDecoder {
 
     /// Pushes the closing usage and finish events.
     pub(crate) fn close(&mut self, reason: FinishReason, out: &mut VecDeque<StreamEvent>) {
-        let span = &self.span;
-        if let Some(usage) = self.usage.take() {
-            if let Some(n) = usage.input_tokens {
-                span.record("gen_ai.usage.input_tokens", n);
-            }
-            if let Some(n) = usage.output_tokens {
-                span.record("gen_ai.usage.output_tokens", n);
-            }
-            out.push_back(StreamEvent::Usage { usage });
-        }
-        span.record("gen_ai.response.finish_reasons", reason.as_str());
-        if let Some(model) = &self.model {
-            span.record("gen_ai.response.model", model.as_str());
-        }
-        out.push_back(StreamEvent::Finish { reason });
+        push_close(
+            &self.span,
+            self.usage.take(),
+            reason,
+            self.model.as_deref(),
+            out,
+        );
     }
 }
 
@@ -157,17 +150,9 @@ impl SseHandler for ChunkDecoder {
             self.close(reason, out);
             return Ok(true);
         }
-        match serde_json::from_str::<ChatChunk>(data) {
-            Ok(chunk) => self.apply(chunk, out).map(|()| false),
-            Err(e) => {
-                tracing::warn!(
-                    parent: &self.span,
-                    error = %e,
-                    frame = %truncate(data, 200),
-                    "skipping malformed stream frame"
-                );
-                Ok(false)
-            }
+        match parse_frame::<ChatChunk>(data, &self.span) {
+            Some(chunk) => self.apply(chunk, out).map(|()| false),
+            None => Ok(false),
         }
     }
 
@@ -192,55 +177,23 @@ impl SseHandler for ChunkDecoder {
     }
 }
 
-/// Decodes a Chat Completions SSE body held in memory or fed in chunks, outside a provider
-/// call: for replaying recorded streams, proxies and benchmarks.
-///
-/// ```
-/// use promptkit_providers::openai::ChatStreamDecoder;
-/// use promptkit_providers::StreamEvent;
-///
-/// let mut decoder = ChatStreamDecoder::new();
-/// let mut events = decoder.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n")?;
-/// events.extend(decoder.feed(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n")?);
-/// events.extend(decoder.finish()?);
-/// assert_eq!(events.len(), 2);
-/// assert!(matches!(events[1], StreamEvent::Finish { .. }));
-/// # Ok::<(), promptkit_providers::ProviderError>(())
-/// ```
-#[derive(Debug)]
-pub struct ChatStreamDecoder {
-    inner: crate::http::BodyDecoder<ChunkDecoder>,
-}
-
-impl Default for ChatStreamDecoder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ChatStreamDecoder {
-    /// A decoder at the start of a stream.
-    pub fn new() -> Self {
-        Self {
-            inner: crate::http::BodyDecoder::new(ChunkDecoder::new(tracing::Span::none())),
-        }
-    }
-
-    /// Feeds body bytes; returns the events they complete.
+body_decoder! {
+    /// Decodes a Chat Completions SSE body held in memory or fed in chunks, outside a provider
+    /// call: for replaying recorded streams, proxies and benchmarks.
     ///
-    /// # Errors
+    /// ```
+    /// use promptkit_providers::openai::ChatStreamDecoder;
+    /// use promptkit_providers::StreamEvent;
     ///
-    /// An error object sent inside the stream.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
-        self.inner.feed(bytes)
-    }
-
-    /// Ends the body; returns the closing events.
-    ///
-    /// # Errors
-    ///
-    /// [`ProviderError::StreamTruncated`] when neither a finish reason nor `[DONE]` was seen.
-    pub fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderError> {
-        self.inner.finish()
-    }
+    /// let mut decoder = ChatStreamDecoder::new();
+    /// let mut events = decoder.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n")?;
+    /// events.extend(decoder.feed(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n")?);
+    /// events.extend(decoder.finish()?);
+    /// assert_eq!(events.len(), 2);
+    /// assert!(matches!(events[1], StreamEvent::Finish { .. }));
+    /// # Ok::<(), promptkit_providers::ProviderError>(())
+    /// ```
+    ChatStreamDecoder(ChunkDecoder),
+    feed_errors: "An error object sent inside the stream.",
+    finish_errors: "[`ProviderError::StreamTruncated`] when neither a finish reason nor `[DONE]` was seen.",
 }

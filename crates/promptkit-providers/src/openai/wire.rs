@@ -4,8 +4,10 @@ use promptkit_core::{
     ContentPart, FinishReason, Media, MediaSource, Message, ProviderError, ProviderRequest,
     ReasoningEffort, ResponseFormat, Role, ToolChoice, Usage, encode_base64,
 };
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+use crate::http::{null_as_default, tool_result_of, truncate};
 
 /// How the request body is shaped for the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,13 +132,7 @@ pub(crate) fn build_body(
 fn message_json(message: &Message, index: usize) -> Result<Value, ProviderError> {
     match message.role {
         Role::Tool => {
-            let result = message
-                .tool_result
-                .as_ref()
-                .ok_or_else(|| ProviderError::BadRequest {
-                    status: 400,
-                    message: format!("message {index} has role tool but no tool result"),
-                })?;
+            let result = tool_result_of(message, index)?;
             Ok(json!({
                 "role": "tool",
                 "tool_call_id": result.call_id,
@@ -248,15 +244,6 @@ fn unresolved(index: usize) -> ProviderError {
 }
 
 // ---- Responses (lenient: every field optional, unknown fields ignored) ----
-
-/// `null` reads as the default (servers send `"tool_calls": null` and `"choices": null`).
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
 
 /// A non-streaming response.
 #[derive(Debug, Default, Deserialize)]
@@ -465,18 +452,6 @@ pub(crate) fn error_from_body(
         },
     };
     error.to_error(status, retry_after)
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// Text of a non-streaming `message.content`: a string, or an array of parts.

@@ -1,0 +1,286 @@
+//! Resilience of every HTTP vendor (OpenAI, Anthropic, Gemini) against the test kit's mock
+//! upstream: retries honouring the vendor's retry delay, the total-time bound, no retry
+//! after the first streamed event, the idle timeout, a malformed frame skipped, and
+//! failover to a second provider and back after the cooldown.
+#![cfg(all(
+    feature = "openai",
+    feature = "anthropic",
+    feature = "gemini",
+    feature = "fallback"
+))]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use promptkit_core::{
+    Message, Provider, ProviderError, ProviderRequest, StreamAccumulator, StreamEvent, TimeoutPhase,
+};
+use promptkit_providers::anthropic::{AnthropicConfig, AnthropicProvider};
+use promptkit_providers::fallback::{FallbackPolicy, FallbackProvider};
+use promptkit_providers::gemini::{GeminiConfig, GeminiProvider};
+use promptkit_providers::http::{HttpConfig, RetryPolicy};
+use promptkit_providers::openai::{OpenAiConfig, OpenAiProvider};
+use promptkit_testkit::conformance::{Answer, Failure, Wire};
+use promptkit_testkit::upstream::{MockUpstream, Profile, ScriptedBody, SseStep};
+
+/// Retries on, with a backoff far shorter than any `Retry-After` used here, so a wait that
+/// long can only come from honouring it.
+fn http(idle: Duration) -> HttpConfig {
+    HttpConfig {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+        idle_timeout: idle,
+        max_concurrency: None,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            initial_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            max_elapsed: Duration::from_secs(10),
+        },
+    }
+}
+
+fn build(wire: Wire, server: &MockUpstream, http: HttpConfig) -> Arc<dyn Provider> {
+    let base = wire.base_url(server);
+    match wire {
+        Wire::Anthropic => Arc::new(
+            AnthropicProvider::new(
+                AnthropicConfig::new("claude-sonnet-4-5", "k")
+                    .with_base_url(base)
+                    .with_http(http),
+            )
+            .expect("provider"),
+        ),
+        Wire::Gemini => Arc::new(
+            GeminiProvider::new(
+                GeminiConfig::new("gemini-2.5-flash", "k")
+                    .with_base_url(base)
+                    .with_http(http),
+            )
+            .expect("provider"),
+        ),
+        _ => Arc::new(
+            OpenAiProvider::new(
+                OpenAiConfig::openai("gpt-4o", "k")
+                    .with_base_url(base)
+                    .with_http(http),
+            )
+            .expect("provider"),
+        ),
+    }
+}
+
+fn request() -> ProviderRequest {
+    ProviderRequest::new(vec![Message::user("hello?")])
+}
+
+async fn collect(
+    provider: &dyn Provider,
+) -> Result<(Vec<StreamEvent>, Option<ProviderError>), ProviderError> {
+    let mut stream = provider.stream(&request()).await?;
+    let mut events = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => events.push(event),
+            Err(e) => return Ok((events, Some(e))),
+        }
+    }
+    Ok((events, None))
+}
+
+fn text(events: &[StreamEvent]) -> String {
+    let mut acc = StreamAccumulator::new();
+    events.iter().for_each(|e| acc.push(e));
+    acc.finish().text()
+}
+
+async fn rate_limit_then_success_honouring_the_retry_delay(wire: Wire) -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    // OpenAI and Anthropic send `Retry-After`; Gemini a RetryInfo detail in the body.
+    server.push(wire.failure(
+        Failure::RateLimited {
+            retry_after_secs: 1,
+        },
+        true,
+    ));
+    server.push(wire.answer(&Answer::text(&["after ", "the wait"]), true));
+    let provider = build(wire, &server, http(Duration::from_secs(5)));
+    let started = Instant::now();
+    let (events, error) = collect(provider.as_ref()).await?;
+    assert!(error.is_none(), "{wire:?}: {error:?}");
+    assert_eq!(text(&events), "after the wait");
+    assert_eq!(server.requests().len(), 2, "{wire:?}: one retry");
+    // The backoff is capped at 1 ms: only the vendor's 1 s delay explains the wait.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{wire:?}: the retry delay was not honoured"
+    );
+    Ok(())
+}
+
+async fn a_retry_past_the_total_time_bound_is_not_made(wire: Wire) -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    server.push(wire.failure(
+        Failure::RateLimited {
+            retry_after_secs: 30,
+        },
+        false,
+    ));
+    let mut config = http(Duration::from_secs(5));
+    config.retry.max_elapsed = Duration::from_secs(2);
+    let provider = build(wire, &server, config);
+    match provider.predict(&request()).await {
+        Err(ProviderError::RateLimited { retry_after, .. }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(30)), "{wire:?}");
+        }
+        other => panic!("{wire:?}: unexpected {other:?}"),
+    }
+    assert_eq!(server.requests().len(), 1, "{wire:?}: no retry was made");
+    Ok(())
+}
+
+async fn no_retry_after_the_first_streamed_event(wire: Wire) -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    // Dropped before the first event: retried.
+    server.push(promptkit_testkit::upstream::Scripted::sse(vec![
+        SseStep::Disconnect,
+    ]));
+    server.push(wire.answer(&Answer::text(&["fine"]), true));
+    let provider = build(wire, &server, http(Duration::from_secs(5)));
+    let (events, error) = collect(provider.as_ref()).await?;
+    assert!(error.is_none(), "{wire:?}: {error:?}");
+    assert_eq!(text(&events), "fine");
+    assert_eq!(server.requests().len(), 2, "{wire:?}");
+
+    // Dropped after a delta: the error reaches the caller, nothing is retried.
+    server.push(wire.failure(Failure::Disconnect, true));
+    let (events, error) = collect(provider.as_ref()).await?;
+    assert_eq!(text(&events), "partial ", "{wire:?}");
+    assert!(
+        matches!(error, Some(ProviderError::StreamTruncated { .. })),
+        "{wire:?}: {error:?}"
+    );
+    assert_eq!(server.requests().len(), 3, "{wire:?}: not retried");
+    Ok(())
+}
+
+async fn idle_timeout_between_chunks(wire: Wire) -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    server.push(wire.failure(Failure::Stall, true));
+    let provider = build(wire, &server, http(Duration::from_millis(200)));
+    let (events, error) = collect(provider.as_ref()).await?;
+    assert_eq!(text(&events), "partial ", "{wire:?}");
+    assert!(
+        matches!(
+            error,
+            Some(ProviderError::Timeout {
+                phase: TimeoutPhase::Idle,
+                ..
+            })
+        ),
+        "{wire:?}: {error:?}"
+    );
+    assert_eq!(server.requests().len(), 1, "{wire:?}: not retried");
+    Ok(())
+}
+
+async fn a_malformed_frame_is_skipped(wire: Wire) -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    let mut scripted = wire.answer(&Answer::text(&["one ", "two ", "three"]), true);
+    let ScriptedBody::Sse(steps) = &mut scripted.body else {
+        panic!("a stream is scripted as SSE");
+    };
+    // After the first text frame (Anthropic's frames start with message_start and the
+    // block start).
+    let at = match wire {
+        Wire::Anthropic => 3,
+        _ => 1,
+    };
+    steps.insert(at, SseStep::Data("{\"truncated\": [".to_owned()));
+    steps.insert(at + 1, SseStep::Raw(": keep-alive\n\n".to_owned()));
+    server.push(scripted);
+    let provider = build(wire, &server, http(Duration::from_secs(5)));
+    let (events, error) = collect(provider.as_ref()).await?;
+    assert!(error.is_none(), "{wire:?}: {error:?}");
+    assert_eq!(text(&events), "one two three", "{wire:?}");
+    assert!(matches!(events.last(), Some(StreamEvent::Finish { .. })));
+    Ok(())
+}
+
+macro_rules! per_wire {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                use super::*;
+
+                #[tokio::test]
+                async fn openai() -> anyhow::Result<()> {
+                    super::$scenario(Wire::OpenAi).await
+                }
+
+                #[tokio::test]
+                async fn anthropic() -> anyhow::Result<()> {
+                    super::$scenario(Wire::Anthropic).await
+                }
+
+                #[tokio::test]
+                async fn gemini() -> anyhow::Result<()> {
+                    super::$scenario(Wire::Gemini).await
+                }
+            }
+        )+
+    };
+}
+
+per_wire!(
+    rate_limit_then_success_honouring_the_retry_delay,
+    a_retry_past_the_total_time_bound_is_not_made,
+    no_retry_after_the_first_streamed_event,
+    idle_timeout_between_chunks,
+    a_malformed_frame_is_skipped,
+);
+
+#[tokio::test]
+async fn fallback_to_the_second_vendor_and_back_after_the_cooldown() -> anyhow::Result<()> {
+    let gemini_server = MockUpstream::start(Profile::INSTANT).await?;
+    let openai_server = MockUpstream::start(Profile::INSTANT).await?;
+    let no_retries = HttpConfig {
+        retry: RetryPolicy::none(),
+        ..http(Duration::from_secs(5))
+    };
+    let primary = build(Wire::Gemini, &gemini_server, no_retries.clone());
+    let backup = build(Wire::OpenAi, &openai_server, no_retries);
+    let cooldown = Duration::from_millis(200);
+    let fallback = FallbackProvider::new(
+        "chain",
+        vec![primary, backup],
+        FallbackPolicy {
+            cooldown,
+            ..FallbackPolicy::default()
+        },
+    )?;
+
+    // The primary is down: the backup serves, and the primary cools down.
+    gemini_server.push(Wire::Gemini.failure(Failure::Server, true));
+    let (events, error) = collect(&fallback).await?;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(text(&events), "chunk-1 chunk-2 chunk-3 ");
+    assert_eq!(fallback.order(), ["openai", "gemini"]);
+    let response = fallback.predict(&request()).await?;
+    assert_eq!(response.served_by.as_deref(), Some("openai"));
+    assert_eq!(
+        gemini_server.requests().len(),
+        1,
+        "skipped while cooling down"
+    );
+
+    // After the cooldown the primary is tried first again, and serves.
+    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    assert_eq!(fallback.order(), ["gemini", "openai"]);
+    let response = fallback.predict(&request()).await?;
+    assert_eq!(response.served_by.as_deref(), Some("gemini"));
+    assert_eq!(gemini_server.requests().len(), 2);
+    assert_eq!(openai_server.requests().len(), 2);
+    Ok(())
+}
