@@ -59,11 +59,27 @@ async fn benchmark_mode_behaviour() -> anyhow::Result<()> {
     .await?;
     assert!(!no_usage.contains("\"usage\""));
 
+    // A streaming request that offers tools gets the tool call streamed.
+    let streamed_call = post(
+        &server,
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}],
+            "tools":[{"type":"function","function":{"name":"lookup_order"}}]}"#,
+    )
+    .await?;
+    assert!(
+        streamed_call.contains(r#""name":"lookup_order""#),
+        "{streamed_call}"
+    );
+    assert!(streamed_call.contains(r#""finish_reason":"tool_calls""#));
+    assert_eq!(streamed_call.matches("chunk-").count(), 0);
+    assert!(streamed_call.contains("data: [DONE]"));
+
     let missing = post(&server, "/nope", "{}").await?;
     assert!(missing.starts_with("HTTP/1.1 404"));
 
     let recorded = server.requests();
-    assert_eq!(recorded.len(), 6);
+    assert_eq!(recorded.len(), 7);
     assert_eq!(recorded[1].body["model"], "m");
     server.shutdown().await?;
     Ok(())
