@@ -162,7 +162,7 @@ impl Pipeline {
     where
         S: Stream<Item = Element> + Send + 'static,
     {
-        let pump: PumpFn = Box::new(move |txs| Box::pin(pump(input, txs)));
+        let pump: PumpFn = Box::new(move |txs| prefill(Box::pin(input), txs));
         self.launch(turn, Some(pump)).map(|(_, e)| e)
     }
 
@@ -411,9 +411,8 @@ impl Pipeline {
             });
             task_names.insert(handle.id(), i);
         }
-        if let Some(pump) = pump {
+        if let Some(fut) = pump.and_then(|pump| pump(std::mem::take(&mut root_txs))) {
             let token = input_token.clone();
-            let fut = pump(root_txs.clone());
             let handle = set.spawn(async move {
                 tokio::select! {
                     biased;
@@ -422,7 +421,6 @@ impl Pipeline {
                 }
             });
             task_names.insert(handle.id(), usize::MAX);
-            root_txs.clear();
         }
 
         let supervisor = Supervisor {
@@ -457,15 +455,43 @@ impl Pipeline {
     }
 }
 
-type PumpFn =
-    Box<dyn FnOnce(Vec<mpsc::Sender<Element>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+/// Feeds the input stream to the root stages: returns the task still to run, if any.
+type PumpFn = Box<
+    dyn FnOnce(Vec<mpsc::Sender<Element>>) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>>
+        + Send,
+>;
+
+/// Moves what the input stream has ready into the root stage's channel before any task is
+/// spawned, so a turn whose input is already in memory (the common case: one message) needs
+/// no feeding task and no extra hop through the scheduler before its first stage runs. What
+/// is left (an input still pending, a full channel, several roots) goes to [`pump`].
+fn prefill<S: Stream<Item = Element> + Send + 'static>(
+    mut input: Pin<Box<S>>,
+    txs: Vec<mpsc::Sender<Element>>,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    if let [only] = txs.as_slice() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            // Reserve first so an element is never taken without a place to put it.
+            let Ok(permit) = only.try_reserve() else {
+                break;
+            };
+            match input.as_mut().poll_next(&mut cx) {
+                Poll::Ready(Some(element)) => permit.send(element),
+                // The whole input is queued: dropping the sender closes it.
+                Poll::Ready(None) => return None,
+                Poll::Pending => break,
+            }
+        }
+    }
+    Some(Box::pin(pump(input, txs)))
+}
 
 async fn pump<S: Stream<Item = Element> + Send + 'static>(
-    input: S,
+    mut input: Pin<Box<S>>,
     txs: Vec<mpsc::Sender<Element>>,
 ) {
     let sender = InputSender { txs };
-    let mut input = std::pin::pin!(input);
     while let Some(element) = std::future::poll_fn(|cx| input.as_mut().poll_next(cx)).await {
         if sender.send(element).await.is_err() {
             break;

@@ -18,7 +18,8 @@ use promptkit_pipeline::prompt::{PromptAssemblyStage, PromptRegistry, TemplateSt
 use promptkit_pipeline::provider::{PENDING_APPROVAL, ProviderStage, ProviderStageConfig};
 use promptkit_pipeline::stages::{IncrementalSave, StateStoreLoad};
 use promptkit_pipeline::{
-    BuildError, Element, OutputStream, Payload, Pipeline, PipelineError, RunHandle, TurnData,
+    BuildError, Element, OutputStream, Payload, Pipeline, PipelineError, RunHandle, StageError,
+    TurnData,
 };
 
 /// Builds an [`Agent`].
@@ -56,9 +57,20 @@ impl AgentBuilder {
         self
     }
 
-    /// Tools the model may call.
+    /// Tools the model may call (replaces what was given before; see [`add_tools`](Self::add_tools)).
     pub fn tools(mut self, tools: Arc<dyn ToolSet>) -> Self {
         self.tools = Some(tools);
+        self
+    }
+
+    /// Tools the model may call, in addition to those given before (see
+    /// [`CombinedTools`](crate::CombinedTools)): for example a tool registry and then MCP
+    /// servers.
+    pub fn add_tools(mut self, tools: Arc<dyn ToolSet>) -> Self {
+        self.tools = Some(match self.tools.take() {
+            None => tools,
+            Some(first) => Arc::new(crate::CombinedTools::new(vec![first, tools])),
+        });
         self
     }
 
@@ -107,9 +119,13 @@ impl AgentBuilder {
             builder = builder.then(load);
         }
         if let Some((registry, task)) = &self.prompts {
-            builder = builder.then(PromptAssemblyStage::new(Arc::clone(registry), task.clone()));
+            // The prompt is chosen per turn, so it is rendered in the pipeline. A fixed
+            // system prompt is rendered by `stream_with_history` instead: no stage (and no
+            // task) for a few microseconds of work.
+            builder = builder
+                .then(PromptAssemblyStage::new(Arc::clone(registry), task.clone()))
+                .then(TemplateStage::new());
         }
-        builder = builder.then(TemplateStage::new());
         let mut provider = ProviderStage::new(Arc::clone(&self.provider))
             .with_config(self.config.clone())
             .with_hooks(self.hooks.clone());
@@ -136,6 +152,7 @@ impl AgentBuilder {
             pipeline: builder.build()?,
             base,
             provider: self.provider,
+            renders_in_pipeline: self.prompts.is_some(),
         })
     }
 }
@@ -174,6 +191,8 @@ pub struct Agent {
     pipeline: Pipeline,
     base: TurnData,
     provider: Arc<dyn Provider>,
+    /// Whether the pipeline has a template stage (a prompt registry chooses the prompt).
+    renders_in_pipeline: bool,
 }
 
 /// The result of one turn.
@@ -204,15 +223,15 @@ impl Reply {
         self.message().map(Message::text).unwrap_or_default()
     }
 
-    fn absorb(&mut self, element: &Element) -> Option<AgentEvent> {
+    fn absorb(&mut self, element: Element) -> Option<AgentEvent> {
         if element.meta.from_history {
             return None;
         }
-        match &element.payload {
-            Payload::Text(t) => Some(AgentEvent::Text(t.clone())),
-            Payload::Part(ContentPart::Reasoning(r)) => r.text.clone().map(AgentEvent::Reasoning),
+        let pending = element.meta.attribute(PENDING_APPROVAL).is_some();
+        match element.payload {
+            Payload::Text(t) => Some(AgentEvent::Text(t)),
+            Payload::Part(ContentPart::Reasoning(r)) => r.text.map(AgentEvent::Reasoning),
             Payload::Message(m) => {
-                let m = (**m).clone();
                 if m.role == Role::Assistant {
                     if let Some(u) = m.usage {
                         self.usage += u;
@@ -221,12 +240,12 @@ impl Reply {
                         *self.cost.get_or_insert_with(Cost::default) += c;
                     }
                 }
-                self.messages.push(m.clone());
-                Some(AgentEvent::Message(Box::new(m)))
+                self.messages.push((*m).clone());
+                Some(AgentEvent::Message(m))
             }
-            Payload::ToolCall(call) if element.meta.attribute(PENDING_APPROVAL).is_some() => {
+            Payload::ToolCall(call) if pending => {
                 self.pending.push(call.clone());
-                Some(AgentEvent::PendingApproval(call.clone()))
+                Some(AgentEvent::PendingApproval(call))
             }
             _ => None,
         }
@@ -346,6 +365,19 @@ impl Agent {
         if turn.template.is_none() && turn.system_prompt.is_none() {
             turn.template.clone_from(&self.base.template);
         }
+        if !self.renders_in_pipeline
+            && turn.system_prompt.is_none()
+            && let Some(template) = &turn.template
+        {
+            let rendered = template.render(&turn.variables).map_err(|e| AgentError {
+                error: PipelineError::StageFailed {
+                    stage: "template".to_owned(),
+                    source: StageError::with_source(e.to_string(), e),
+                },
+                partial: Box::default(),
+            })?;
+            turn.system_prompt = Some(rendered.text);
+        }
         if turn.allowed_tools.is_none() {
             turn.allowed_tools.clone_from(&self.base.allowed_tools);
         }
@@ -390,7 +422,7 @@ impl ReplyStream {
     pub async fn next_event(&mut self) -> Option<AgentEvent> {
         loop {
             let element = self.output.recv().await?;
-            if let Some(event) = self.reply.absorb(&element) {
+            if let Some(event) = self.reply.absorb(element) {
                 return Some(event);
             }
         }
@@ -424,7 +456,7 @@ impl Stream for ReplyStream {
         loop {
             match Pin::new(&mut this.output).poll_next(cx) {
                 Poll::Ready(Some(element)) => {
-                    if let Some(event) = this.reply.absorb(&element) {
+                    if let Some(event) = this.reply.absorb(element) {
                         return Poll::Ready(Some(event));
                     }
                 }

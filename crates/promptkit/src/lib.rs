@@ -23,6 +23,9 @@ pub use promptkit_core::{
 #[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
 pub mod agent;
 
+mod combined;
+pub use combined::CombinedTools;
+
 /// The stage engine: pipelines of concurrent streaming stages, events and built-in stages.
 #[cfg(feature = "pipeline")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
