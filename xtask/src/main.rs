@@ -14,6 +14,7 @@
     reason = "xtask reports to the terminal"
 )]
 
+mod bench;
 mod ci;
 mod layering;
 mod metadata;
@@ -37,6 +38,9 @@ COMMANDS:
     ci          Run every CI step, report each one, and fail at the end if any step failed:
                 fmt, clippy, tests (nextest), doc tests, docs, cargo-deny, layering
     layering    Run only the layering check (01-architecture.md) and the manifest tidy checks
+    bench round1
+                The streaming-proxy load benchmark (docs/benchmarks.md): promptkit serve and a
+                no-framework baseline in front of the mock upstream, tier by tier
     help        Print this message
 
 OPTIONS (ci):
@@ -44,6 +48,13 @@ OPTIONS (ci):
                             (cargo-deny and the layering check still cover the workspace)
     --advisories            Also run `cargo deny check advisories` (needs the network)
     --keep-going            Run every step even after a failure (the default)
+
+OPTIONS (bench round1):
+    --tiers <C,C,...>       Concurrency tiers (default 10,50,200,500,1000,2000)
+    --per-worker <N>        Requests per concurrent worker (default 10)
+    --profile <NAME>        Mock upstream profile: fast (default) or realistic
+    --scenario <NAME>       plain or tools (default: both)
+    --out <FILE>            Also write the JSON lines to FILE
 ";
 
 /// A parsed command line.
@@ -53,6 +64,8 @@ enum Command {
     Ci(ci::Options),
     /// `cargo xtask layering`
     Layering,
+    /// `cargo xtask bench round1 ...`
+    Round1(bench::Options),
     /// `cargo xtask help`
     Help,
 }
@@ -101,8 +114,50 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command>
             }
             Ok(Command::Ci(options))
         }
+        "bench" => match args.next().as_deref() {
+            Some("round1") => parse_round1(args).map(Command::Round1),
+            Some(other) => bail!("unknown benchmark `{other}` (round1)"),
+            None => bail!("`cargo xtask bench` needs a benchmark: round1"),
+        },
         other => bail!("unknown command `{other}`\n\n{HELP}"),
     }
+}
+
+/// Parses the options of `cargo xtask bench round1`.
+fn parse_round1(mut args: impl Iterator<Item = String>) -> anyhow::Result<bench::Options> {
+    let mut options = bench::Options::default();
+    let mut scenarios = Vec::new();
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("`{arg}` needs a value"))
+        };
+        match arg.as_str() {
+            "--tiers" => {
+                options.tiers = value()?
+                    .split(',')
+                    .map(|t| {
+                        t.trim()
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|c| *c > 0)
+                            .with_context(|| format!("`{t}` is not a concurrency"))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "--per-worker" => {
+                options.per_worker = value()?.parse().context("--per-worker takes a number")?;
+            }
+            "--profile" => options.profile = value()?,
+            "--scenario" => scenarios.push(bench::Scenario::parse(&value()?)?),
+            "--out" => options.out = Some(value()?.into()),
+            other => bail!("unknown option `{other}` for `cargo xtask bench round1`\n\n{HELP}"),
+        }
+    }
+    if !scenarios.is_empty() {
+        options.scenarios = scenarios;
+    }
+    Ok(options)
 }
 
 /// The workspace root: the parent of this crate's directory.
@@ -127,6 +182,7 @@ fn run(command: Command, root: &Path) -> anyhow::Result<bool> {
         }
         Command::Layering => layering::run(root),
         Command::Ci(options) => ci::run(root, &options),
+        Command::Round1(options) => bench::round1(root, &options),
     }
 }
 
@@ -194,5 +250,30 @@ mod tests {
         assert!(parse(&["ci", "--frobnicate"]).is_err());
         assert!(parse(&["layering", "extra"]).is_err());
         assert!(parse(&["deploy"]).is_err());
+        assert!(parse(&["bench"]).is_err());
+        assert!(parse(&["bench", "round2"]).is_err());
+        assert!(parse(&["bench", "round1", "--tiers", "10,x"]).is_err());
+        assert!(parse(&["bench", "round1", "--scenario", "voice"]).is_err());
+    }
+
+    #[test]
+    fn bench_round1_takes_tiers_and_scenarios() {
+        let Command::Round1(options) = parse(&[
+            "bench",
+            "round1",
+            "--tiers",
+            "10, 500",
+            "--scenario",
+            "tools",
+            "--per-worker",
+            "3",
+        ])
+        .unwrap() else {
+            panic!("not round1");
+        };
+        assert_eq!(options.tiers, [10, 500]);
+        assert_eq!(options.scenarios, [super::bench::Scenario::Tools]);
+        assert_eq!(options.per_worker, 3);
+        assert_eq!(options.profile, "fast");
     }
 }

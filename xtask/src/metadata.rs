@@ -72,6 +72,12 @@ pub(crate) fn members(root: &Path) -> anyhow::Result<Vec<Member>> {
     parse_members(&cargo_metadata(root, &["--no-deps"])?)
 }
 
+/// Where cargo puts build output (`CARGO_TARGET_DIR` and config included).
+pub(crate) fn target_directory(root: &Path) -> anyhow::Result<PathBuf> {
+    let metadata = cargo_metadata(root, &["--no-deps"])?;
+    Ok(str_field(&metadata, "target_directory")?.into())
+}
+
 /// The resolved dependency graph with all features on, as CI builds it.
 pub(crate) fn graph(root: &Path) -> anyhow::Result<Graph> {
     parse_graph(&cargo_metadata(root, &["--all-features"])?)

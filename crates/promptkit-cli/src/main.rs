@@ -10,6 +10,7 @@
     reason = "a command-line program talks to the terminal"
 )]
 
+mod config;
 mod demo;
 mod serve;
 
@@ -21,10 +22,17 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use promptkit::agent::{Agent, AgentEvent};
+use promptkit::mcp::McpRegistry;
+use promptkit::providers::config::ProviderSpec;
 use promptkit::providers::openai::{OpenAiConfig, OpenAiProvider};
 use promptkit::state::{MemoryStore, SqliteStore};
 use promptkit::tools::ToolRegistry;
-use promptkit::{ListOptions, Provider, Role, StateStore, ToolSet};
+use promptkit::{CombinedTools, ListOptions, Provider, Role, StateStore, ToolSet};
+
+use crate::config::ConfigFile;
+
+/// The system prompt when neither a flag nor the configuration file gives one.
+const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
 
 /// Exit code for usage and configuration errors.
 const EXIT_CONFIG: u8 = 2;
@@ -55,9 +63,13 @@ struct Cli {
     /// Base URL of an OpenAI-compatible server (with `--provider openai-compatible`).
     #[arg(long, global = true, env = "PROMPTKIT_BASE_URL")]
     base_url: Option<String>,
-    /// The system prompt.
-    #[arg(long, global = true, default_value = "You are a helpful assistant.")]
-    system: String,
+    /// The system prompt (default: "You are a helpful assistant.").
+    #[arg(long, global = true)]
+    system: Option<String>,
+    /// A configuration file (YAML, or JSON by extension): provider, state, system prompt,
+    /// tools, MCP servers, serve settings. Flags override it. See examples/promptkit.yaml.
+    #[arg(long, global = true, env = "PROMPTKIT_CONFIG")]
+    config: Option<PathBuf>,
     /// Tool descriptor files or directories (JSON or YAML) to offer to the model.
     #[arg(long = "tools", global = true)]
     tool_paths: Vec<PathBuf>,
@@ -73,6 +85,10 @@ enum ProviderKind {
     Openai,
     /// Any OpenAI-compatible server (Ollama, vLLM) at --base-url.
     OpenaiCompatible,
+    /// Anthropic Claude (needs ANTHROPIC_API_KEY).
+    Anthropic,
+    /// Google Gemini (needs GEMINI_API_KEY or GOOGLE_API_KEY).
+    Gemini,
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,24 +116,35 @@ enum Command {
         #[command(subcommand)]
         action: SessionAction,
     },
-    /// List the tools the model would be offered.
-    Tools,
+    /// List the tools the model would be offered (tool files, MCP servers).
+    Tools {
+        #[command(subcommand)]
+        action: Option<ToolsAction>,
+    },
     /// Serve an OpenAI-compatible API (`POST /v1/chat/completions`, `GET /v1/models`,
     /// `GET /health`); a request with an `x-session-id` header continues that stored session.
     Serve {
-        /// The address to listen on (port 0 picks a free port; the bound address is printed).
-        #[arg(long, default_value = "127.0.0.1:8080", env = "PROMPTKIT_ADDR")]
-        addr: std::net::SocketAddr,
-        /// Turns running at once; further requests wait for a slot.
-        #[arg(long, default_value_t = 4096)]
-        max_concurrency: usize,
-        /// Seconds a request waits for a slot before `503 Service Unavailable`.
-        #[arg(long, default_value_t = 30.0)]
-        queue_timeout: f64,
-        /// Seconds in-flight requests may finish after SIGINT/SIGTERM before they are cancelled.
-        #[arg(long, default_value_t = 10.0)]
-        shutdown_grace: f64,
+        /// The address to listen on (default 127.0.0.1:8080; port 0 picks a free port; the
+        /// bound address is printed).
+        #[arg(long, env = "PROMPTKIT_ADDR")]
+        addr: Option<std::net::SocketAddr>,
+        /// Turns running at once; further requests wait for a slot (default 4096).
+        #[arg(long)]
+        max_concurrency: Option<usize>,
+        /// Seconds a request waits for a slot before `503 Service Unavailable` (default 30).
+        #[arg(long)]
+        queue_timeout: Option<f64>,
+        /// Seconds in-flight requests may finish after SIGINT/SIGTERM before they are
+        /// cancelled (default 10).
+        #[arg(long)]
+        shutdown_grace: Option<f64>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ToolsAction {
+    /// List the tools (the default).
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,7 +173,7 @@ enum SessionAction {
 /// A configuration or usage problem (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct ConfigError(String);
+pub(crate) struct ConfigError(pub(crate) String);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -228,10 +255,16 @@ fn selected_kind(cli: &Cli, has_openai_key: bool) -> ProviderKind {
     })
 }
 
-fn provider(cli: &Cli) -> Result<Arc<dyn Provider>> {
-    if let Some(path) = &cli.provider_config {
-        let spec = promptkit::providers::config::ProviderSpec::from_file(path)
-            .map_err(|e| ConfigError(e.to_string()))?;
+fn provider(cli: &Cli, file: &ConfigFile) -> Result<Arc<dyn Provider>> {
+    let spec = match (&cli.provider_config, &file.provider) {
+        (Some(path), _) => {
+            Some(ProviderSpec::from_file(path).map_err(|e| ConfigError(e.to_string()))?)
+        }
+        // An explicit `--provider` wins over the configuration file.
+        (None, Some(spec)) if cli.provider.is_none() => Some(spec.clone()),
+        _ => None,
+    };
+    if let Some(spec) = spec {
         return spec.build().map_err(|e| ConfigError(e.to_string()).into());
     }
     let key = openai_key();
@@ -268,15 +301,79 @@ fn provider(cli: &Cli) -> Result<Arc<dyn Provider>> {
             let config = OpenAiConfig::compatible(base, model).with_api_key(key);
             Arc::new(OpenAiProvider::new(config).map_err(|e| ConfigError(e.to_string()))?)
         }
+        kind @ (ProviderKind::Anthropic | ProviderKind::Gemini) => {
+            // The configuration factory knows each vendor's key variables and defaults.
+            let spec = ProviderSpec {
+                kind: if kind == ProviderKind::Anthropic {
+                    "anthropic"
+                } else {
+                    "gemini"
+                }
+                .to_owned(),
+                model: cli.model.clone(),
+                base_url: cli.base_url.clone(),
+                ..ProviderSpec::default()
+            };
+            spec.build().map_err(|e| ConfigError(e.to_string()))?
+        }
     })
 }
 
-fn tools(cli: &Cli, demo: bool) -> Result<Arc<ToolRegistry>> {
+/// The tools offered to the model: descriptor files (and the demo's), and MCP servers.
+#[derive(Debug)]
+struct Toolbox {
+    registry: Arc<ToolRegistry>,
+    mcp: Option<Arc<McpRegistry>>,
+}
+
+impl Toolbox {
+    fn new(cli: &Cli, file: &ConfigFile, demo: bool) -> Result<Self> {
+        let mcp = match file.mcp()? {
+            Some(config) => Some(Arc::new(
+                McpRegistry::new(config).map_err(|e| ConfigError(e.to_string()))?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            registry: tools(cli, file, demo)?,
+            mcp,
+        })
+    }
+
+    /// Everything, as one tool set.
+    fn set(&self) -> Arc<dyn ToolSet> {
+        match &self.mcp {
+            None => Arc::clone(&self.registry) as Arc<dyn ToolSet>,
+            Some(mcp) => Arc::new(CombinedTools::new(vec![
+                Arc::clone(&self.registry) as Arc<dyn ToolSet>,
+                Arc::clone(mcp) as Arc<dyn ToolSet>,
+            ])),
+        }
+    }
+
+    /// Says which MCP servers could not be reached.
+    fn report_mcp_failures(&self) {
+        for health in self.mcp.iter().flat_map(|m| m.health()) {
+            if let Some(error) = health.last_error {
+                eprintln!("warning: MCP server `{}`: {error}", health.name);
+            }
+        }
+    }
+
+    /// Stops MCP servers.
+    async fn shutdown(&self) {
+        if let Some(mcp) = &self.mcp {
+            mcp.shutdown().await;
+        }
+    }
+}
+
+fn tools(cli: &Cli, file: &ConfigFile, demo: bool) -> Result<Arc<ToolRegistry>> {
     let registry = ToolRegistry::new();
     if demo {
         demo::demo_tools(&registry);
     }
-    for path in &cli.tool_paths {
+    for path in file.tools.iter().chain(&cli.tool_paths) {
         if path.is_dir() {
             registry
                 .load_dir(path)
@@ -301,28 +398,43 @@ fn new_session_id() -> String {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Tools = &cli.command {
+    let file = match &cli.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    if let Command::Tools { .. } = &cli.command {
         // Listing tools needs neither the store nor the provider.
         let demo = cli.provider_config.is_none()
+            && (file.provider.is_none() || cli.provider.is_some())
             && selected_kind(&cli, openai_key().is_some()) == ProviderKind::Demo;
-        for def in tools(&cli, demo)?.definitions().await? {
+        let toolbox = Toolbox::new(&cli, &file, demo)?;
+        let listed = toolbox.set().definitions().await;
+        toolbox.report_mcp_failures();
+        toolbox.shutdown().await;
+        for def in listed? {
             println!("{}\t{}", def.name, def.description);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = open_state(cli.state.as_deref()).await?;
+    let store = open_state(cli.state.as_deref().or(file.state.as_deref())).await?;
     if let Command::Sessions { action } = &cli.command {
         return sessions(store.as_ref(), action).await;
     }
-    let provider = provider(&cli)?;
+    let provider = provider(&cli, &file)?;
     let demo = provider.id() == "demo";
-    let tools = tools(&cli, demo)?;
+    let toolbox = Toolbox::new(&cli, &file, demo)?;
+    let tools = toolbox.set();
+    let system = cli
+        .system
+        .clone()
+        .or_else(|| file.system.clone())
+        .unwrap_or_else(|| DEFAULT_SYSTEM.to_owned());
     let agent = Agent::builder(Arc::clone(&provider))
-        .system(cli.system.clone())
-        .tools(Arc::clone(&tools) as Arc<dyn ToolSet>)
+        .system(system.clone())
+        .tools(Arc::clone(&tools))
         .state(Arc::clone(&store))
         .build()?;
-    match cli.command {
+    let outcome = match cli.command {
         Command::Run {
             prompt,
             session,
@@ -368,14 +480,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             shutdown_grace,
         } => {
             let stateless = Agent::builder(Arc::clone(&provider))
-                .system(cli.system.clone())
+                .system(system)
                 .tools(tools)
                 .build()?;
+            let defaults = &file.serve;
             let options = serve::ServeOptions {
-                addr,
-                max_concurrency,
-                queue_timeout: seconds("--queue-timeout", queue_timeout)?,
-                shutdown_grace: seconds("--shutdown-grace", shutdown_grace)?,
+                addr: addr
+                    .or(defaults.addr)
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
+                max_concurrency: max_concurrency.or(defaults.max_concurrency).unwrap_or(4096),
+                queue_timeout: seconds(
+                    "queue timeout",
+                    queue_timeout
+                        .or(defaults.queue_timeout_secs)
+                        .unwrap_or(30.0),
+                )?,
+                shutdown_grace: seconds(
+                    "shutdown grace",
+                    shutdown_grace
+                        .or(defaults.shutdown_grace_secs)
+                        .unwrap_or(10.0),
+                )?,
             };
             let agents = serve::Agents {
                 stateless,
@@ -384,8 +509,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             serve::serve(agents, options).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sessions { .. } | Command::Tools => unreachable!("handled above"),
-    }
+        Command::Sessions { .. } | Command::Tools { .. } => unreachable!("handled above"),
+    };
+    toolbox.shutdown().await;
+    outcome
 }
 
 async fn chat(agent: &Agent, store: &dyn StateStore, session: Option<String>) -> Result<ExitCode> {

@@ -19,6 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use futures_util::stream::{self, Stream};
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
 use promptkit::pipeline::{PipelineError, TurnData};
@@ -90,6 +91,10 @@ pub(crate) async fn serve(agents: Agents, options: ServeOptions) -> Result<()> {
     eprintln!("promptkit serve: listening on http://{bound}");
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    // SSE is many small writes: send each at once rather than wait for ACKs (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown_signal().await;
         eprintln!("promptkit serve: shutting down, waiting for in-flight requests");
@@ -453,6 +458,7 @@ async fn chat_completions(
             id,
             created,
             model: app.model.clone(),
+            model_json: Value::from(app.model.as_str()).to_string(),
             include_usage,
             first: true,
             _permit: permit,
@@ -521,17 +527,55 @@ struct SseState {
     id: String,
     created: i64,
     model: String,
+    /// `model` as a JSON string.
+    model_json: String,
     include_usage: bool,
     first: bool,
     _permit: OwnedSemaphorePermit,
 }
 
 impl SseState {
+    /// One `chat.completion.chunk` frame around `delta` (JSON text). The fixed parts are
+    /// written as text: this runs once per streamed piece of text.
+    fn frame(&self, delta: &str, finish: Option<&str>) -> String {
+        let mut frame = String::with_capacity(delta.len() + 160 + self.model_json.len());
+        frame.push_str("data: {\"id\":\"");
+        frame.push_str(&self.id);
+        frame.push_str("\",\"object\":\"chat.completion.chunk\",\"created\":");
+        frame.push_str(&self.created.to_string());
+        frame.push_str(",\"model\":");
+        frame.push_str(&self.model_json);
+        frame.push_str(",\"choices\":[{\"index\":0,\"delta\":");
+        frame.push_str(delta);
+        frame.push_str(",\"finish_reason\":");
+        match finish {
+            Some(reason) => {
+                frame.push('"');
+                frame.push_str(reason);
+                frame.push('"');
+            }
+            None => frame.push_str("null"),
+        }
+        frame.push_str("}]}\n\n");
+        frame
+    }
+
     fn chunk(&self, delta: &Value, finish: Option<&str>) -> String {
-        let value = json!({"id": self.id, "object": "chat.completion.chunk",
-            "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        format!("data: {value}\n\n")
+        self.frame(&delta.to_string(), finish)
+    }
+
+    /// A content chunk: `{"content": text}`, with the role on the first.
+    fn content(&mut self, text: &str) -> String {
+        let mut delta = String::with_capacity(text.len() + 40);
+        if self.first {
+            self.first = false;
+            delta.push_str("{\"role\":\"assistant\",\"content\":");
+        } else {
+            delta.push_str("{\"content\":");
+        }
+        delta.push_str(&serde_json::to_string(text).unwrap_or_default());
+        delta.push('}');
+        self.frame(&delta, None)
     }
 
     /// The closing frames: finish chunk, usage chunk when asked, `[DONE]`; or an error event.
@@ -567,13 +611,7 @@ fn sse_frames(state: SseState) -> impl Stream<Item = Result<Bytes, Infallible>> 
         loop {
             match reply.next_event().await {
                 Some(AgentEvent::Text(text)) if !text.is_empty() => {
-                    let delta = if state.first {
-                        state.first = false;
-                        json!({"role": "assistant", "content": text})
-                    } else {
-                        json!({"content": text})
-                    };
-                    let frame = state.chunk(&delta, None);
+                    let frame = state.content(&text);
                     return Some((Ok(Bytes::from(frame)), state));
                 }
                 Some(_) => {}
