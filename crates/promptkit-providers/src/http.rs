@@ -2,11 +2,13 @@
 //! backoff, the concurrency limit, and the SSE stream driver.
 
 use std::collections::VecDeque;
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use promptkit_core::{BoxStream, EventStream, ProviderError, StreamEvent, TimeoutPhase};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -471,9 +473,20 @@ struct Driver<H> {
     error: Option<ProviderError>,
     done: bool,
     idle: Duration,
+    /// The idle timer. It is moved forward lazily: each chunk only records when it arrived,
+    /// and the timer, when it fires, re-arms itself at `last_chunk + idle` if a chunk came
+    /// since, so a stream costs one timer registration per idle period rather than per chunk.
+    idle_timer: Pin<Box<tokio::time::Sleep>>,
+    last_chunk: tokio::time::Instant,
     scratch: Vec<SseEvent>,
     // Released when the stream ends or is dropped.
     permit: Option<OwnedSemaphorePermit>,
+}
+
+/// What waiting for the next body chunk gave.
+enum Read {
+    Chunk(Option<reqwest::Result<Bytes>>),
+    Idle,
 }
 
 impl<H: SseHandler> Driver<H> {
@@ -515,20 +528,35 @@ impl<H: SseHandler> Driver<H> {
                 self.permit = None;
                 return self.error.take().map(Err);
             }
-            match tokio::time::timeout(self.idle, self.body.next()).await {
-                Err(_) => {
+            let read = std::future::poll_fn(|cx| {
+                if let Poll::Ready(item) = self.body.as_mut().poll_next(cx) {
+                    return Poll::Ready(Read::Chunk(item));
+                }
+                while self.idle_timer.as_mut().poll(cx).is_ready() {
+                    let due = self.last_chunk + self.idle;
+                    if tokio::time::Instant::now() >= due {
+                        return Poll::Ready(Read::Idle);
+                    }
+                    self.idle_timer.as_mut().reset(due);
+                }
+                Poll::Pending
+            })
+            .await;
+            match read {
+                Read::Idle => {
                     self.done = true;
                     self.error = Some(ProviderError::Timeout {
                         phase: TimeoutPhase::Idle,
                         after: self.idle,
                     });
                 }
-                Ok(Some(Ok(chunk))) => {
+                Read::Chunk(Some(Ok(chunk))) => {
+                    self.last_chunk = tokio::time::Instant::now();
                     self.decoder.feed_into(&chunk, &mut self.scratch);
                     self.handle_events();
                 }
-                Ok(Some(Err(e))) => self.end(Some(&e)),
-                Ok(None) => self.end(None),
+                Read::Chunk(Some(Err(e))) => self.end(Some(&e)),
+                Read::Chunk(None) => self.end(None),
             }
         }
     }
@@ -550,6 +578,8 @@ pub(crate) fn sse_stream<H: SseHandler>(
         error: None,
         done: false,
         idle,
+        idle_timer: Box::pin(tokio::time::sleep(idle)),
+        last_chunk: tokio::time::Instant::now(),
         scratch: opened.events,
         permit,
     };

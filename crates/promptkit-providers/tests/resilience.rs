@@ -185,6 +185,27 @@ async fn idle_timeout_between_chunks(wire: Wire) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The idle timeout is between chunks, not for the whole stream: a stream that keeps
+/// sending, slower than nothing but faster than the timeout, outlives it several times over.
+async fn a_steady_stream_outlives_the_idle_timeout(wire: Wire) -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    let mut scripted = wire.answer(&Answer::text(&["a ", "b ", "c ", "d ", "e ", "f"]), true);
+    let ScriptedBody::Sse(steps) = &mut scripted.body else {
+        panic!("a stream is scripted as SSE");
+    };
+    let paced: Vec<SseStep> = steps
+        .drain(..)
+        .flat_map(|step| [SseStep::Delay(Duration::from_millis(60)), step])
+        .collect();
+    *steps = paced;
+    server.push(scripted);
+    let provider = build(wire, &server, http(Duration::from_millis(150)));
+    let (events, error) = collect(provider.as_ref()).await?;
+    assert!(error.is_none(), "{wire:?}: {error:?}");
+    assert_eq!(text(&events), "a b c d e f", "{wire:?}");
+    Ok(())
+}
+
 async fn a_malformed_frame_is_skipped(wire: Wire) -> anyhow::Result<()> {
     let server = MockUpstream::start(Profile::INSTANT).await?;
     let mut scripted = wire.answer(&Answer::text(&["one ", "two ", "three"]), true);
@@ -238,6 +259,7 @@ per_wire!(
     a_retry_past_the_total_time_bound_is_not_made,
     no_retry_after_the_first_streamed_event,
     idle_timeout_between_chunks,
+    a_steady_stream_outlives_the_idle_timeout,
     a_malformed_frame_is_skipped,
 );
 

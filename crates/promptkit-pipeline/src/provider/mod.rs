@@ -142,7 +142,8 @@ impl Default for ProviderStageConfig {
 /// Calls a model with the turn's conversation and runs the tool loop.
 #[derive(Debug, Clone)]
 pub struct ProviderStage {
-    name: String,
+    /// Shared, so tagging each streamed element with its source allocates nothing.
+    name: Arc<str>,
     provider: Arc<dyn Provider>,
     tools: Option<Arc<dyn ToolSet>>,
     approval: Option<Arc<dyn ApprovalPolicy>>,
@@ -154,7 +155,7 @@ impl ProviderStage {
     /// A stage named `provider` calling `provider`, without tools.
     pub fn new(provider: Arc<dyn Provider>) -> Self {
         Self {
-            name: "provider".to_owned(),
+            name: Arc::from("provider"),
             provider,
             tools: None,
             approval: None,
@@ -166,7 +167,7 @@ impl ProviderStage {
     /// Renames the stage.
     #[must_use]
     pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.name = Arc::from(name.into());
         self
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -85,15 +86,37 @@ impl From<OutputClosed> for TurnError {
 
 /// Runs `fut`, reporting a heartbeat every second so a slow call is not taken for an idle run
 /// (the call has its own timeout).
-async fn with_heartbeat<F: Future>(cx: &StageContext, fut: F) -> F::Output {
-    tokio::pin!(fut);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            out = &mut fut => return out,
-            _ = ticker.tick() => cx.heartbeat(),
+/// Keeps the stage's progress counter moving, once a second, while it waits on something slow
+/// (a model, a tool), so the run's idle timeout measures the pipeline and not the model (the
+/// provider's own idle timeout watches the model). One per wait loop: a stream round reuses
+/// its ticker for every chunk instead of arming a timer per chunk.
+#[derive(Debug)]
+struct Heartbeat {
+    ticker: tokio::time::Interval,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        let period = Duration::from_secs(1);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { ticker }
+    }
+
+    async fn wait<F: Future>(&mut self, cx: &StageContext, fut: F) -> F::Output {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => return out,
+                _ = self.ticker.tick() => cx.heartbeat(),
+            }
         }
     }
+}
+
+async fn with_heartbeat<F: Future>(cx: &StageContext, fut: F) -> F::Output {
+    Heartbeat::new().wait(cx, fut).await
 }
 
 fn millis(d: Duration) -> u64 {
@@ -390,7 +413,7 @@ impl ProviderStage {
     ) -> Result<(), TurnError> {
         conversation.push(message.clone());
         let finish = message.finish_reason.clone();
-        let mut element = Element::message(message).with_source(self.name.as_str());
+        let mut element = Element::message(message).with_source(Arc::clone(&self.name));
         element.meta.finish_reason = finish;
         output.send(element).await?;
         Ok(())
@@ -482,22 +505,27 @@ impl ProviderStage {
         request: &ProviderRequest,
         output: &StageOutput,
     ) -> Result<Message, TurnError> {
-        let mut stream = with_heartbeat(cx, self.provider.stream(request))
+        let mut beat = Heartbeat::new();
+        let mut stream = beat
+            .wait(cx, self.provider.stream(request))
             .await
             .map_err(TurnError::Provider)?;
         let mut acc = StreamAccumulator::new();
+        let intercepted = !self.hooks.chunk.is_empty();
         let mut so_far = String::new();
-        while let Some(event) = with_heartbeat(cx, stream.next()).await {
+        while let Some(event) = beat.wait(cx, stream.next()).await {
             let event = event.map_err(TurnError::Provider)?;
             cx.heartbeat();
             match &event {
                 StreamEvent::TextDelta { text } if !text.is_empty() => {
-                    so_far.push_str(text);
-                    // Interceptors see the chunk before anything downstream does.
-                    if let Decision::Deny(v) = self.hooks.on_chunk(&so_far, text) {
-                        return Err(TurnError::Denied(v));
+                    if intercepted {
+                        so_far.push_str(text);
+                        // Interceptors see the chunk before anything downstream does.
+                        if let Decision::Deny(v) = self.hooks.on_chunk(&so_far, text) {
+                            return Err(TurnError::Denied(v));
+                        }
                     }
-                    let mut e = Element::text(text.clone()).with_source(self.name.as_str());
+                    let mut e = Element::text(text.clone()).with_source(Arc::clone(&self.name));
                     e.meta.streaming_delta = true;
                     output.send(e).await?;
                 }
@@ -506,7 +534,7 @@ impl ProviderStage {
                         text: Some(text.clone()),
                         ..Reasoning::default()
                     }))
-                    .with_source(self.name.as_str());
+                    .with_source(Arc::clone(&self.name));
                     e.meta.streaming_delta = true;
                     output.send(e).await?;
                 }
