@@ -29,6 +29,8 @@ pub(crate) struct Options {
     pub(crate) profile: String,
     /// Which scenarios run.
     pub(crate) scenarios: Vec<Scenario>,
+    /// Runs per cell (scenario, tier, target); the table shows medians.
+    pub(crate) repeat: usize,
     /// Also write the JSON lines to this file.
     pub(crate) out: Option<PathBuf>,
 }
@@ -40,6 +42,7 @@ impl Default for Options {
             per_worker: 10,
             profile: "fast".to_owned(),
             scenarios: vec![Scenario::Plain, Scenario::Tools],
+            repeat: 1,
             out: None,
         }
     }
@@ -320,6 +323,43 @@ fn measure(
     Ok(line)
 }
 
+/// One line from several runs of the same cell: the median of each figure, errors summed.
+fn median_line(lines: &[Value]) -> Value {
+    let Some(first) = lines.first() else {
+        return Value::Null;
+    };
+    let median = |path: &[&str]| {
+        let mut values: Vec<f64> = lines.iter().map(|l| f(l, path)).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let mut out = first.clone();
+    for path in [
+        &["throughput_rps"][..],
+        &["ttft_ms", "p50"],
+        &["ttft_ms", "p99"],
+        &["total_ms", "p50"],
+        &["total_ms", "p99"],
+        &["cpu_ms_per_request"],
+        &["peak_rss_mb"],
+    ] {
+        let value = median(path);
+        match path {
+            [key] => out[*key] = json!(value),
+            [outer, inner] => out[*outer][*inner] = json!(value),
+            _ => {}
+        }
+    }
+    out["errors"] = json!(
+        lines
+            .iter()
+            .filter_map(|l| l["errors"].as_u64())
+            .sum::<u64>()
+    );
+    out["runs"] = json!(lines.len());
+    out
+}
+
 fn f(value: &Value, path: &[&str]) -> f64 {
     let mut v = value;
     for key in path {
@@ -337,7 +377,7 @@ fn table(results: &[Value]) -> String {
     for r in results {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.3} | {} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.3} | {:.0} |",
             r["scenario"].as_str().unwrap_or("?"),
             r["concurrency"],
             r["target"].as_str().unwrap_or("?"),
@@ -348,7 +388,7 @@ fn table(results: &[Value]) -> String {
             f(r, &["total_ms", "p99"]),
             r["errors"],
             f(r, &["cpu_ms_per_request"]),
-            r["peak_rss_mb"],
+            f(r, &["peak_rss_mb"]),
         );
     }
     out
@@ -382,29 +422,41 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
         "==> round 1 on {machine}; profile {}; upstream {upstream}",
         options.profile
     );
+    let mut runs = Vec::new();
     let mut results = Vec::new();
     let mut clean = true;
     for &scenario in &options.scenarios {
         for &concurrency in &options.tiers {
-            for target in [Target::Baseline, Target::Promptkit] {
-                let requests = concurrency * options.per_worker;
-                let line = measure(
-                    &bin,
-                    &work,
-                    &upstream,
-                    scenario,
-                    target,
-                    concurrency,
-                    requests,
-                )
-                .with_context(|| {
-                    format!("{} {} at {concurrency}", scenario.name(), target.name())
-                })?;
-                if line["errors"].as_u64() != Some(0) {
-                    clean = false;
+            let mut per_target: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+            // Baseline and promptkit alternate, so drift on a shared machine hits both.
+            for _ in 0..options.repeat.max(1) {
+                for (slot, target) in [Target::Baseline, Target::Promptkit]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let requests = concurrency * options.per_worker;
+                    let line = measure(
+                        &bin,
+                        &work,
+                        &upstream,
+                        scenario,
+                        target,
+                        concurrency,
+                        requests,
+                    )
+                    .with_context(|| {
+                        format!("{} {} at {concurrency}", scenario.name(), target.name())
+                    })?;
+                    if line["errors"].as_u64() != Some(0) {
+                        clean = false;
+                    }
+                    println!("{line}");
+                    per_target[slot].push(line.clone());
+                    runs.push(line);
                 }
-                println!("{line}");
-                results.push(line);
+            }
+            for lines in &per_target {
+                results.push(median_line(lines));
             }
         }
     }
@@ -412,12 +464,15 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(&work);
     let table = table(&results);
     println!(
-        "\nround 1, profile {}, {machine}, {} requests per worker\n\n{table}",
-        options.profile, options.per_worker
+        "\nround 1, profile {}, {machine}, {} requests per worker, median of {} run(s) per cell, \
+         errors summed\n\n{table}",
+        options.profile,
+        options.per_worker,
+        options.repeat.max(1)
     );
     if let Some(out) = &options.out {
         let mut text = String::new();
-        for r in &results {
+        for r in &runs {
             let _ = writeln!(text, "{r}");
         }
         std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
@@ -440,6 +495,21 @@ mod tests {
         assert!(text.contains(
             "| plain | 10 | baseline | 100 | 11.0 | 12.5 | 120.0 | 130.0 | 0 | 0.250 | 12 |"
         ));
+    }
+
+    #[test]
+    fn cells_report_medians_and_summed_errors() {
+        let run = |rps: f64, errors: u64| {
+            json!({"scenario": "plain", "concurrency": 10, "target": "promptkit",
+                "throughput_rps": rps, "ttft_ms": {"p50": rps / 10.0, "p99": 1.0},
+                "total_ms": {"p50": 1.0, "p99": 1.0}, "errors": errors,
+                "cpu_ms_per_request": 0.5, "peak_rss_mb": 10})
+        };
+        let line = median_line(&[run(300.0, 0), run(100.0, 2), run(200.0, 1)]);
+        assert_eq!(line["throughput_rps"], 200.0);
+        assert_eq!(line["ttft_ms"]["p50"], 20.0);
+        assert_eq!(line["errors"], 3);
+        assert_eq!(line["runs"], 3);
     }
 
     #[test]

@@ -54,6 +54,7 @@ OPTIONS (bench round1):
     --per-worker <N>        Requests per concurrent worker (default 10)
     --profile <NAME>        Mock upstream profile: fast (default) or realistic
     --scenario <NAME>       plain or tools (default: both)
+    --repeat <N>            Runs per cell; the table shows medians (default 1)
     --out <FILE>            Also write the JSON lines to FILE
 ";
 
@@ -149,6 +150,13 @@ fn parse_round1(mut args: impl Iterator<Item = String>) -> anyhow::Result<bench:
                 options.per_worker = value()?.parse().context("--per-worker takes a number")?;
             }
             "--profile" => options.profile = value()?,
+            "--repeat" => {
+                options.repeat = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .context("--repeat takes a positive number")?;
+            }
             "--scenario" => scenarios.push(bench::Scenario::parse(&value()?)?),
             "--out" => options.out = Some(value()?.into()),
             other => bail!("unknown option `{other}` for `cargo xtask bench round1`\n\n{HELP}"),
