@@ -472,7 +472,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-        Command::Chat { session } => chat(&agent, store.as_ref(), session).await,
+        Command::Chat { session } => chat(&agent, store.as_ref(), tools.as_ref(), session).await,
         Command::Serve {
             addr,
             max_concurrency,
@@ -515,7 +515,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     outcome
 }
 
-async fn chat(agent: &Agent, store: &dyn StateStore, session: Option<String>) -> Result<ExitCode> {
+async fn chat(
+    agent: &Agent,
+    store: &dyn StateStore,
+    tools: &dyn ToolSet,
+    session: Option<String>,
+) -> Result<ExitCode> {
     let mut session = session.unwrap_or_else(new_session_id);
     eprintln!("session {session}: type a message, or /help");
     let mut total = promptkit::Usage::default();
@@ -548,9 +553,15 @@ async fn chat(agent: &Agent, store: &dyn StateStore, session: Option<String>) ->
                     eprintln!("forked into session {session}");
                 }
                 (Some("history"), _) => print_history(store, &session).await?,
-                (Some("tools"), _) => {
-                    eprintln!("(tools are listed by `promptkit tools`)");
-                }
+                (Some("tools"), _) => match tools.definitions().await {
+                    Ok(defs) if defs.is_empty() => eprintln!("(no tools)"),
+                    Ok(defs) => {
+                        for def in defs {
+                            eprintln!("  {}\t{}", def.name, def.description);
+                        }
+                    }
+                    Err(e) => eprintln!("error: cannot list tools: {e}"),
+                },
                 (Some("cost"), _) => eprintln!(
                     "tokens in {} / out {}; cost ${cost:.6}",
                     total.input_tokens.unwrap_or(0),

@@ -38,7 +38,7 @@ fn chat_streams_calls_tools_and_persists_to_sqlite() {
     let out = promptkit(
         home.path(),
         &["chat", "--session", "t1"],
-        "hello\nwhere is order 4711?\n/history\n/quit\n",
+        "hello\nwhere is order 4711?\n/history\n/tools\n/quit\n",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -48,6 +48,10 @@ fn chat_streams_calls_tools_and_persists_to_sqlite() {
         "says it runs without a key: {stderr}"
     );
     assert!(stdout.contains("[tool lookup_order:"), "{stdout}");
+    assert!(
+        stderr.contains("  lookup_order\t") && stderr.contains("  current_time\t"),
+        "/tools lists the tools: {stderr}"
+    );
     assert!(stdout.contains("\"status\":\"shipped\""), "{stdout}");
     assert!(
         home.path().join("state.db").exists(),

@@ -516,22 +516,25 @@ impl ProviderStage {
         while let Some(event) = beat.wait(cx, stream.next()).await {
             let event = event.map_err(TurnError::Provider)?;
             cx.heartbeat();
-            match &event {
+            // The accumulator copies what it keeps; the delta's own text then moves on into
+            // the element, so a streamed piece of text is allocated once after decoding.
+            acc.push(&event);
+            match event {
                 StreamEvent::TextDelta { text } if !text.is_empty() => {
                     if intercepted {
-                        so_far.push_str(text);
+                        so_far.push_str(&text);
                         // Interceptors see the chunk before anything downstream does.
-                        if let Decision::Deny(v) = self.hooks.on_chunk(&so_far, text) {
+                        if let Decision::Deny(v) = self.hooks.on_chunk(&so_far, &text) {
                             return Err(TurnError::Denied(v));
                         }
                     }
-                    let mut e = Element::text(text.clone()).with_source(Arc::clone(&self.name));
+                    let mut e = Element::text(text).with_source(Arc::clone(&self.name));
                     e.meta.streaming_delta = true;
                     output.send(e).await?;
                 }
                 StreamEvent::ReasoningDelta { text } if !text.is_empty() => {
                     let mut e = Element::part(ContentPart::Reasoning(Reasoning {
-                        text: Some(text.clone()),
+                        text: Some(text),
                         ..Reasoning::default()
                     }))
                     .with_source(Arc::clone(&self.name));
@@ -544,7 +547,6 @@ impl ProviderStage {
                 }
                 _ => {}
             }
-            acc.push(&event);
         }
         if !acc.is_finished() {
             return Err(TurnError::Provider(ProviderError::StreamTruncated {
