@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use promptkit_core::{
@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::descriptor::{DescriptorError, ToolDescriptor};
 use crate::executors::{FunctionTool, MockExecutor, SubprocessExecutor};
 use crate::names;
-use crate::validate::{Coercion, SchemaCache, coerce};
+use crate::validate::{Coercion, SchemaCache, check, coerce};
 
 /// Builds the executor of a descriptor whose `executor` is a given kind.
 pub trait ExecutorFactory: Send + Sync + fmt::Debug {
@@ -89,6 +89,19 @@ struct Entry {
     descriptor: ToolDescriptor,
     executor: Arc<dyn ToolExecutor>,
     rate: Option<Mutex<RateWindow>>,
+    /// The compiled argument and output schemas, on first use (a call is the hot path: no
+    /// schema is serialised or looked up per call).
+    input_validator: OnceLock<Result<Arc<jsonschema::Validator>, String>>,
+    output_validator: OnceLock<Result<Arc<jsonschema::Validator>, String>>,
+}
+
+/// The validator in `cell`, compiled from `schema` (through the shared cache) on first use.
+fn compiled<'a>(
+    cell: &'a OnceLock<Result<Arc<jsonschema::Validator>, String>>,
+    schemas: &SchemaCache,
+    schema: &Value,
+) -> &'a Result<Arc<jsonschema::Validator>, String> {
+    cell.get_or_init(|| schemas.validator(schema))
 }
 
 /// Tools by name, with their executors. Implements [`ToolSet`]: definitions sorted by name,
@@ -221,6 +234,8 @@ impl ToolRegistry {
                     descriptor,
                     executor,
                     rate,
+                    input_validator: OnceLock::new(),
+                    output_validator: OnceLock::new(),
                 }),
             );
     }
@@ -363,9 +378,14 @@ impl ToolRegistry {
             arguments.clone()
         };
         let (fixed, fixes) = coerce(&arguments, &entry.descriptor.input_schema);
-        self.schemas
-            .validate(&entry.descriptor.input_schema, &fixed)
-            .map_err(invalid)?;
+        let validator = compiled(
+            &entry.input_validator,
+            &self.schemas,
+            &entry.descriptor.input_schema,
+        )
+        .as_ref()
+        .map_err(|e| invalid(e.clone()))?;
+        check(validator, &fixed).map_err(invalid)?;
         Ok((fixed, fixes))
     }
 
@@ -455,7 +475,10 @@ impl ToolSet for ToolRegistry {
                 &entry.descriptor.output_schema,
                 &result.structured,
                 result.is_error,
-            ) && let Err(problem) = self.schemas.validate(schema, structured)
+            ) && let Err(problem) = compiled(&entry.output_validator, &self.schemas, schema)
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|validator| check(validator, structured))
             {
                 result = ToolResult::error(
                     &call.id,

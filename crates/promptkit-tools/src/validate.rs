@@ -216,23 +216,31 @@ impl SchemaCache {
     /// # Errors
     /// A message for the model, e.g. `/city: 5 is not of type "string"`.
     pub fn validate(&self, schema: &Value, instance: &Value) -> Result<(), String> {
-        let validator = self.validator(schema)?;
-        let errors: Vec<String> = validator
-            .iter_errors(instance)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                if path.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{path}: {e}")
-                }
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        check(self.validator(schema)?.as_ref(), instance)
+    }
+}
+
+/// Validates `instance` with a compiled `validator`; the error lists every violation with its
+/// location, as [`SchemaCache::validate`] does.
+///
+/// # Errors
+/// A message for the model, e.g. `/city: 5 is not of type "string"`.
+pub fn check(validator: &jsonschema::Validator, instance: &Value) -> Result<(), String> {
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!("{path}: {e}")
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
     }
 }
 
