@@ -190,15 +190,21 @@ impl Transport {
 
     /// Opens an SSE stream: sends the request built by `build` and reads up to the first
     /// complete SSE event, retrying (per the policy) anything that fails before that event
-    /// (connection, status, a body that ends or breaks first). Returns the opened stream and
-    /// the concurrency permit it must hold.
-    pub(crate) async fn open(
+    /// (connection, status, a body that ends or breaks first). The stream decodes its events
+    /// with `handler`, applies the idle timeout and holds the concurrency permit until it ends.
+    pub(crate) async fn open_stream<H: SseHandler>(
         &self,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
         map_error: ErrorMapper,
-    ) -> Result<(Opened, Option<OwnedSemaphorePermit>), ProviderError> {
+        handler: H,
+    ) -> Result<EventStream, ProviderError> {
         match self.run(build, map_error, true).await? {
-            (Outcome::Open(opened), permit) => Ok((*opened, permit)),
+            (Outcome::Open(opened), permit) => Ok(sse_stream(
+                *opened,
+                handler,
+                self.config.idle_timeout,
+                permit,
+            )),
             (Outcome::Body(_), _) => Err(ProviderError::Decode {
                 message: "internal: a stream was read to the end".to_owned(),
                 raw: String::new(),
@@ -564,7 +570,7 @@ impl<H: SseHandler> Driver<H> {
 
 /// Drives an SSE response body through `handler`, applying the idle timeout and holding
 /// `permit` until the stream ends.
-pub(crate) fn sse_stream<H: SseHandler>(
+fn sse_stream<H: SseHandler>(
     opened: Opened,
     handler: H,
     idle: Duration,

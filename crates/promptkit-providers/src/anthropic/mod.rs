@@ -44,7 +44,7 @@ pub use pricing::anthropic_pricing;
 pub use stream::MessagesStreamDecoder;
 
 use crate::http::{
-    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, sse_stream, truncate,
+    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, truncate,
 };
 use crate::vendor::{config_builders, http_provider};
 use stream::EventDecoder;
@@ -284,15 +284,11 @@ impl AnthropicProvider {
         span: tracing::Span,
     ) -> Result<EventStream, ProviderError> {
         let body = self.encode(request, model, true)?;
-        let transport = &self.inner.transport;
         let build = || self.request_builder(&body, true);
-        let (opened, permit) = transport.open(&build, map_error).await?;
-        Ok(sse_stream(
-            opened,
-            EventDecoder::new(span),
-            transport.config.idle_timeout,
-            permit,
-        ))
+        self.inner
+            .transport
+            .open_stream(&build, map_error, EventDecoder::new(span))
+            .await
     }
 }
 

@@ -62,7 +62,7 @@ pub use schema::{MAX_DEPTH, SchemaError, sanitize_schema};
 pub use stream::GeminiStreamDecoder;
 
 use crate::http::{
-    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, sse_stream, truncate,
+    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, truncate,
 };
 use crate::vendor::{config_builders, http_provider};
 use stream::ChunkDecoder;
@@ -294,13 +294,10 @@ impl GeminiProvider {
         let (url, body) = self.call(request, model, true)?;
         let inner = &self.inner;
         let build = || inner.transport.post(&url, &inner.headers, &body, true);
-        let (opened, permit) = inner.transport.open(&build, map_error).await?;
-        Ok(sse_stream(
-            opened,
-            ChunkDecoder::new(span),
-            inner.transport.config.idle_timeout,
-            permit,
-        ))
+        inner
+            .transport
+            .open_stream(&build, map_error, ChunkDecoder::new(span))
+            .await
     }
 }
 
