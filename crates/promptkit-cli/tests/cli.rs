@@ -1,19 +1,15 @@
 //! The `promptkit` binary, run as a user would.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
+mod support;
+
 fn promptkit(home: &std::path::Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_promptkit"))
+    let mut child = support::promptkit(home)
         .args(args)
-        .env("PROMPTKIT_HOME", home)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("PROMPTKIT_STATE")
-        .env_remove("PROMPTKIT_PROVIDER")
-        .env_remove("PROMPTKIT_PROVIDER_CONFIG")
-        .env_remove("ANTHROPIC_API_KEY")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

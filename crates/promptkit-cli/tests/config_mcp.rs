@@ -7,18 +7,11 @@ use promptkit_testkit::mcp::order_service;
 use promptkit_testkit::upstream::{MockUpstream, Profile, Scripted, SseStep, chunks};
 use serde_json::Value;
 
+mod support;
+
 fn promptkit(home: &std::path::Path, config: &std::path::Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_promptkit"));
-    command
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("PROMPTKIT_HOME", home)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("PROMPTKIT_STATE")
-        .env_remove("PROMPTKIT_PROVIDER")
-        .env_remove("PROMPTKIT_PROVIDER_CONFIG")
-        .env_remove("PROMPTKIT_CONFIG");
+    let mut command = support::promptkit(home);
+    command.arg("--config").arg(config).args(args);
     command
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 use promptkit_testkit::upstream::{MockUpstream, Profile, Scripted, SseStep, chunks};
 use serde_json::{Value, json};
 
+mod support;
+
 /// A running `promptkit serve`; killed when dropped.
 struct Server {
     child: Child,
@@ -20,7 +22,7 @@ struct Server {
 impl Server {
     /// Starts the server against the upstream at `base_url` (OpenAI-compatible wire format).
     fn start(home: &Path, base_url: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_promptkit"))
+        let mut child = support::promptkit(home)
             .args([
                 "--provider",
                 "openai-compatible",
@@ -31,11 +33,6 @@ impl Server {
             ])
             .args(extra)
             .args(["serve", "--addr", "127.0.0.1:0", "--shutdown-grace", "5"])
-            .env("PROMPTKIT_HOME", home)
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("PROMPTKIT_STATE")
-            .env_remove("PROMPTKIT_PROVIDER")
-            .env_remove("PROMPTKIT_PROVIDER_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -314,10 +311,8 @@ async fn a_session_header_keeps_the_conversation_in_the_store() {
     drop(server);
 
     // The session is in the default SQLite store, readable by the other commands.
-    let show = Command::new(env!("CARGO_BIN_EXE_promptkit"))
+    let show = support::promptkit(home.path())
         .args(["sessions", "show", "web-1"])
-        .env("PROMPTKIT_HOME", home.path())
-        .env_remove("PROMPTKIT_STATE")
         .output()
         .unwrap();
     assert!(show.status.success());
