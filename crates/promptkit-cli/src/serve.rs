@@ -57,6 +57,8 @@ pub(crate) struct Agents {
 struct App {
     agents: Agents,
     model: String,
+    /// `model` as a JSON string, for the chunks written as text.
+    model_json: String,
     slots: Arc<Semaphore>,
     queue_timeout: Duration,
     started: u64,
@@ -77,6 +79,7 @@ pub(crate) async fn serve(agents: Agents, options: ServeOptions) -> Result<()> {
     let started = u64::try_from(promptkit::Timestamp::now().as_unix_millis() / 1000).unwrap_or(0);
     let app = Arc::new(App {
         agents,
+        model_json: Value::from(model.as_str()).to_string(),
         model,
         slots: Arc::new(Semaphore::new(options.max_concurrency.max(1))),
         queue_timeout: options.queue_timeout,
@@ -457,8 +460,7 @@ async fn chat_completions(
             reply: Some(reply),
             id,
             created,
-            model: app.model.clone(),
-            model_json: Value::from(app.model.as_str()).to_string(),
+            app: Arc::clone(&app),
             include_usage,
             first: true,
             _permit: permit,
@@ -526,9 +528,7 @@ struct SseState {
     reply: Option<ReplyStream>,
     id: String,
     created: i64,
-    model: String,
-    /// `model` as a JSON string.
-    model_json: String,
+    app: Arc<App>,
     include_usage: bool,
     first: bool,
     _permit: OwnedSemaphorePermit,
@@ -538,13 +538,14 @@ impl SseState {
     /// One `chat.completion.chunk` frame around `delta` (JSON text). The fixed parts are
     /// written as text: this runs once per streamed piece of text.
     fn frame(&self, delta: &str, finish: Option<&str>) -> String {
-        let mut frame = String::with_capacity(delta.len() + 160 + self.model_json.len());
+        let model = &self.app.model_json;
+        let mut frame = String::with_capacity(delta.len() + 160 + model.len());
         frame.push_str("data: {\"id\":\"");
         frame.push_str(&self.id);
         frame.push_str("\",\"object\":\"chat.completion.chunk\",\"created\":");
         frame.push_str(&self.created.to_string());
         frame.push_str(",\"model\":");
-        frame.push_str(&self.model_json);
+        frame.push_str(model);
         frame.push_str(",\"choices\":[{\"index\":0,\"delta\":");
         frame.push_str(delta);
         frame.push_str(",\"finish_reason\":");
@@ -590,7 +591,7 @@ impl SseState {
                 out.push_str(&self.chunk(&json!({}), Some(finish_reason(&reply))));
                 if self.include_usage {
                     let value = json!({"id": self.id, "object": "chat.completion.chunk",
-                        "created": self.created, "model": self.model, "choices": [],
+                        "created": self.created, "model": self.app.model, "choices": [],
                         "usage": usage_json(&reply.usage)});
                     out.push_str(&format!("data: {value}\n\n"));
                 }
