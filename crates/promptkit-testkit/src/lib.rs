@@ -10,6 +10,7 @@
 //!   streaming, parallel tool calls, images, JSON schema output, usage and cost, every error
 //!   class) against any provider, with scripting and request checks in each vendor's wire
 //!   format ([`conformance::HttpTarget`]) or a custom [`conformance::Target`].
+//! - [`lines`]: the `data:` lines of an SSE body read in pieces, for the benchmark binaries.
 //! - `mcp` (feature `mcp`): an order service with one tool, served by rmcp over streamable
 //!   HTTP on 127.0.0.1.
 //!
@@ -33,6 +34,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod conformance;
+pub mod lines;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod upstream;

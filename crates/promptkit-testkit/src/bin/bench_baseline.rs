@@ -29,6 +29,7 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::serve::ListenerExt as _;
 use futures_util::StreamExt as _;
+use promptkit_testkit::lines::DataLines;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -145,25 +146,19 @@ async fn round(proxy: &Proxy, body: &Value, out: &Frames) -> anyhow::Result<Roun
         .await?
         .error_for_status()?;
     let mut bytes = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::with_capacity(1024);
+    let mut lines = DataLines::default();
     let mut round = Round::default();
     let (mut id, mut name, mut arguments) = (String::new(), String::new(), String::new());
     while let Some(piece) = bytes.next().await {
-        buffer.extend_from_slice(&piece?);
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let Some(data) = line.strip_prefix(b"data: ") else {
-                continue;
-            };
-            let data = data.strip_suffix(b"\n").unwrap_or(data);
-            let data = data.strip_suffix(b"\r").unwrap_or(data);
+        lines.push(&piece?);
+        while let Some(data) = lines.next_data() {
             if data == b"[DONE]" {
                 if !name.is_empty() {
                     round.call = Some((id, name, arguments));
                 }
                 return Ok(round);
             }
-            let value: Value = serde_json::from_slice(data)?;
+            let value: Value = serde_json::from_slice(&data)?;
             let delta = &value["choices"][0]["delta"];
             if let Some(content) = delta["content"].as_str()
                 && !content.is_empty()

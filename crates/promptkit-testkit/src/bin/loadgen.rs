@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
+use promptkit_testkit::lines::DataLines;
 use serde_json::json;
 
 #[derive(Debug)]
@@ -86,16 +87,12 @@ async fn one(http: &reqwest::Client, url: &str, body: &str) -> Result<Sample, St
         return Err(format!("status {}", response.status()));
     }
     let mut stream = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::with_capacity(4096);
+    let mut lines = DataLines::default();
     let mut ttft = None;
     let mut chunks = 0;
     while let Some(piece) = stream.next().await {
-        buffer.extend_from_slice(&piece.map_err(|e| format!("read: {e}"))?);
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let Some(data) = line.strip_prefix(b"data: ") else {
-                continue;
-            };
+        lines.push(&piece.map_err(|e| format!("read: {e}"))?);
+        while let Some(data) = lines.next_data() {
             if data.starts_with(b"[DONE]") {
                 return Ok(Sample {
                     ttft: ttft.unwrap_or_default(),
@@ -106,7 +103,7 @@ async fn one(http: &reqwest::Client, url: &str, body: &str) -> Result<Sample, St
             if data.starts_with(b"{\"error\"") {
                 return Err(format!(
                     "error event: {}",
-                    String::from_utf8_lossy(data).trim()
+                    String::from_utf8_lossy(&data).trim()
                 ));
             }
             ttft.get_or_insert_with(|| start.elapsed());
