@@ -6,26 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use promptkit::mcp::{McpConfig, McpRegistry, ServerConfig};
-use promptkit::pipeline::prompt::{
-    PromptAssemblyStage, PromptConfig, PromptRegistry, TemplateStage,
-};
-use promptkit::pipeline::provider::ProviderStage;
-use promptkit::pipeline::{Element, Pipeline, TurnData};
+use promptkit::pipeline::Element;
 use promptkit::providers::openai::{OpenAiConfig, OpenAiProvider};
 use promptkit::tools::{ToolDescriptor, ToolRegistry};
-use promptkit::{Message, Role, ToolSet};
+use promptkit::{Role, ToolSet};
 use promptkit_testkit::mcp::order_service;
 use promptkit_testkit::upstream::{MockUpstream, Profile, Scripted, SseStep, chunks};
 use serde_json::json;
 
-const PROMPT: &str = r#"
-task_type: support
-system_template: "You are the support agent of {{company}}. Use tools to look orders up."
-variables:
-  - name: company
-    required: true
-allowed_tools: ["mcp__orders__*"]
-"#;
+mod support;
 
 /// Scripts the model: a call of the MCP tool, then an answer.
 fn script(upstream: &MockUpstream) {
@@ -52,27 +41,7 @@ async fn run_turn(upstream: &MockUpstream, tools: Arc<dyn ToolSet>) -> Vec<Eleme
     let provider = Arc::new(
         OpenAiProvider::new(OpenAiConfig::compatible(upstream.base_url(), "gpt-test")).unwrap(),
     );
-    let mut prompts = PromptRegistry::new();
-    prompts
-        .register(PromptConfig::parse(PROMPT, "support.yaml".as_ref()).unwrap())
-        .unwrap();
-    let pipeline = Pipeline::builder()
-        .then(PromptAssemblyStage::new(Arc::new(prompts), "support"))
-        .then(TemplateStage::new())
-        .then(ProviderStage::new(provider).with_tools(tools))
-        .build()
-        .unwrap();
-    let turn = TurnData::for_session("e2e-mcp").with_variable("company", "Acme");
-    let (elements, result) = pipeline
-        .execute(
-            turn,
-            futures_util::stream::iter([Element::message(Message::user("Where is order 12345?"))]),
-        )
-        .unwrap()
-        .finish()
-        .await;
-    result.unwrap();
-    elements
+    support::support_turn(provider, tools, "[\"mcp__orders__*\"]", "e2e-mcp").await
 }
 
 /// The answer used the tool's result, and the requests carried the MCP tool and its result.

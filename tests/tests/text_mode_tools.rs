@@ -4,26 +4,15 @@
 use std::sync::Arc;
 
 use promptkit::Provider;
-use promptkit::pipeline::prompt::{
-    PromptAssemblyStage, PromptConfig, PromptRegistry, TemplateStage,
-};
-use promptkit::pipeline::provider::ProviderStage;
-use promptkit::pipeline::{Element, Payload, Pipeline, TurnData};
+use promptkit::Role;
+use promptkit::pipeline::{Element, Payload};
 use promptkit::providers::anthropic::{AnthropicConfig, AnthropicProvider};
 use promptkit::providers::openai::{OpenAiConfig, OpenAiProvider};
 use promptkit::tools::{ToolDescriptor, ToolRegistry};
-use promptkit::{Message, Role};
 use promptkit_testkit::upstream::{MockUpstream, Profile, Scripted, SseStep, anthropic, chunks};
 use serde_json::json;
 
-const PROMPT: &str = r#"
-task_type: support
-system_template: "You are the support agent of {{company}}. Use tools to look orders up."
-variables:
-  - name: company
-    required: true
-allowed_tools: [lookup_order]
-"#;
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_calls_an_http_tool_and_answers_with_its_result() {
@@ -160,29 +149,7 @@ async fn run_turn(upstream: &MockUpstream, provider: Arc<dyn Provider>) -> Vec<E
         )
         .unwrap();
 
-    let mut prompts = PromptRegistry::new();
-    prompts
-        .register(PromptConfig::parse(PROMPT, "support.yaml".as_ref()).unwrap())
-        .unwrap();
-    let pipeline = Pipeline::builder()
-        .then(PromptAssemblyStage::new(Arc::new(prompts), "support"))
-        .then(TemplateStage::new())
-        .then(ProviderStage::new(provider).with_tools(tools))
-        .build()
-        .unwrap();
-
-    let turn = TurnData::for_session("e2e-1").with_variable("company", "Acme");
-    let (elements, result) = pipeline
-        .execute(
-            turn,
-            futures_util::stream::iter([Element::message(Message::user("Where is order 12345?"))]),
-        )
-        .unwrap()
-        .finish()
-        .await;
-    result.unwrap();
-
-    elements
+    support::support_turn(provider, tools, "[lookup_order]", "e2e-1").await
 }
 
 /// The streamed answer came before the final message, and the tool ran over HTTP.
