@@ -365,8 +365,9 @@ impl Agent {
         if turn.template.is_none() && turn.system_prompt.is_none() {
             turn.template.clone_from(&self.base.template);
         }
+        // Without a template stage the agent renders here, as that stage would: a template on
+        // the turn becomes its system prompt.
         if !self.renders_in_pipeline
-            && turn.system_prompt.is_none()
             && let Some(template) = &turn.template
         {
             let rendered = template.render(&turn.variables).map_err(|e| AgentError {
