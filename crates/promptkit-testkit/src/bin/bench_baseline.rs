@@ -6,7 +6,8 @@
 //!
 //! The thinnest correct streaming proxy, on the same HTTP stack as `promptkit serve` (axum
 //! and reqwest): `POST /v1/chat/completions` forwards the conversation to the upstream as a
-//! streaming request, parses its SSE and re-emits the content as OpenAI chunks.
+//! streaming request, parses its SSE and re-emits the content as complete OpenAI chunks (`id`,
+//! `created`, `model`, the role on the first), as `promptkit serve` writes them.
 //! `POST /v1/chat/completions/tools` does what a tool loop must at the least: it streams a
 //! first round offering `lookup_order`, collects the streamed tool call, runs it against the
 //! upstream's `/tool`, and streams the second round. Prints its address on stdout.
@@ -19,6 +20,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use axum::Router;
@@ -32,6 +35,9 @@ use futures_util::StreamExt as _;
 use promptkit_testkit::lines::DataLines;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+/// The model the baseline names upstream and in its chunks.
+const MODEL: &str = "gpt-4o-mini";
 
 #[derive(Debug)]
 struct Proxy {
@@ -117,16 +123,49 @@ fn bad_request(message: &str) -> Response {
     response
 }
 
-fn chunk(content: &str) -> Bytes {
-    let value = json!({"object": "chat.completion.chunk",
-        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
-    Bytes::from(format!("data: {value}\n\n"))
+/// The fields every `chat.completion.chunk` of one response repeats. Clients such as the
+/// OpenAI SDKs require `id`, `created` and `model`, so a correct proxy writes them.
+#[derive(Debug)]
+struct Reply {
+    id: String,
+    created: u64,
+    /// Whether the next content chunk is the first (it carries the role).
+    first: bool,
 }
 
-fn closing() -> Bytes {
-    let value = json!({"object": "chat.completion.chunk",
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
-    Bytes::from(format!("data: {value}\n\ndata: [DONE]\n\n"))
+impl Reply {
+    fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self {
+            id: format!("chatcmpl-{:x}", NEXT.fetch_add(1, Ordering::Relaxed)),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            first: true,
+        }
+    }
+
+    fn frame(&self, delta: &Value, finish: Option<&str>) -> String {
+        let value = json!({"id": self.id, "object": "chat.completion.chunk",
+            "created": self.created, "model": MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {value}\n\n")
+    }
+
+    fn chunk(&mut self, content: &str) -> Bytes {
+        let delta = if std::mem::take(&mut self.first) {
+            json!({"role": "assistant", "content": content})
+        } else {
+            json!({"content": content})
+        };
+        Bytes::from(self.frame(&delta, None))
+    }
+
+    fn closing(&self) -> Bytes {
+        let mut text = self.frame(&json!({}), Some("stop"));
+        text.push_str("data: [DONE]\n\n");
+        Bytes::from(text)
+    }
 }
 
 /// What one streamed upstream round produced.
@@ -137,7 +176,12 @@ struct Round {
 
 /// Streams one round from the upstream, re-emitting content chunks to `out` and collecting
 /// a streamed tool call.
-async fn round(proxy: &Proxy, body: &Value, out: &Frames) -> anyhow::Result<Round> {
+async fn round(
+    proxy: &Proxy,
+    body: &Value,
+    reply: &mut Reply,
+    out: &Frames,
+) -> anyhow::Result<Round> {
     let response = proxy
         .http
         .post(&proxy.completions)
@@ -162,7 +206,7 @@ async fn round(proxy: &Proxy, body: &Value, out: &Frames) -> anyhow::Result<Roun
             let delta = &value["choices"][0]["delta"];
             if let Some(content) = delta["content"].as_str()
                 && !content.is_empty()
-                && out.send(Ok(chunk(content))).await.is_err()
+                && out.send(Ok(reply.chunk(content))).await.is_err()
             {
                 bail!("client went away");
             }
@@ -193,9 +237,10 @@ async fn plain(State(proxy): State<Arc<Proxy>>, body: Bytes) -> Response {
     };
     let (tx, rx) = mpsc::channel(32);
     tokio::spawn(async move {
-        let request = json!({"model": "gpt-4o-mini", "messages": messages, "stream": true});
-        if round(&proxy, &request, &tx).await.is_ok() {
-            let _ = tx.send(Ok(closing())).await;
+        let mut reply = Reply::new();
+        let request = json!({"model": MODEL, "messages": messages, "stream": true});
+        if round(&proxy, &request, &mut reply, &tx).await.is_ok() {
+            let _ = tx.send(Ok(reply.closing())).await;
         }
     });
     sse(rx)
@@ -211,9 +256,10 @@ async fn tools(State(proxy): State<Arc<Proxy>>, body: Bytes) -> Response {
             "name": "lookup_order", "description": "Looks up an order by id",
             "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
                            "required": ["order_id"]}}}]);
-        let request = json!({"model": "gpt-4o-mini", "messages": messages,
+        let mut reply = Reply::new();
+        let request = json!({"model": MODEL, "messages": messages,
             "tools": tool_def, "stream": true});
-        let Ok(first) = round(&proxy, &request, &tx).await else {
+        let Ok(first) = round(&proxy, &request, &mut reply, &tx).await else {
             return;
         };
         if let Some((id, name, arguments)) = first.call {
@@ -226,13 +272,13 @@ async fn tools(State(proxy): State<Arc<Proxy>>, body: Bytes) -> Response {
                 "function": {"name": name, "arguments": arguments}}]}),
             );
             messages.push(json!({"role": "tool", "tool_call_id": id, "content": result}));
-            let request = json!({"model": "gpt-4o-mini", "messages": messages,
+            let request = json!({"model": MODEL, "messages": messages,
                 "tools": tool_def, "stream": true});
-            if round(&proxy, &request, &tx).await.is_err() {
+            if round(&proxy, &request, &mut reply, &tx).await.is_err() {
                 return;
             }
         }
-        let _ = tx.send(Ok(closing())).await;
+        let _ = tx.send(Ok(reply.closing())).await;
     });
     sse(rx)
 }

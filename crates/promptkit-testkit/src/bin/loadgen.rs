@@ -94,9 +94,15 @@ async fn one(http: &reqwest::Client, url: &str, body: &str) -> Result<Sample, St
         lines.push(&piece.map_err(|e| format!("read: {e}"))?);
         while let Some(data) = lines.next_data() {
             if data.starts_with(b"[DONE]") {
+                let total = start.elapsed();
+                // Read to the end of the body, as an SDK client does: a response dropped
+                // before its end closes the connection instead of returning it to the pool.
+                while let Some(piece) = stream.next().await {
+                    piece.map_err(|e| format!("read after [DONE]: {e}"))?;
+                }
                 return Ok(Sample {
                     ttft: ttft.unwrap_or_default(),
-                    total: start.elapsed(),
+                    total,
                     chunks,
                 });
             }
