@@ -5,10 +5,11 @@ use std::collections::VecDeque;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::Stream;
 use promptkit_core::{BoxStream, EventStream, ProviderError, StreamEvent, TimeoutPhase};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -192,7 +193,7 @@ impl Transport {
     /// complete SSE event, retrying (per the policy) anything that fails before that event
     /// (connection, status, a body that ends or breaks first). The stream decodes its events
     /// with `handler`, applies the idle timeout and holds the concurrency permit until it ends.
-    pub(crate) async fn open_stream<H: SseHandler>(
+    pub(crate) async fn open_stream<H: SseHandler + Unpin>(
         &self,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
         map_error: ErrorMapper,
@@ -524,45 +525,56 @@ impl<H: SseHandler> Driver<H> {
             }
         }
     }
+}
 
-    async fn next(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
+/// The driver is the stream itself (no `unfold` around an async block): a chunk is polled,
+/// decoded and handed out without moving the decoder state into a new future per item.
+impl<H: SseHandler + Unpin> Stream for Driver<H> {
+    type Item = Result<StreamEvent, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if let Some(event) = self.queue.pop_front() {
-                return Some(Ok(event));
+            if let Some(event) = this.queue.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
             }
-            if self.done {
-                self.permit = None;
-                return self.error.take().map(Err);
+            if this.done {
+                this.permit = None;
+                return Poll::Ready(this.error.take().map(Err));
             }
-            let read = std::future::poll_fn(|cx| {
-                if let Poll::Ready(item) = self.body.as_mut().poll_next(cx) {
-                    return Poll::Ready(Read::Chunk(item));
-                }
-                while self.idle_timer.as_mut().poll(cx).is_ready() {
-                    let due = self.last_chunk + self.idle;
-                    if tokio::time::Instant::now() >= due {
-                        return Poll::Ready(Read::Idle);
+            let read = match this.body.as_mut().poll_next(cx) {
+                Poll::Ready(item) => Read::Chunk(item),
+                Poll::Pending => {
+                    let mut idle = false;
+                    while this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let due = this.last_chunk + this.idle;
+                        if tokio::time::Instant::now() >= due {
+                            idle = true;
+                            break;
+                        }
+                        this.idle_timer.as_mut().reset(due);
                     }
-                    self.idle_timer.as_mut().reset(due);
+                    if !idle {
+                        return Poll::Pending;
+                    }
+                    Read::Idle
                 }
-                Poll::Pending
-            })
-            .await;
+            };
             match read {
                 Read::Idle => {
-                    self.done = true;
-                    self.error = Some(ProviderError::Timeout {
+                    this.done = true;
+                    this.error = Some(ProviderError::Timeout {
                         phase: TimeoutPhase::Idle,
-                        after: self.idle,
+                        after: this.idle,
                     });
                 }
                 Read::Chunk(Some(Ok(chunk))) => {
-                    self.last_chunk = tokio::time::Instant::now();
-                    self.decoder.feed_into(&chunk, &mut self.scratch);
-                    self.handle_events();
+                    this.last_chunk = tokio::time::Instant::now();
+                    this.decoder.feed_into(&chunk, &mut this.scratch);
+                    this.handle_events();
                 }
-                Read::Chunk(Some(Err(e))) => self.end(Some(&e)),
-                Read::Chunk(None) => self.end(None),
+                Read::Chunk(Some(Err(e))) => this.end(Some(&e)),
+                Read::Chunk(None) => this.end(None),
             }
         }
     }
@@ -570,7 +582,7 @@ impl<H: SseHandler> Driver<H> {
 
 /// Drives an SSE response body through `handler`, applying the idle timeout and holding
 /// `permit` until the stream ends.
-fn sse_stream<H: SseHandler>(
+fn sse_stream<H: SseHandler + Unpin>(
     opened: Opened,
     handler: H,
     idle: Duration,
@@ -590,9 +602,7 @@ fn sse_stream<H: SseHandler>(
         permit,
     };
     driver.handle_events();
-    Box::pin(futures_util::stream::unfold(driver, |mut d| async move {
-        d.next().await.map(|item| (item, d))
-    }))
+    Box::pin(driver)
 }
 
 /// Finishes a non-streamed answer the same way for every vendor: prices the usage (by the

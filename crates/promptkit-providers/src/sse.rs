@@ -125,6 +125,15 @@ impl SseDecoder {
     }
 
     fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
+        // Valid UTF-8 (every vendor's case) takes the fast check; only a broken line pays
+        // for the replacement-character scan.
+        fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+            match std::str::from_utf8(bytes) {
+                Ok(s) => std::borrow::Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(bytes),
+            }
+        }
+
         if line.is_empty() {
             self.dispatch(out);
             return;
@@ -144,13 +153,13 @@ impl SseDecoder {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                self.data.push_str(&text(value));
                 self.has_data = true;
             }
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => self.event = Some(text(value).into_owned()),
             // The standard ignores ids containing NUL.
             b"id" if !value.contains(&0) => {
-                self.id = Some(String::from_utf8_lossy(value).into_owned());
+                self.id = Some(text(value).into_owned());
             }
             b"retry" => {
                 if let Ok(ms) = std::str::from_utf8(value).unwrap_or("").parse::<u64>() {
