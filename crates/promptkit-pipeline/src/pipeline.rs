@@ -13,7 +13,7 @@ use futures_core::Stream;
 use promptkit_core::{Cost, Message, Role, Usage};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::builder::{PipelineBuilder, PipelineConfig};
@@ -359,14 +359,36 @@ impl Pipeline {
         let mut all_progress = progress.clone();
         all_progress.push(Arc::clone(&consumer_progress));
 
-        let mut set = JoinSet::new();
-        let mut task_names = HashMap::new();
         // One token per stage (children of the run's), so a failure can stop the failed
         // stage's upstream at once while its downstream drains what it already received.
         let stage_tokens: Vec<CancellationToken> = (0..n).map(|_| token.child_token()).collect();
         let input_token = token.child_token();
         emitter.emit(EventKind::PipelineStarted { stages: n });
-        for (i, (input, output)) in stage_io.into_iter().enumerate() {
+
+        // The supervisor is spawned first and the root stage last. Tokio runs the task spawned
+        // last next on this worker (its LIFO slot) and queues the ones before it behind every
+        // runnable task: the stage whose input is ready should start at once, while the
+        // supervisor has nothing to do until a stage ends. Under load this is the difference
+        // between starting a turn now and after the whole run queue.
+        let (tasks_tx, tasks_rx) = oneshot::channel();
+        let supervisor = Supervisor {
+            inner: Arc::clone(&self.inner),
+            run_no,
+            set: JoinSet::new(),
+            task_names: HashMap::new(),
+            token: token.clone(),
+            stage_tokens: stage_tokens.clone(),
+            input_token: input_token.clone(),
+            drain_deadline: None,
+            progress: all_progress,
+            emitter: emitter.clone(),
+            started: Instant::now(),
+        };
+        tokio::spawn(supervisor.run(tasks_rx, result_tx));
+
+        let mut set = JoinSet::new();
+        let mut task_names = HashMap::new();
+        for (i, (input, output)) in stage_io.into_iter().enumerate().rev() {
             let stage = Arc::clone(&topo.stages[i]);
             let name = Arc::clone(&self.inner.names[i]);
             let cx = StageContext {
@@ -385,14 +407,19 @@ impl Pipeline {
                     stage: name.to_string(),
                     kind: kind.as_str().to_owned(),
                 });
-                let fut = stage.run_boxed(cx, input, output);
-                let outcome = tokio::select! {
-                    biased;
-                    () = token.cancelled() => Outcome::Cancelled,
-                    result = fut => match result {
+                // No select on the token here: polling it on every wake of every stage costs
+                // two lock round trips per element. The supervisor aborts the task instead
+                // when it cancels the stage, and stages that want to end gracefully watch
+                // `cx.cancelled()` themselves.
+                let result = stage.run_boxed(cx, input, output).await;
+                let outcome = if token.is_cancelled() {
+                    // It ended after its cancellation (perhaps because of it).
+                    Outcome::Cancelled
+                } else {
+                    match result {
                         Ok(()) => Outcome::Done,
                         Err(e) => Outcome::Failed(e),
-                    },
+                    }
                 };
                 let duration_ms = millis(started.elapsed());
                 match &outcome {
@@ -409,34 +436,19 @@ impl Pipeline {
                 }
                 outcome
             });
-            task_names.insert(handle.id(), i);
+            task_names.insert(handle.id(), (i, handle));
         }
         if let Some(fut) = pump.and_then(|pump| pump(std::mem::take(&mut root_txs))) {
-            let token = input_token.clone();
+            // Aborted by the supervisor when the input is cancelled.
             let handle = set.spawn(async move {
-                tokio::select! {
-                    biased;
-                    () = token.cancelled() => Outcome::Cancelled,
-                    () = fut => Outcome::Done,
-                }
+                fut.await;
+                Outcome::Done
             });
-            task_names.insert(handle.id(), usize::MAX);
+            task_names.insert(handle.id(), (usize::MAX, handle));
         }
 
-        let supervisor = Supervisor {
-            inner: Arc::clone(&self.inner),
-            run_no,
-            set,
-            task_names,
-            token: token.clone(),
-            stage_tokens,
-            input_token,
-            drain_deadline: None,
-            progress: all_progress,
-            emitter,
-            started: Instant::now(),
-        };
-        tokio::spawn(supervisor.run(result_tx));
+        // Cannot fail: the supervisor waits for the tasks before anything else.
+        let _ = tasks_tx.send((set, task_names));
 
         let output = OutputStream {
             rx: out_rx,
@@ -516,11 +528,16 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The supervisor's view of a run's tasks: stage index (`usize::MAX` for the input pump) and
+/// abort handle, by task id.
+type TaskNames = HashMap<tokio::task::Id, (usize, AbortHandle)>;
+
 struct Supervisor {
     inner: Arc<Inner>,
     run_no: u64,
     set: JoinSet<Outcome>,
-    task_names: HashMap<tokio::task::Id, usize>,
+    /// Each task's stage index (`usize::MAX` for the input pump) and abort handle.
+    task_names: TaskNames,
     token: CancellationToken,
     stage_tokens: Vec<CancellationToken>,
     input_token: CancellationToken,
@@ -533,8 +550,8 @@ struct Supervisor {
 impl Supervisor {
     fn stage_name(&self, id: tokio::task::Id) -> String {
         match self.task_names.get(&id) {
-            Some(&usize::MAX) => "input".to_owned(),
-            Some(&i) => self.inner.names[i].to_string(),
+            Some(&(usize::MAX, _)) => "input".to_owned(),
+            Some(&(i, _)) => self.inner.names[i].to_string(),
             None => "unknown".to_owned(),
         }
     }
@@ -544,10 +561,10 @@ impl Supervisor {
     /// turn produced), within the shutdown grace period.
     fn stop_after_failure(&mut self, id: tokio::task::Id) {
         let topo = &self.inner.topology;
-        let failed = self.task_names.get(&id).copied().unwrap_or(usize::MAX);
+        let failed = self.task_names.get(&id).map_or(usize::MAX, |(i, _)| *i);
         self.input_token.cancel();
         if failed == usize::MAX {
-            self.token.cancel();
+            self.cancel_all();
             return;
         }
         let mut downstream = vec![false; topo.stages.len()];
@@ -566,10 +583,32 @@ impl Supervisor {
                 token.cancel();
             }
         }
+        for (i, task) in self.task_names.values() {
+            if *i == usize::MAX || !downstream[*i] {
+                task.abort();
+            }
+        }
         self.drain_deadline = Some(tokio::time::Instant::now() + topo.config.shutdown_grace);
     }
 
-    async fn run(mut self, result_tx: oneshot::Sender<Result<RunSummary, PipelineError>>) {
+    /// Cancels the run and stops every task still running.
+    fn cancel_all(&mut self) {
+        self.token.cancel();
+        self.set.abort_all();
+    }
+
+    async fn run(
+        mut self,
+        tasks: oneshot::Receiver<(JoinSet<Outcome>, TaskNames)>,
+        result_tx: oneshot::Sender<Result<RunSummary, PipelineError>>,
+    ) {
+        // Sent right after the tasks are spawned; only a panic while launching drops it
+        // (the run handle then reports the run as lost).
+        let Ok((set, task_names)) = tasks.await else {
+            return;
+        };
+        self.set = set;
+        self.task_names = task_names;
         let config = &self.inner.topology.config;
         let mut error: Option<PipelineError> = None;
         let exec_deadline = config
@@ -629,26 +668,30 @@ impl Supervisor {
                 () = exec_sleep, if error.is_none() => {
                     if let Some((t, _)) = exec_deadline {
                         error = Some(PipelineError::ExecutionTimeout(t));
-                        self.token.cancel();
+                        self.cancel_all();
                     }
                 }
                 _ = ticker.tick(), if idle.is_some() && error.is_none() => {
                     let total: u64 = self.progress.iter().map(|p| p.get()).sum();
-                    if total != last_total {
+                    // A stage waiting on a model or a tool is not idle: that wait has its
+                    // own timeouts.
+                    let busy = self.progress.iter().any(|p| p.is_busy());
+                    if total != last_total || busy {
                         last_total = total;
                         last_change = tokio::time::Instant::now();
                     } else if let Some(limit) = idle && last_change.elapsed() >= limit {
                         error = Some(PipelineError::IdleTimeout(limit));
-                        self.token.cancel();
+                        self.cancel_all();
                     }
                 }
                 () = drain_sleep => {
                     // Downstream stages did not finish draining in time.
                     self.drain_deadline = None;
-                    self.token.cancel();
+                    self.cancel_all();
                 }
                 () = self.token.cancelled(), if !external_cancel_seen => {
                     external_cancel_seen = true;
+                    self.set.abort_all();
                     if error.is_none() {
                         error = Some(PipelineError::Cancelled);
                     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
 
 use promptkit_core::{BoxError, BoxFuture, ProviderError, SpeechError, StateError, ToolError};
@@ -230,18 +230,46 @@ impl From<OutputClosed> for StageError {
 #[error("no downstream stage is receiving")]
 pub struct OutputClosed;
 
-/// Per-stage progress counter feeding the run's idle timeout.
+/// Per-stage progress feeding the run's idle timeout: a counter of elements and heartbeats,
+/// and how many waits on something outside the pipeline are in flight.
 #[derive(Debug, Default)]
-pub(crate) struct Progress(AtomicU64);
+pub(crate) struct Progress {
+    ticks: AtomicU64,
+    busy: AtomicU32,
+}
 
 impl Progress {
     #[inline]
     pub(crate) fn tick(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.ticks.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Whether the stage is waiting on an outside call (see [`StageContext::busy`]).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Marks its stage busy until dropped (a wait that is cancelled still ends the mark).
+#[derive(Debug)]
+struct BusyGuard<'a>(&'a Progress);
+
+impl<'a> BusyGuard<'a> {
+    fn new(progress: &'a Progress) -> Self {
+        progress.busy.fetch_add(1, Ordering::Relaxed);
+        Self(progress)
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        // The wait's end is progress too: the idle period starts now, not when it began.
+        self.0.tick();
     }
 }
 
@@ -297,9 +325,19 @@ impl StageContext {
     }
 
     /// Reports progress to the idle timeout. Call it during long operations that neither
-    /// receive nor send (a slow model call, a tool), so the run is not considered idle.
+    /// receive nor send, so the run is not considered idle; for a wait on something outside
+    /// the pipeline, [`busy`](Self::busy) needs no periodic calls.
     pub fn heartbeat(&self) {
         self.progress.tick();
+    }
+
+    /// Runs `fut`, a wait on something outside the pipeline (a model call, a tool, a store),
+    /// with the stage marked busy: the run's idle timeout, which watches the pipeline, does
+    /// not count that time. The wait's own timeouts (the provider's, the tool's) bound it.
+    /// Costs two atomic operations; no timer.
+    pub async fn busy<F: Future>(&self, fut: F) -> F::Output {
+        let _busy = BusyGuard::new(&self.progress);
+        fut.await
     }
 
     /// Completes when the run is cancelled. Stages rarely need this: a cancelled run drops

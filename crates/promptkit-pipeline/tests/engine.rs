@@ -652,6 +652,60 @@ async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
     );
 }
 
+/// A stage that waits once on something outside the pipeline (a model call), marked busy
+/// or not, then answers.
+struct OutsideWait {
+    wait: Duration,
+    busy: bool,
+}
+
+impl Stage for OutsideWait {
+    fn name(&self) -> &str {
+        "outside"
+    }
+
+    async fn run(
+        &self,
+        cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        while input.recv().await.is_some() {}
+        if self.busy {
+            cx.busy(tokio::time::sleep(self.wait)).await;
+        } else {
+            tokio::time::sleep(self.wait).await;
+        }
+        output.send(Element::text("answer")).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_marked_busy_is_not_idle_and_an_unmarked_one_is() {
+    // One silent 2 s wait against a 100 ms idle timeout: marked busy, the run goes on (the
+    // wait's own timeout is the caller's business) and needs no periodic heartbeat.
+    let run = |busy| async move {
+        Pipeline::builder()
+            .idle_timeout(Some(Duration::from_millis(100)))
+            .then(OutsideWait {
+                wait: Duration::from_secs(2),
+                busy,
+            })
+            .build()
+            .unwrap()
+            .execute_sync(TurnData::default(), [])
+            .await
+    };
+    assert_eq!(run(true).await.unwrap().text, "answer");
+    let failure = run(false).await.unwrap_err();
+    assert!(
+        matches!(failure.error, PipelineError::IdleTimeout(_)),
+        "{}",
+        failure.error
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn execution_timeout_is_a_hard_ceiling() {
     let pipeline = Pipeline::builder()

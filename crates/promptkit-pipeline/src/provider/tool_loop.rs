@@ -1,7 +1,6 @@
 //! One turn of the provider stage: model rounds and tool execution.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,41 +83,6 @@ impl From<OutputClosed> for TurnError {
     }
 }
 
-/// Runs `fut`, reporting a heartbeat every second so a slow call is not taken for an idle run
-/// (the call has its own timeout).
-/// Keeps the stage's progress counter moving, once a second, while it waits on something slow
-/// (a model, a tool), so the run's idle timeout measures the pipeline and not the model (the
-/// provider's own idle timeout watches the model). One per wait loop: a stream round reuses
-/// its ticker for every chunk instead of arming a timer per chunk.
-#[derive(Debug)]
-struct Heartbeat {
-    ticker: tokio::time::Interval,
-}
-
-impl Heartbeat {
-    fn new() -> Self {
-        let period = Duration::from_secs(1);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self { ticker }
-    }
-
-    async fn wait<F: Future>(&mut self, cx: &StageContext, fut: F) -> F::Output {
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                biased;
-                out = &mut fut => return out,
-                _ = self.ticker.tick() => cx.heartbeat(),
-            }
-        }
-    }
-}
-
-async fn with_heartbeat<F: Future>(cx: &StageContext, fut: F) -> F::Output {
-    Heartbeat::new().wait(cx, fut).await
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -156,7 +120,8 @@ impl ProviderStage {
     ) -> Result<LoopOutcome, TurnError> {
         let config = &self.config;
         let definitions: Vec<ToolDef> = match &self.tools {
-            Some(tools) => with_heartbeat(cx, tools.definitions())
+            Some(tools) => cx
+                .busy(tools.definitions())
                 .await
                 .map_err(TurnError::Tools)?,
             None => Vec::new(),
@@ -450,7 +415,7 @@ impl ProviderStage {
             if self.config.streaming {
                 self.stream_round(cx, request, output).await
             } else {
-                with_heartbeat(cx, provider.predict(request))
+                cx.busy(provider.predict(request))
                     .await
                     .map(|r| r.message)
                     .map_err(TurnError::Provider)
@@ -505,15 +470,14 @@ impl ProviderStage {
         request: &ProviderRequest,
         output: &StageOutput,
     ) -> Result<Message, TurnError> {
-        let mut beat = Heartbeat::new();
-        let mut stream = beat
-            .wait(cx, self.provider.stream(request))
+        let mut stream = cx
+            .busy(self.provider.stream(request))
             .await
             .map_err(TurnError::Provider)?;
         let mut acc = StreamAccumulator::new();
         let intercepted = !self.hooks.chunk.is_empty();
         let mut so_far = String::new();
-        while let Some(event) = beat.wait(cx, stream.next()).await {
+        while let Some(event) = cx.busy(stream.next()).await {
             let event = event.map_err(TurnError::Provider)?;
             cx.heartbeat();
             // The accumulator copies what it keeps; the delta's own text then moves on into
@@ -567,7 +531,7 @@ impl ProviderStage {
         )
         .buffered(limit)
         .collect::<Vec<_>>();
-        with_heartbeat(cx, runs).await
+        cx.busy(runs).await
     }
 
     async fn execute_one(&self, cx: &StageContext, call: &ToolCall) -> ToolResult {
