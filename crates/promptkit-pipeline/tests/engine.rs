@@ -562,11 +562,22 @@ async fn dropping_the_output_cancels_an_abandoned_run() {
     assert_eq!(metrics.num_alive_tasks(), baseline);
 }
 
-/// A stage that works slowly: it emits an element every `step`, `count` times.
+/// How [`Slow`] shows it is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// An element after every step.
+    Elements,
+    /// A heartbeat after every step, then one element.
+    Heartbeats,
+    /// Every step is a wait marked busy (a model call), then one element.
+    Busy,
+}
+
+/// A stage that works slowly: `count` steps of `step`, reporting as `report` says.
 struct Slow {
     step: Duration,
     count: usize,
-    heartbeat_only: bool,
+    report: Report,
 }
 
 impl Stage for Slow {
@@ -582,14 +593,19 @@ impl Stage for Slow {
     ) -> Result<(), StageError> {
         while input.recv().await.is_some() {}
         for i in 0..self.count {
-            tokio::time::sleep(self.step).await;
-            if self.heartbeat_only {
-                cx.heartbeat();
-            } else {
-                output.send(Element::text(i.to_string())).await?;
+            match self.report {
+                Report::Elements => {
+                    tokio::time::sleep(self.step).await;
+                    output.send(Element::text(i.to_string())).await?;
+                }
+                Report::Heartbeats => {
+                    tokio::time::sleep(self.step).await;
+                    cx.heartbeat();
+                }
+                Report::Busy => cx.busy(tokio::time::sleep(self.step)).await,
             }
         }
-        if self.heartbeat_only {
+        if self.report != Report::Elements {
             output.send(Element::text("done")).await?;
         }
         Ok(())
@@ -605,7 +621,7 @@ async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
         .then(Slow {
             step: Duration::from_millis(60),
             count: 10,
-            heartbeat_only: false,
+            report: Report::Elements,
         })
         .build()
         .unwrap();
@@ -621,7 +637,7 @@ async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
         .then(Slow {
             step: Duration::from_millis(60),
             count: 10,
-            heartbeat_only: true,
+            report: Report::Heartbeats,
         })
         .build()
         .unwrap();
@@ -637,7 +653,7 @@ async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
         .then(Slow {
             step: Duration::from_millis(300),
             count: 2,
-            heartbeat_only: false,
+            report: Report::Elements,
         })
         .build()
         .unwrap();
@@ -652,53 +668,25 @@ async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
     );
 }
 
-/// A stage that waits once on something outside the pipeline (a model call), marked busy
-/// or not, then answers.
-struct OutsideWait {
-    wait: Duration,
-    busy: bool,
-}
-
-impl Stage for OutsideWait {
-    fn name(&self) -> &str {
-        "outside"
-    }
-
-    async fn run(
-        &self,
-        cx: StageContext,
-        mut input: StageInput,
-        output: StageOutput,
-    ) -> Result<(), StageError> {
-        while input.recv().await.is_some() {}
-        if self.busy {
-            cx.busy(tokio::time::sleep(self.wait)).await;
-        } else {
-            tokio::time::sleep(self.wait).await;
-        }
-        output.send(Element::text("answer")).await?;
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_wait_marked_busy_is_not_idle_and_an_unmarked_one_is() {
     // One silent 2 s wait against a 100 ms idle timeout: marked busy, the run goes on (the
     // wait's own timeout is the caller's business) and needs no periodic heartbeat.
-    let run = |busy| async move {
+    let run = |report| async move {
         Pipeline::builder()
             .idle_timeout(Some(Duration::from_millis(100)))
-            .then(OutsideWait {
-                wait: Duration::from_secs(2),
-                busy,
+            .then(Slow {
+                step: Duration::from_secs(2),
+                count: 1,
+                report,
             })
             .build()
             .unwrap()
             .execute_sync(TurnData::default(), [])
             .await
     };
-    assert_eq!(run(true).await.unwrap().text, "answer");
-    let failure = run(false).await.unwrap_err();
+    assert_eq!(run(Report::Busy).await.unwrap().text, "done");
+    let failure = run(Report::Elements).await.unwrap_err();
     assert!(
         matches!(failure.error, PipelineError::IdleTimeout(_)),
         "{}",
@@ -713,7 +701,7 @@ async fn execution_timeout_is_a_hard_ceiling() {
         .then(Slow {
             step: Duration::from_millis(50),
             count: 100,
-            heartbeat_only: false,
+            report: Report::Elements,
         })
         .build()
         .unwrap();
