@@ -719,7 +719,7 @@ pub(crate) fn chat_span(system: &str, id: &str, model: &str, streaming: bool) ->
 }
 
 /// Serialises a request body.
-pub(crate) fn encode_json(body: &serde_json::Value) -> Result<Bytes, ProviderError> {
+pub(crate) fn encode_json(body: &impl serde::Serialize) -> Result<Bytes, ProviderError> {
     serde_json::to_vec(body)
         .map(Bytes::from)
         .map_err(|e| ProviderError::Decode {

@@ -39,7 +39,7 @@ use crate::http::{
 };
 use crate::vendor::{config_builders, http_provider};
 use stream::ChunkDecoder;
-use wire::{ChatResponse, Shape, build_body, content_text, error_from_body, finish_reason};
+use wire::{ChatResponse, Shape, body, content_text, error_from_body, finish_reason};
 
 /// The public OpenAI API base URL.
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -274,7 +274,7 @@ impl OpenAiProvider {
         model: &str,
         stream: bool,
     ) -> Result<Bytes, ProviderError> {
-        encode_json(&build_body(request, model, self.shape(), stream)?)
+        encode_json(&body(request, model, self.shape(), stream)?)
     }
 
     async fn run_predict(

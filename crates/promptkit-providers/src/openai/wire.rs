@@ -4,7 +4,7 @@ use promptkit_core::{
     ContentPart, FinishReason, Media, MediaSource, Message, ProviderError, ProviderRequest,
     ReasoningEffort, ResponseFormat, Role, ToolChoice, Usage, encode_base64,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::http::{null_as_default, tool_result_of, truncate};
@@ -18,17 +18,102 @@ pub(crate) struct Shape {
     pub(crate) max_completion_tokens: bool,
 }
 
-/// Builds the JSON body of a call.
-pub(crate) fn build_body(
-    request: &ProviderRequest,
-    model: &str,
+/// The JSON body of a call. It borrows from the request: tool schemas, stop sequences and
+/// pass-through values are written as they are, not copied into a `serde_json::Value` tree
+/// first (this runs for every round of every turn).
+#[derive(Debug, Serialize)]
+pub(crate) struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    messages: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<Value>,
+    /// Pass-through keys the fields above do not set.
+    #[serde(flatten)]
+    extra: Extra<'a>,
+}
+
+/// Pass-through entries, written as more keys of the body.
+#[derive(Debug, Default)]
+struct Extra<'a>(Vec<(&'a str, &'a Value)>);
+
+impl Serialize for Extra<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().copied())
+    }
+}
+
+impl Body<'_> {
+    /// Whether the body sets `key` itself (pass-through values never replace it).
+    fn sets(&self, key: &str) -> bool {
+        match key {
+            "model" => self.model.is_some(),
+            "messages" => true,
+            "tools" => !self.tools.is_empty(),
+            "tool_choice" => self.tool_choice.is_some(),
+            "parallel_tool_calls" => self.parallel_tool_calls.is_some(),
+            "temperature" => self.temperature.is_some(),
+            "top_p" => self.top_p.is_some(),
+            "max_tokens" => self.max_tokens.is_some(),
+            "max_completion_tokens" => self.max_completion_tokens.is_some(),
+            "seed" => self.seed.is_some(),
+            "stop" => !self.stop.is_empty(),
+            "response_format" => self.response_format.is_some(),
+            "reasoning_effort" => self.reasoning_effort.is_some(),
+            "stream" => self.stream.is_some(),
+            "stream_options" => self.stream_options.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// One entry of `tools`.
+#[derive(Debug, Serialize)]
+struct ToolJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionJson<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct FunctionJson<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    description: &'a str,
+    parameters: &'a Value,
+}
+
+/// Builds the body of a call.
+pub(crate) fn body<'a>(
+    request: &'a ProviderRequest,
+    model: &'a str,
     shape: Shape,
     stream: bool,
-) -> Result<Value, ProviderError> {
-    let mut body = Map::new();
-    if shape.send_model {
-        body.insert("model".into(), model.into());
-    }
+) -> Result<Body<'a>, ProviderError> {
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
         messages.push(json!({"role": "system", "content": system}));
@@ -36,97 +121,84 @@ pub(crate) fn build_body(
     for (index, message) in request.messages.iter().enumerate() {
         messages.push(message_json(message, index)?);
     }
-    body.insert("messages".into(), Value::Array(messages));
-
-    if !request.tools.is_empty() {
-        let tools = request
-            .tools
-            .iter()
-            .map(|t| {
-                let mut function = Map::new();
-                function.insert("name".into(), t.name.clone().into());
-                if !t.description.is_empty() {
-                    function.insert("description".into(), t.description.clone().into());
-                }
-                function.insert("parameters".into(), t.input_schema.clone());
-                json!({"type": "function", "function": function})
-            })
-            .collect();
-        body.insert("tools".into(), Value::Array(tools));
-        match &request.tool_choice {
-            ToolChoice::Auto => {}
-            ToolChoice::None => {
-                body.insert("tool_choice".into(), "none".into());
-            }
-            ToolChoice::Required => {
-                body.insert("tool_choice".into(), "required".into());
-            }
-            ToolChoice::Tool(name) => {
-                body.insert(
-                    "tool_choice".into(),
-                    json!({"type": "function", "function": {"name": name}}),
-                );
-            }
-        }
-        if let Some(parallel) = request.parallel_tool_calls {
-            body.insert("parallel_tool_calls".into(), parallel.into());
-        }
-    }
-    if let Some(t) = request.temperature {
-        body.insert("temperature".into(), json!(t));
-    }
-    if let Some(p) = request.top_p {
-        body.insert("top_p".into(), json!(p));
-    }
-    if let Some(max) = request.max_tokens {
-        let key = if shape.max_completion_tokens {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
-        body.insert(key.into(), max.into());
-    }
-    if let Some(seed) = request.seed {
-        body.insert("seed".into(), seed.into());
-    }
-    if !request.stop.is_empty() {
-        body.insert("stop".into(), json!(request.stop));
-    }
-    match &request.response_format {
-        None | Some(ResponseFormat::Text) => {}
-        Some(ResponseFormat::JsonObject) => {
-            body.insert("response_format".into(), json!({"type": "json_object"}));
-        }
+    let offers_tools = !request.tools.is_empty();
+    let tools = request
+        .tools
+        .iter()
+        .map(|t| ToolJson {
+            kind: "function",
+            function: FunctionJson {
+                name: &t.name,
+                description: &t.description,
+                parameters: &t.input_schema,
+            },
+        })
+        .collect();
+    let tool_choice = match &request.tool_choice {
+        _ if !offers_tools => None,
+        ToolChoice::Auto => None,
+        ToolChoice::None => Some("none".into()),
+        ToolChoice::Required => Some("required".into()),
+        ToolChoice::Tool(name) => Some(json!({"type": "function", "function": {"name": name}})),
+    };
+    let response_format = match &request.response_format {
+        None | Some(ResponseFormat::Text) => None,
+        Some(ResponseFormat::JsonObject) => Some(json!({"type": "json_object"})),
         Some(ResponseFormat::JsonSchema {
             name,
             schema,
             strict,
-        }) => {
-            body.insert(
-                "response_format".into(),
-                json!({"type": "json_schema", "json_schema": {
-                    "name": name, "schema": schema, "strict": strict}}),
-            );
-        }
-    }
-    if let Some(effort) = request.reasoning.and_then(|r| r.effort) {
-        let effort = match effort {
+        }) => Some(json!({"type": "json_schema", "json_schema": {
+            "name": name, "schema": schema, "strict": strict}})),
+    };
+    let reasoning_effort = request
+        .reasoning
+        .and_then(|r| r.effort)
+        .map(|effort| match effort {
             ReasoningEffort::Minimal => "minimal",
             ReasoningEffort::Low => "low",
             ReasoningEffort::Medium => "medium",
             ReasoningEffort::High => "high",
-        };
-        body.insert("reasoning_effort".into(), effort.into());
-    }
-    if stream {
-        body.insert("stream".into(), true.into());
-        body.insert("stream_options".into(), json!({"include_usage": true}));
-    }
+        });
+    let mut body = Body {
+        model: shape.send_model.then_some(model),
+        messages,
+        tools,
+        tool_choice,
+        parallel_tool_calls: request.parallel_tool_calls.filter(|_| offers_tools),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        max_tokens: request.max_tokens.filter(|_| !shape.max_completion_tokens),
+        max_completion_tokens: request.max_tokens.filter(|_| shape.max_completion_tokens),
+        seed: request.seed,
+        stop: &request.stop,
+        response_format,
+        reasoning_effort,
+        stream: stream.then_some(true),
+        stream_options: stream.then(|| json!({"include_usage": true})),
+        extra: Extra::default(),
+    };
     // Pass-through last: keys set above win.
-    for (key, value) in &request.extra {
-        body.entry(key.clone()).or_insert_with(|| value.clone());
-    }
-    Ok(Value::Object(body))
+    let extra = request
+        .extra
+        .iter()
+        .filter(|(key, _)| !body.sets(key))
+        .map(|(key, value)| (key.as_str(), value))
+        .collect();
+    body.extra = Extra(extra);
+    Ok(body)
+}
+
+/// The body as a JSON value, for tests that look into it.
+#[cfg(test)]
+pub(crate) fn build_body(
+    request: &ProviderRequest,
+    model: &str,
+    shape: Shape,
+    stream: bool,
+) -> Result<Value, ProviderError> {
+    let body = body(request, model, shape, stream)?;
+    Ok(serde_json::to_value(&body).expect("a body serialises"))
 }
 
 fn message_json(message: &Message, index: usize) -> Result<Value, ProviderError> {
