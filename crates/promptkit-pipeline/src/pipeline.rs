@@ -618,7 +618,10 @@ impl Supervisor {
         let check_every = idle.map_or(Duration::from_secs(3600), |t| {
             (t / 4).max(Duration::from_millis(1))
         });
-        let mut ticker = tokio::time::interval(check_every);
+        // The first check is one period in (an interval's first tick is immediate, which
+        // would cost every run an extra pass through this loop for nothing).
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_total = u64::MAX;
         let mut last_change = tokio::time::Instant::now();
