@@ -33,6 +33,10 @@ pub(crate) struct Options {
     pub(crate) repeat: usize,
     /// Also write the JSON lines to this file.
     pub(crate) out: Option<PathBuf>,
+    /// Another `promptkit` binary (a build of an earlier commit, say) to run in the
+    /// baseline's place: paired runs of two builds, for changes too small to see against
+    /// the baseline through run-to-run noise.
+    pub(crate) versus: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
             scenarios: vec![Scenario::Plain, Scenario::Tools],
             repeat: 1,
             out: None,
+            versus: None,
         }
     }
 }
@@ -78,6 +83,8 @@ impl Scenario {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Baseline,
+    /// The `--versus` build of promptkit.
+    Versus,
     Promptkit,
 }
 
@@ -85,9 +92,34 @@ impl Target {
     fn name(self) -> &'static str {
         match self {
             Self::Baseline => "baseline",
+            Self::Versus => "versus",
             Self::Promptkit => "promptkit",
         }
     }
+}
+
+/// `binary serve` configured as the system under test.
+fn serve_command(binary: &Path, work: &Path, upstream: &str, scenario: Scenario) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env("PROMPTKIT_HOME", work)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("PROMPTKIT_PROVIDER_CONFIG")
+        .args([
+            "--provider",
+            "openai-compatible",
+            "--base-url",
+            &format!("{upstream}/v1"),
+            "--model",
+            "gpt-4o-mini",
+            "--state",
+            "memory",
+        ]);
+    if scenario == Scenario::Tools {
+        command.args(["--tools", &work.join("lookup_order.json").to_string_lossy()]);
+    }
+    command.args(["serve", "--addr", "127.0.0.1:0"]);
+    command
 }
 
 /// A child process whose output lines arrive on a channel; killed when dropped.
@@ -245,15 +277,27 @@ fn build(root: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs one scenario, target and tier; returns the result line.
+/// What every measurement shares: where the binaries are, the work directory, the upstream.
+struct Setup<'a> {
+    bin: &'a Path,
+    versus: Option<&'a Path>,
+    work: &'a Path,
+    upstream: &'a str,
+}
+
 fn measure(
-    bin: &Path,
-    work: &Path,
-    upstream: &str,
+    setup: &Setup<'_>,
     scenario: Scenario,
     target: Target,
     concurrency: usize,
     requests: usize,
 ) -> anyhow::Result<Value> {
+    let Setup {
+        bin,
+        versus,
+        work,
+        upstream,
+    } = *setup;
     let (process, path) = match target {
         Target::Baseline => {
             let mut command = Command::new(bin.join("promptkit-bench-baseline"));
@@ -264,27 +308,19 @@ fn measure(
             };
             (Process::spawn(command, false)?, path)
         }
-        Target::Promptkit => {
-            let mut command = Command::new(bin.join("promptkit"));
-            command
-                .env("PROMPTKIT_HOME", work)
-                .env_remove("OPENAI_API_KEY")
-                .env_remove("PROMPTKIT_PROVIDER_CONFIG")
-                .args([
-                    "--provider",
-                    "openai-compatible",
-                    "--base-url",
-                    &format!("{upstream}/v1"),
-                    "--model",
-                    "gpt-4o-mini",
-                    "--state",
-                    "memory",
-                ]);
-            if scenario == Scenario::Tools {
-                command.args(["--tools", &work.join("lookup_order.json").to_string_lossy()]);
-            }
-            command.args(["serve", "--addr", "127.0.0.1:0"]);
-            (Process::spawn(command, true)?, "/v1/chat/completions")
+        Target::Promptkit => (
+            Process::spawn(
+                serve_command(&bin.join("promptkit"), work, upstream, scenario),
+                true,
+            )?,
+            "/v1/chat/completions",
+        ),
+        Target::Versus => {
+            let other = versus.context("internal: --versus without a binary")?;
+            (
+                Process::spawn(serve_command(other, work, upstream, scenario), true)?,
+                "/v1/chat/completions",
+            )
         }
     };
     let url = format!("{}{path}", process.address()?);
@@ -399,6 +435,11 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
     if !Path::new("/proc/self/stat").exists() {
         bail!("round1 reads CPU time and RSS from /proc: run it on Linux");
     }
+    if let Some(other) = &options.versus
+        && !other.is_file()
+    {
+        bail!("--versus: {} is not a file", other.display());
+    }
     let bin = build(root)?;
     let work = std::env::temp_dir().join(format!("promptkit-round1-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
@@ -422,6 +463,17 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
         "==> round 1 on {machine}; profile {}; upstream {upstream}",
         options.profile
     );
+    let first = if options.versus.is_some() {
+        Target::Versus
+    } else {
+        Target::Baseline
+    };
+    let setup = Setup {
+        bin: &bin,
+        versus: options.versus.as_deref(),
+        work: &work,
+        upstream: &upstream,
+    };
     let mut runs = Vec::new();
     let mut results = Vec::new();
     let mut clean = true;
@@ -430,23 +482,12 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
             let mut per_target: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
             // Baseline and promptkit alternate, so drift on a shared machine hits both.
             for _ in 0..options.repeat.max(1) {
-                for (slot, target) in [Target::Baseline, Target::Promptkit]
-                    .into_iter()
-                    .enumerate()
-                {
+                for (slot, target) in [first, Target::Promptkit].into_iter().enumerate() {
                     let requests = concurrency * options.per_worker;
-                    let line = measure(
-                        &bin,
-                        &work,
-                        &upstream,
-                        scenario,
-                        target,
-                        concurrency,
-                        requests,
-                    )
-                    .with_context(|| {
-                        format!("{} {} at {concurrency}", scenario.name(), target.name())
-                    })?;
+                    let line = measure(&setup, scenario, target, concurrency, requests)
+                        .with_context(|| {
+                            format!("{} {} at {concurrency}", scenario.name(), target.name())
+                        })?;
                     if line["errors"].as_u64() != Some(0) {
                         clean = false;
                     }

@@ -56,6 +56,8 @@ OPTIONS (bench round1):
     --scenario <NAME>       plain or tools (default: both)
     --repeat <N>            Runs per cell; the table shows medians (default 1)
     --out <FILE>            Also write the JSON lines to FILE
+    --versus <BINARY>       Run another promptkit build (an earlier commit's, copied out of
+                            target/release) in the baseline's place: paired runs of two builds
 ";
 
 /// A parsed command line.
@@ -159,6 +161,7 @@ fn parse_round1(mut args: impl Iterator<Item = String>) -> anyhow::Result<bench:
             }
             "--scenario" => scenarios.push(bench::Scenario::parse(&value()?)?),
             "--out" => options.out = Some(value()?.into()),
+            "--versus" => options.versus = Some(value()?.into()),
             other => bail!("unknown option `{other}` for `cargo xtask bench round1`\n\n{HELP}"),
         }
     }
@@ -275,10 +278,16 @@ mod tests {
             "tools",
             "--per-worker",
             "3",
+            "--versus",
+            "/tmp/promptkit-old",
         ])
         .unwrap() else {
             panic!("not round1");
         };
+        assert_eq!(
+            options.versus.as_deref(),
+            Some(std::path::Path::new("/tmp/promptkit-old"))
+        );
         assert_eq!(options.tiers, [10, 500]);
         assert_eq!(options.scenarios, [super::bench::Scenario::Tools]);
         assert_eq!(options.per_worker, 3);
