@@ -175,8 +175,23 @@ enum SessionAction {
 #[error("{0}")]
 pub(crate) struct ConfigError(pub(crate) String);
 
+/// Sends the runtime's log to stderr, away from answers on stdout. `RUST_LOG` chooses what is
+/// logged; by default warnings: retries, fail-overs, malformed frames, MCP servers lost.
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Fails only if a subscriber is already set, which then stays.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,
