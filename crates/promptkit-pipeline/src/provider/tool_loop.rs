@@ -198,7 +198,18 @@ impl ProviderStage {
             if tool_choice == promptkit_core::ToolChoice::None {
                 offered.clear();
             }
-            let mut request = ProviderRequest::new(conversation.clone());
+            // The request borrows the conversation for the call: moved in and back, rather
+            // than cloned every round (a long history is most of a request). Only when nothing
+            // can rewrite it on the way: no provider hook, and no system message for
+            // `lift_system_messages` to take out.
+            let lend = self.hooks.provider.is_empty()
+                && !conversation.iter().any(|m| m.role == Role::System);
+            let messages = if lend {
+                std::mem::take(conversation)
+            } else {
+                conversation.clone()
+            };
+            let mut request = ProviderRequest::new(messages);
             request.system = system;
             request.tool_choice = if offered.is_empty() {
                 promptkit_core::ToolChoice::Auto
@@ -220,7 +231,11 @@ impl ProviderStage {
             if let Decision::Deny(v) = self.hooks.before_call(&mut request).await {
                 return self.deny(conversation, output, v).await;
             }
-            let mut message = match self.call_model(cx, &request, output).await {
+            let called = self.call_model(cx, &request, output).await;
+            if lend {
+                *conversation = std::mem::take(&mut request.messages);
+            }
+            let mut message = match called {
                 Err(TurnError::Denied(v)) => return self.deny(conversation, output, v).await,
                 other => other?,
             };
