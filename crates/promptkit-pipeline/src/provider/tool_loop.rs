@@ -492,9 +492,9 @@ impl ProviderStage {
         let mut acc = StreamAccumulator::new();
         let intercepted = !self.hooks.chunk.is_empty();
         let mut so_far = String::new();
+        // Each wait for an event ends a busy mark, which counts as progress: no heartbeat here.
         while let Some(event) = cx.busy(stream.next()).await {
             let event = event.map_err(TurnError::Provider)?;
-            cx.heartbeat();
             // The accumulator copies what it keeps; the delta's own text then moves on into
             // the element, so a streamed piece of text is allocated once after decoding.
             acc.push(&event);
