@@ -375,7 +375,7 @@ impl Pipeline {
             inner: Arc::clone(&self.inner),
             run_no,
             set: JoinSet::new(),
-            task_names: HashMap::new(),
+            tasks: HashMap::new(),
             token: token.clone(),
             stage_tokens: stage_tokens.clone(),
             input_token: input_token.clone(),
@@ -387,7 +387,7 @@ impl Pipeline {
         tokio::spawn(supervisor.run(tasks_rx, result_tx));
 
         let mut set = JoinSet::new();
-        let mut task_names = HashMap::new();
+        let mut tasks = HashMap::new();
         for (i, (input, output)) in stage_io.into_iter().enumerate().rev() {
             let stage = Arc::clone(&topo.stages[i]);
             let name = Arc::clone(&self.inner.names[i]);
@@ -436,7 +436,7 @@ impl Pipeline {
                 }
                 outcome
             });
-            task_names.insert(handle.id(), (i, handle));
+            tasks.insert(handle.id(), (i, handle));
         }
         if let Some(fut) = pump.and_then(|pump| pump(std::mem::take(&mut root_txs))) {
             // Aborted by the supervisor when the input is cancelled.
@@ -444,11 +444,11 @@ impl Pipeline {
                 fut.await;
                 Outcome::Done
             });
-            task_names.insert(handle.id(), (usize::MAX, handle));
+            tasks.insert(handle.id(), (usize::MAX, handle));
         }
 
         // Cannot fail: the supervisor waits for the tasks before anything else.
-        let _ = tasks_tx.send((set, task_names));
+        let _ = tasks_tx.send((set, tasks));
 
         let output = OutputStream {
             rx: out_rx,
@@ -528,16 +528,14 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The supervisor's view of a run's tasks: stage index (`usize::MAX` for the input pump) and
-/// abort handle, by task id.
-type TaskNames = HashMap<tokio::task::Id, (usize, AbortHandle)>;
+/// A run's tasks by id: stage index (`usize::MAX` for the input pump) and abort handle.
+type Tasks = HashMap<tokio::task::Id, (usize, AbortHandle)>;
 
 struct Supervisor {
     inner: Arc<Inner>,
     run_no: u64,
     set: JoinSet<Outcome>,
-    /// Each task's stage index (`usize::MAX` for the input pump) and abort handle.
-    task_names: TaskNames,
+    tasks: Tasks,
     token: CancellationToken,
     stage_tokens: Vec<CancellationToken>,
     input_token: CancellationToken,
@@ -549,7 +547,7 @@ struct Supervisor {
 
 impl Supervisor {
     fn stage_name(&self, id: tokio::task::Id) -> String {
-        match self.task_names.get(&id) {
+        match self.tasks.get(&id) {
             Some(&(usize::MAX, _)) => "input".to_owned(),
             Some(&(i, _)) => self.inner.names[i].to_string(),
             None => "unknown".to_owned(),
@@ -561,7 +559,7 @@ impl Supervisor {
     /// turn produced), within the shutdown grace period.
     fn stop_after_failure(&mut self, id: tokio::task::Id) {
         let topo = &self.inner.topology;
-        let failed = self.task_names.get(&id).map_or(usize::MAX, |(i, _)| *i);
+        let failed = self.tasks.get(&id).map_or(usize::MAX, |(i, _)| *i);
         self.input_token.cancel();
         if failed == usize::MAX {
             self.cancel_all();
@@ -583,7 +581,7 @@ impl Supervisor {
                 token.cancel();
             }
         }
-        for (i, task) in self.task_names.values() {
+        for (i, task) in self.tasks.values() {
             if *i == usize::MAX || !downstream[*i] {
                 task.abort();
             }
@@ -599,16 +597,16 @@ impl Supervisor {
 
     async fn run(
         mut self,
-        tasks: oneshot::Receiver<(JoinSet<Outcome>, TaskNames)>,
+        tasks: oneshot::Receiver<(JoinSet<Outcome>, Tasks)>,
         result_tx: oneshot::Sender<Result<RunSummary, PipelineError>>,
     ) {
         // Sent right after the tasks are spawned; only a panic while launching drops it
         // (the run handle then reports the run as lost).
-        let Ok((set, task_names)) = tasks.await else {
+        let Ok((set, tasks)) = tasks.await else {
             return;
         };
         self.set = set;
-        self.task_names = task_names;
+        self.tasks = tasks;
         let config = &self.inner.topology.config;
         let mut error: Option<PipelineError> = None;
         let exec_deadline = config
