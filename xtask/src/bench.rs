@@ -276,7 +276,6 @@ fn build(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(target_directory(root)?.join("release"))
 }
 
-/// Runs one scenario, target and tier; returns the result line.
 /// What every measurement shares: where the binaries are, the work directory, the upstream.
 struct Setup<'a> {
     bin: &'a Path,
@@ -285,6 +284,7 @@ struct Setup<'a> {
     upstream: &'a str,
 }
 
+/// Runs one scenario, target and tier; returns the result line.
 fn measure(
     setup: &Setup<'_>,
     scenario: Scenario,
@@ -308,17 +308,15 @@ fn measure(
             };
             (Process::spawn(command, false)?, path)
         }
-        Target::Promptkit => (
-            Process::spawn(
-                serve_command(&bin.join("promptkit"), work, upstream, scenario),
-                true,
-            )?,
-            "/v1/chat/completions",
-        ),
-        Target::Versus => {
-            let other = versus.context("internal: --versus without a binary")?;
+        Target::Promptkit | Target::Versus => {
+            let binary = match target {
+                Target::Versus => versus
+                    .context("internal: --versus without a binary")?
+                    .to_owned(),
+                _ => bin.join("promptkit"),
+            };
             (
-                Process::spawn(serve_command(other, work, upstream, scenario), true)?,
+                Process::spawn(serve_command(&binary, work, upstream, scenario), true)?,
                 "/v1/chat/completions",
             )
         }
@@ -480,7 +478,8 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
     for &scenario in &options.scenarios {
         for &concurrency in &options.tiers {
             let mut per_target: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
-            // Baseline and promptkit alternate, so drift on a shared machine hits both.
+            // The baseline (or the --versus build) and promptkit alternate, so drift on a
+            // shared machine hits both.
             for _ in 0..options.repeat.max(1) {
                 for (slot, target) in [first, Target::Promptkit].into_iter().enumerate() {
                     let requests = concurrency * options.per_worker;
