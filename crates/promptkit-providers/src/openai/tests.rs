@@ -28,8 +28,8 @@ fn tool(name: &str) -> ToolDef {
     )
 }
 
-#[test]
-fn request_maps_every_field() {
+/// A request that sets every field the body maps (no pass-through values).
+fn every_field() -> ProviderRequest {
     let mut request = ProviderRequest::new(vec![
         Message::user("find order 1"),
         Message::assistant("")
@@ -56,6 +56,12 @@ fn request_maps_every_field() {
         effort: Some(ReasoningEffort::Low),
         ..ReasoningConfig::default()
     });
+    request
+}
+
+#[test]
+fn request_maps_every_field() {
+    let mut request = every_field();
     request.extra.insert("user".into(), json!("u-1"));
     request.extra.insert("model".into(), json!("ignored"));
 
@@ -99,6 +105,24 @@ fn request_maps_every_field() {
     );
 }
 
+#[test]
+fn pass_through_never_replaces_a_key_the_body_writes() {
+    // Guards `Body::sets` against drift: a field it forgets would be written twice.
+    let azure_like = Shape {
+        send_model: false,
+        max_completion_tokens: false,
+    };
+    for shape in [OPENAI, azure_like] {
+        for stream in [true, false] {
+            let mut request = every_field();
+            let own = build_body(&request, "m", shape, stream).unwrap();
+            for key in own.as_object().unwrap().keys() {
+                request.extra.insert(key.clone(), json!("pass-through"));
+            }
+            assert_eq!(build_body(&request, "m", shape, stream).unwrap(), own);
+        }
+    }
+}
 #[test]
 fn tool_choice_forms_and_no_tools() {
     let mut request = ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![tool("a")]);
