@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
+use futures_util::StreamExt as _;
 use futures_util::stream::{self, Stream};
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
 use promptkit::pipeline::{PipelineError, TurnData};
@@ -456,7 +457,7 @@ async fn chat_completions(
     let created = promptkit::Timestamp::now().as_unix_millis() / 1000;
     let mut response = if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let frames = sse_frames(SseState {
+        let mut state = SseState {
             reply: Some(reply),
             id,
             created,
@@ -464,7 +465,9 @@ async fn chat_completions(
             include_usage,
             first: true,
             _permit: permit,
-        });
+        };
+        let first = state.first_frame().await?;
+        let frames = stream::iter(first.map(Ok)).chain(sse_frames(state));
         let mut response = Response::new(Body::from_stream(frames));
         let headers = response.headers_mut();
         headers.insert(
@@ -534,7 +537,49 @@ struct SseState {
     _permit: OwnedSemaphorePermit,
 }
 
+/// How long a streamed response waits for its first frame before sending its headers anyway.
+///
+/// Holding the headers until the answer starts puts them in the same write as the first
+/// chunk (one system call and one wake-up of the client fewer per response), and lets a turn
+/// that fails before its first token answer with a real HTTP status instead of an error event
+/// in a `200` stream. A turn that takes longer to start (a slow tool round) gets its headers
+/// at this point, for clients and proxies that time out waiting for them.
+const HEADER_HOLD: Duration = Duration::from_secs(1);
+
 impl SseState {
+    /// Waits, for up to [`HEADER_HOLD`], for the first frame of the response.
+    ///
+    /// # Errors
+    /// The turn's error, when it fails before its first frame.
+    async fn first_frame(&mut self) -> Result<Option<Bytes>, ApiError> {
+        let Some(reply) = self.reply.as_mut() else {
+            return Ok(None);
+        };
+        let hold = tokio::time::sleep(HEADER_HOLD);
+        tokio::pin!(hold);
+        loop {
+            tokio::select! {
+                biased;
+                event = reply.next_event() => match event {
+                    Some(AgentEvent::Text(text)) if !text.is_empty() => {
+                        return Ok(Some(Bytes::from(self.content(&text))));
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                () = &mut hold => return Ok(None),
+            }
+        }
+        // The turn ended before any text: an error becomes the response's status.
+        let Some(reply) = self.reply.take() else {
+            return Ok(None);
+        };
+        match reply.finish().await {
+            Ok(reply) => Ok(Some(Bytes::from(self.closing(Ok(reply))))),
+            Err(e) => Err(ApiError::from_turn(&e)),
+        }
+    }
+
     /// One `chat.completion.chunk` frame around `delta` (JSON text). The fixed parts are
     /// written as text: this runs once per streamed piece of text.
     fn frame(&self, delta: &str, finish: Option<&str>) -> String {

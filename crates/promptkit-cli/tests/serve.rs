@@ -387,6 +387,33 @@ async fn bad_requests_get_openai_style_errors_and_upstream_failures_map_to_statu
         "{error}"
     );
 
+    // The same failure on a streamed request: it happens before the first token, so the
+    // response is not a stream but the same error with its status.
+    upstream.push(Scripted::openai_error(
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided",
+    ));
+    let response = post(json!({"stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "an error, not an event stream"
+    );
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Incorrect API key"),
+        "{error}"
+    );
+
     // A failure in the middle of a stream arrives as an error event, not as a clean end.
     upstream.push(Scripted::sse(vec![
         SseStep::Json(chunks::text("partial ")),
