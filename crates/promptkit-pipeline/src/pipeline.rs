@@ -101,6 +101,13 @@ impl fmt::Debug for Pipeline {
 
 static PROCESS_RUNS: AtomicU64 = AtomicU64::new(0);
 
+/// This process's id, read once: `std::process::id()` is a system call, and every run's id
+/// starts with it.
+fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 impl Pipeline {
     /// A builder.
     pub fn builder() -> PipelineBuilder {
@@ -254,7 +261,7 @@ impl Pipeline {
         let run_no = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
         let run_id = format!(
             "run-{:x}-{:x}",
-            std::process::id(),
+            process_id(),
             PROCESS_RUNS.fetch_add(1, Ordering::Relaxed)
         );
         let emitter = Emitter::new(topo.bus.clone(), run_id.clone(), turn.session_id.as_deref());
