@@ -7,9 +7,12 @@
 //! server run inside the turn: the client sees the final answer.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{self, Poll, ready};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -467,7 +470,10 @@ async fn chat_completions(
             _permit: permit,
         };
         let first = state.first_frame().await?;
-        let frames = stream::iter(first.map(Ok)).chain(sse_frames(state));
+        let frames = stream::iter(first.map(Ok)).chain(SseFrames {
+            state,
+            closing: None,
+        });
         let mut response = Response::new(Body::from_stream(frames));
         let headers = response.headers_mut();
         headers.insert(
@@ -651,21 +657,39 @@ impl SseState {
     }
 }
 
-fn sse_frames(state: SseState) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    stream::unfold(state, |mut state| async move {
-        let reply = state.reply.as_mut()?;
+/// The frames of an SSE response after the first: a hand-written stream, so that the response
+/// state stays where it is instead of moving into a new future for every frame.
+struct SseFrames {
+    state: SseState,
+    /// The turn's result, awaited once its output has ended.
+    closing: Option<Pin<Box<dyn Future<Output = Result<Reply, AgentError>> + Send>>>,
+}
+
+impl Stream for SseFrames {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            match reply.next_event().await {
+            if let Some(closing) = &mut this.closing {
+                let result = ready!(closing.as_mut().poll(cx));
+                this.closing = None;
+                return Poll::Ready(Some(Ok(Bytes::from(this.state.closing(result)))));
+            }
+            let Some(reply) = this.state.reply.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(reply).poll_next(cx)) {
                 Some(AgentEvent::Text(text)) if !text.is_empty() => {
-                    let frame = state.content(&text);
-                    return Some((Ok(Bytes::from(frame)), state));
+                    return Poll::Ready(Some(Ok(Bytes::from(this.state.content(&text)))));
                 }
                 Some(_) => {}
-                None => break,
+                None => {
+                    if let Some(reply) = this.state.reply.take() {
+                        this.closing = Some(Box::pin(reply.finish()));
+                    }
+                }
             }
         }
-        let reply = state.reply.take()?;
-        let frame = state.closing(reply.finish().await);
-        Some((Ok(Bytes::from(frame)), state))
-    })
+    }
 }
