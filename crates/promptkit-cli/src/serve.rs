@@ -7,7 +7,6 @@
 //! server run inside the turn: the client sees the final answer.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, Stream};
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
 use promptkit::pipeline::{PipelineError, TurnData};
@@ -662,7 +662,7 @@ impl SseState {
 struct SseFrames {
     state: SseState,
     /// The turn's result, awaited once its output has ended.
-    closing: Option<Pin<Box<dyn Future<Output = Result<Reply, AgentError>> + Send>>>,
+    closing: Option<BoxFuture<'static, Result<Reply, AgentError>>>,
 }
 
 impl Stream for SseFrames {
