@@ -23,6 +23,10 @@ pub struct Element {
 }
 
 /// The content (or control signal) of an [`Element`].
+///
+/// Payloads larger than an audio frame are boxed, so that an element stays small: every
+/// element is moved through a channel slot at each hop, and each channel allocates its slots
+/// 32 at a time (an element is 168 bytes; with these payloads inline it was 232).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Payload {
@@ -31,15 +35,15 @@ pub enum Payload {
     /// An audio chunk or a whole utterance.
     Audio(AudioFrame),
     /// A video frame or segment.
-    Video(VideoFrame),
+    Video(Box<VideoFrame>),
     /// An image.
-    Image(ImageFrame),
+    Image(Box<ImageFrame>),
     /// A complete conversation message.
     Message(Box<Message>),
     /// A tool call.
-    ToolCall(ToolCall),
+    ToolCall(Box<ToolCall>),
     /// A content part (for example a reasoning delta).
-    Part(ContentPart),
+    Part(Box<ContentPart>),
     /// A control signal.
     Control(Control),
 }
@@ -203,12 +207,22 @@ impl Element {
 
     /// A tool-call element.
     pub fn tool_call(call: ToolCall) -> Self {
-        Self::new(Payload::ToolCall(call))
+        Self::new(Payload::ToolCall(Box::new(call)))
     }
 
     /// A content-part element.
     pub fn part(part: ContentPart) -> Self {
-        Self::new(Payload::Part(part))
+        Self::new(Payload::Part(Box::new(part)))
+    }
+
+    /// A video element.
+    pub fn video(frame: VideoFrame) -> Self {
+        Self::new(Payload::Video(Box::new(frame)))
+    }
+
+    /// An image element.
+    pub fn image(frame: ImageFrame) -> Self {
+        Self::new(Payload::Image(Box::new(frame)))
     }
 
     /// A control element.
@@ -377,6 +391,18 @@ mod tests {
             "element wins"
         );
         assert_eq!(own.meta.attribute("tenant"), Some(&json!("acme")));
+    }
+
+    #[test]
+    fn elements_stay_small() {
+        // Each channel allocates 32 slots at once and every hop moves an element: a payload
+        // stored inline that grows this (a new variant, a larger core type) costs every run.
+        assert!(
+            size_of::<Element>() <= 168,
+            "Element is {} bytes",
+            size_of::<Element>()
+        );
+        assert!(size_of::<Payload>() <= 64);
     }
 
     #[test]

@@ -601,7 +601,7 @@ async fn calls_needing_approval_end_the_turn_pending_and_the_turn_resumes_with_d
         .iter()
         .filter(|e| e.meta.attribute(PENDING_APPROVAL).is_some())
         .filter_map(|e| match &e.payload {
-            Payload::ToolCall(c) => Some(c),
+            Payload::ToolCall(c) => Some(&**c),
             _ => None,
         })
         .collect();

@@ -230,7 +230,10 @@ impl Reply {
         let pending = element.meta.attribute(PENDING_APPROVAL).is_some();
         match element.payload {
             Payload::Text(t) => Some(AgentEvent::Text(t)),
-            Payload::Part(ContentPart::Reasoning(r)) => r.text.map(AgentEvent::Reasoning),
+            Payload::Part(part) => match *part {
+                ContentPart::Reasoning(r) => r.text.map(AgentEvent::Reasoning),
+                _ => None,
+            },
             Payload::Message(m) => {
                 if m.role == Role::Assistant {
                     if let Some(u) = m.usage {
@@ -244,8 +247,8 @@ impl Reply {
                 Some(AgentEvent::Message(m))
             }
             Payload::ToolCall(call) if pending => {
-                self.pending.push(call.clone());
-                Some(AgentEvent::PendingApproval(call))
+                self.pending.push(ToolCall::clone(&call));
+                Some(AgentEvent::PendingApproval(*call))
             }
             _ => None,
         }

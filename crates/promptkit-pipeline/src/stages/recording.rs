@@ -84,8 +84,12 @@ impl RecordedElement {
                 mime_type: v.mime_type.clone(),
                 bytes: v.data.len(),
             },
-            Payload::ToolCall(call) => Self::ToolCall { call: call.clone() },
-            Payload::Part(part) => Self::Part { part: part.clone() },
+            Payload::ToolCall(call) => Self::ToolCall {
+                call: ToolCall::clone(call),
+            },
+            Payload::Part(part) => Self::Part {
+                part: ContentPart::clone(part),
+            },
             Payload::Control(c) => Self::Control {
                 signal: element.kind_name().to_owned(),
                 error: match c {
