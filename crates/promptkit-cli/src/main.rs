@@ -270,7 +270,9 @@ fn selected_kind(cli: &Cli, has_openai_key: bool) -> ProviderKind {
     })
 }
 
-fn provider(cli: &Cli, file: &ConfigFile) -> Result<Arc<dyn Provider>> {
+/// The provider, and the HTTP client it uses when the CLI built that client (the HTTP tools
+/// then share it: one connection pool and one TLS set-up for the process).
+fn provider(cli: &Cli, file: &ConfigFile) -> Result<(Arc<dyn Provider>, Option<reqwest::Client>)> {
     let spec = match (&cli.provider_config, &file.provider) {
         (Some(path), _) => {
             Some(ProviderSpec::from_file(path).map_err(|e| ConfigError(e.to_string()))?)
@@ -280,15 +282,27 @@ fn provider(cli: &Cli, file: &ConfigFile) -> Result<Arc<dyn Provider>> {
         _ => None,
     };
     if let Some(spec) = spec {
-        return spec.build().map_err(|e| ConfigError(e.to_string()).into());
+        return spec
+            .build()
+            .map(|provider| (provider, None))
+            .map_err(|e| ConfigError(e.to_string()).into());
     }
     let key = openai_key();
+    let openai = |config: OpenAiConfig| -> Result<(Arc<dyn Provider>, Option<reqwest::Client>)> {
+        let client = config
+            .http()
+            .build_client()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let provider = OpenAiProvider::with_client(config, client.clone())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        Ok((Arc::new(provider), Some(client)))
+    };
     Ok(match selected_kind(cli, key.is_some()) {
         ProviderKind::Demo => {
             eprintln!(
                 "note: no OPENAI_API_KEY set, using the built-in offline demo model (not a real LLM)"
             );
-            Arc::new(demo::DemoModel)
+            (Arc::new(demo::DemoModel), None)
         }
         ProviderKind::Openai => {
             let Some(key) = key else {
@@ -298,10 +312,7 @@ fn provider(cli: &Cli, file: &ConfigFile) -> Result<Arc<dyn Provider>> {
                 .model
                 .clone()
                 .unwrap_or_else(|| "gpt-4o-mini".to_owned());
-            Arc::new(
-                OpenAiProvider::new(OpenAiConfig::openai(model, key))
-                    .map_err(|e| ConfigError(e.to_string()))?,
-            )
+            openai(OpenAiConfig::openai(model, key))?
         }
         ProviderKind::OpenaiCompatible => {
             let Some(base) = cli.base_url.clone() else {
@@ -313,8 +324,7 @@ fn provider(cli: &Cli, file: &ConfigFile) -> Result<Arc<dyn Provider>> {
                 .model
                 .clone()
                 .ok_or_else(|| ConfigError("--provider openai-compatible needs --model".into()))?;
-            let config = OpenAiConfig::compatible(base, model).with_api_key(key);
-            Arc::new(OpenAiProvider::new(config).map_err(|e| ConfigError(e.to_string()))?)
+            openai(OpenAiConfig::compatible(base, model).with_api_key(key))?
         }
         kind @ (ProviderKind::Anthropic | ProviderKind::Gemini) => {
             // The configuration factory knows each vendor's key variables and defaults.
@@ -329,7 +339,7 @@ fn provider(cli: &Cli, file: &ConfigFile) -> Result<Arc<dyn Provider>> {
                 base_url: cli.base_url.clone(),
                 ..ProviderSpec::default()
             };
-            spec.build().map_err(|e| ConfigError(e.to_string()))?
+            (spec.build().map_err(|e| ConfigError(e.to_string()))?, None)
         }
     })
 }
@@ -342,7 +352,12 @@ struct Toolbox {
 }
 
 impl Toolbox {
-    fn new(cli: &Cli, file: &ConfigFile, demo: bool) -> Result<Self> {
+    fn new(
+        cli: &Cli,
+        file: &ConfigFile,
+        demo: bool,
+        http: Option<reqwest::Client>,
+    ) -> Result<Self> {
         let mcp = match file.mcp()? {
             Some(config) => Some(Arc::new(
                 McpRegistry::new(config).map_err(|e| ConfigError(e.to_string()))?,
@@ -350,7 +365,7 @@ impl Toolbox {
             None => None,
         };
         Ok(Self {
-            registry: tools(cli, file, demo)?,
+            registry: tools(cli, file, demo, http)?,
             mcp,
         })
     }
@@ -383,8 +398,17 @@ impl Toolbox {
     }
 }
 
-fn tools(cli: &Cli, file: &ConfigFile, demo: bool) -> Result<Arc<ToolRegistry>> {
-    let registry = ToolRegistry::new();
+/// The registry of tools from descriptor files; HTTP tools use `http` when given.
+fn tools(
+    cli: &Cli,
+    file: &ConfigFile,
+    demo: bool,
+    http: Option<reqwest::Client>,
+) -> Result<Arc<ToolRegistry>> {
+    let registry = match http {
+        Some(client) => ToolRegistry::new().with_http_client(client),
+        None => ToolRegistry::new(),
+    };
     if demo {
         demo::demo_tools(&registry);
     }
@@ -422,7 +446,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         let demo = cli.provider_config.is_none()
             && (file.provider.is_none() || cli.provider.is_some())
             && selected_kind(&cli, openai_key().is_some()) == ProviderKind::Demo;
-        let toolbox = Toolbox::new(&cli, &file, demo)?;
+        let toolbox = Toolbox::new(&cli, &file, demo, None)?;
         let listed = toolbox.set().definitions().await;
         toolbox.report_mcp_failures();
         toolbox.shutdown().await;
@@ -435,9 +459,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Sessions { action } = &cli.command {
         return sessions(store.as_ref(), action).await;
     }
-    let provider = provider(&cli, &file)?;
+    let (provider, http) = provider(&cli, &file)?;
     let demo = provider.id() == "demo";
-    let toolbox = Toolbox::new(&cli, &file, demo)?;
+    let toolbox = Toolbox::new(&cli, &file, demo, http)?;
     let tools = toolbox.set();
     let system = cli
         .system

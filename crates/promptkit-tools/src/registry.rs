@@ -35,10 +35,34 @@ impl ExecutorFactory for MockFactory {
     }
 }
 
+/// Builds `http` tools over one client: the one given to
+/// [`ToolRegistry::with_http_client`], or one made when the first HTTP tool is registered
+/// (building a client loads the system's root certificates, which a registry without HTTP
+/// tools should not pay for).
 #[cfg(feature = "http")]
 #[derive(Debug, Default)]
 struct HttpFactory {
-    client: reqwest::Client,
+    client: OnceLock<reqwest::Client>,
+}
+
+#[cfg(feature = "http")]
+impl HttpFactory {
+    fn with_client(client: reqwest::Client) -> Self {
+        Self {
+            client: OnceLock::from(client),
+        }
+    }
+
+    fn client(&self) -> Result<reqwest::Client, String> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
+        let built = reqwest::Client::builder()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        // Two threads may race to build one; either result serves.
+        Ok(self.client.get_or_init(|| built).clone())
+    }
 }
 
 #[cfg(feature = "http")]
@@ -46,7 +70,7 @@ impl ExecutorFactory for HttpFactory {
     fn build(&self, d: &ToolDescriptor) -> Result<Arc<dyn ToolExecutor>, String> {
         Ok(Arc::new(crate::executors::HttpExecutor::from_config(
             &d.config,
-            self.client.clone(),
+            self.client()?,
         )?))
     }
 }
@@ -151,6 +175,17 @@ impl ToolRegistry {
             default_timeout: Duration::from_secs(30),
             max_result_bytes: 1 << 20,
         }
+    }
+
+    /// `http` tools registered from now on send their requests through `client`, for
+    /// example the client a provider uses, so that tools and model share one connection pool
+    /// and one TLS set-up. Without it the registry builds a client of its own when the first
+    /// HTTP tool is registered.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn with_http_client(self, client: reqwest::Client) -> Self {
+        self.register_kind("http", Arc::new(HttpFactory::with_client(client)));
+        self
     }
 
     /// Only tools matching these patterns (`*` suffix for prefixes) are offered and run.

@@ -162,3 +162,48 @@ async fn post_sends_a_json_body_and_secret_headers_never_leak() {
         "{missing}"
     );
 }
+
+#[tokio::test]
+async fn http_tools_use_the_client_the_registry_is_given() {
+    let (base, seen) = server().await;
+    // A client that marks its requests: the tool's request must carry the mark.
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::AUTHORIZATION,
+        axum::http::HeaderValue::from_static("Bearer shared-client"),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let registry = ToolRegistry::new().with_http_client(client);
+    registry
+        .register(http_tool("echo", json!({"url": format!("{base}/echo")})))
+        .unwrap();
+    let result = registry
+        .execute(
+            &ToolCall::new("c", "echo", json!({"q": "hi"})),
+            &ToolContext::default(),
+        )
+        .await
+        .unwrap();
+    assert!(!result.is_error, "{result:?}");
+    let (path, request) = seen.0.lock().unwrap()[0].clone();
+    assert_eq!(path, "POST /echo");
+    assert_eq!(request["auth"], "Bearer shared-client");
+
+    // A registry left to itself builds its own client, which adds nothing.
+    let (base, seen) = server().await;
+    let registry = ToolRegistry::new();
+    registry
+        .register(http_tool("echo", json!({"url": format!("{base}/echo")})))
+        .unwrap();
+    registry
+        .execute(
+            &ToolCall::new("c", "echo", json!({"q": "hi"})),
+            &ToolContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.0.lock().unwrap()[0].1["auth"], "");
+}
