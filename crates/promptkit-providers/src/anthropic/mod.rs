@@ -159,7 +159,7 @@ impl AnthropicConfig {
 
 struct Inner {
     config: AnthropicConfig,
-    url: String,
+    url: reqwest::Url,
     // Authentication, version and custom headers, validated once.
     headers: HeaderMap,
     transport: Transport,
@@ -192,8 +192,8 @@ impl AnthropicProvider {
         config: AnthropicConfig,
         client: reqwest::Client,
     ) -> Result<Self, ProviderError> {
-        let url = config.url();
-        check_url(&url)?;
+        // Parsed once: every request reuses it.
+        let url = check_url(&config.url())?;
         let headers = build_headers(&config)?;
         let transport = Transport::new(client, config.http.clone());
         Ok(Self {
@@ -214,7 +214,7 @@ impl AnthropicProvider {
         let inner = &self.inner;
         inner
             .transport
-            .post(&inner.url, &inner.headers, body, streaming)
+            .post(inner.url.clone(), &inner.headers, body, streaming)
     }
 
     fn encode(

@@ -202,7 +202,7 @@ impl OpenAiConfig {
 
 struct Inner {
     config: OpenAiConfig,
-    url: String,
+    url: reqwest::Url,
     // Authentication and custom headers, validated once.
     headers: HeaderMap,
     transport: Transport,
@@ -235,8 +235,8 @@ impl OpenAiProvider {
         config: OpenAiConfig,
         client: reqwest::Client,
     ) -> Result<Self, ProviderError> {
-        let url = config.url();
-        check_url(&url)?;
+        // Parsed once: every request reuses it.
+        let url = check_url(&config.url())?;
         let headers = build_headers(&config)?;
         let transport = Transport::new(client, config.http.clone());
         Ok(Self {
@@ -265,7 +265,7 @@ impl OpenAiProvider {
         let inner = &self.inner;
         inner
             .transport
-            .post(&inner.url, &inner.headers, body, streaming)
+            .post(inner.url.clone(), &inner.headers, body, streaming)
     }
 
     fn encode(
