@@ -207,3 +207,29 @@ async fn http_tools_use_the_client_the_registry_is_given() {
         .unwrap();
     assert_eq!(seen.0.lock().unwrap()[0].1["auth"], "");
 }
+
+#[tokio::test]
+async fn a_fixed_url_is_checked_when_the_tool_is_registered() {
+    let registry = ToolRegistry::new();
+    let error = registry
+        .register(http_tool("bad", json!({"url": "no scheme/tool"})))
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`no scheme/tool` is not a valid URL"),
+        "{error}"
+    );
+    // A template is checked when it is filled in, at the call.
+    registry
+        .register(http_tool("templated", json!({"url": "{{base}}/tool"})))
+        .unwrap();
+    let result = registry
+        .execute(
+            &ToolCall::new("c", "templated", json!({"base": "nowhere"})),
+            &ToolContext::default(),
+        )
+        .await;
+    let text = format!("{result:?}");
+    assert!(text.contains("invalid URL `nowhere/tool`"), "{text}");
+}

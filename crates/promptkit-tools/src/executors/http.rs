@@ -62,6 +62,8 @@ fn default_method() -> String {
 #[derive(Clone)]
 pub struct HttpExecutor {
     config: HttpConfig,
+    /// The URL, parsed once, when it is not a template.
+    fixed_url: Option<reqwest::Url>,
     method: reqwest::Method,
     secrets: Vec<(String, String)>,
     client: reqwest::Client,
@@ -107,8 +109,19 @@ impl HttpExecutor {
                 .ok_or_else(|| format!("`headers_from_env`: environment variable `{var}` (for header `{header}`) is not set"))?;
             secrets.push((header.clone(), value));
         }
+        // A URL without placeholders is checked and parsed here, once, instead of at every
+        // call (parsing costs about as much as the rest of building the request).
+        let fixed_url = if config.url.contains("{{") {
+            None
+        } else {
+            Some(
+                reqwest::Url::parse(&config.url)
+                    .map_err(|e| format!("`url`: `{}` is not a valid URL: {e}", config.url))?,
+            )
+        };
         Ok(Self {
             config,
+            fixed_url,
             method,
             secrets,
             client,
@@ -179,23 +192,31 @@ impl ToolExecutor for HttpExecutor {
                 Value::Object(m) => m.clone(),
                 _ => Map::new(),
             };
-            // URL template.
-            let mut url = String::new();
-            let mut rest = self.config.url.as_str();
-            while let Some(start) = rest.find("{{") {
-                url.push_str(&rest[..start]);
-                let after = &rest[start + 2..];
-                let end = after
-                    .find("}}")
-                    .ok_or_else(|| self.fail(call, "unterminated `{{` in the URL template"))?;
-                let name = after[..end].trim();
-                let value = args
-                    .remove(name)
-                    .ok_or_else(|| self.fail(call, &format!("the URL needs argument `{name}`")))?;
-                url.push_str(&encode(&value));
-                rest = &after[end + 2..];
-            }
-            url.push_str(rest);
+            // The URL: parsed once when fixed; else its template filled from the arguments
+            // (which then are not sent again).
+            let mut url = match &self.fixed_url {
+                Some(fixed) => fixed.clone(),
+                None => {
+                    let mut url = String::new();
+                    let mut rest = self.config.url.as_str();
+                    while let Some(start) = rest.find("{{") {
+                        url.push_str(&rest[..start]);
+                        let after = &rest[start + 2..];
+                        let end = after.find("}}").ok_or_else(|| {
+                            self.fail(call, "unterminated `{{` in the URL template")
+                        })?;
+                        let name = after[..end].trim();
+                        let value = args.remove(name).ok_or_else(|| {
+                            self.fail(call, &format!("the URL needs argument `{name}`"))
+                        })?;
+                        url.push_str(&encode(&value));
+                        rest = &after[end + 2..];
+                    }
+                    url.push_str(rest);
+                    reqwest::Url::parse(&url)
+                        .map_err(|e| self.fail(call, &format!("invalid URL `{url}`: {e}")))?
+                }
+            };
             for name in &self.config.exclude {
                 args.remove(name);
             }
@@ -222,8 +243,6 @@ impl ToolExecutor for HttpExecutor {
             } else {
                 query.extend(args.iter().map(|(k, v)| (k.clone(), query_value(v))));
             }
-            let mut url = reqwest::Url::parse(&url)
-                .map_err(|e| self.fail(call, &format!("invalid URL `{url}`: {e}")))?;
             if !query.is_empty() {
                 url.query_pairs_mut().extend_pairs(&query);
             }
