@@ -368,51 +368,34 @@ async fn bad_requests_get_openai_style_errors_and_upstream_failures_map_to_statu
     assert_eq!(response.status(), 400);
 
     // An upstream that rejects the key: a gateway error naming the cause, nothing retried.
-    upstream.push(Scripted::openai_error(
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-        "Incorrect API key provided",
-    ));
-    let response = post(json!({"messages": [{"role": "user", "content": "hi"}]}))
+    // On a streamed request the failure comes before the first token, so the response is not
+    // a stream either but the same error with its status.
+    for stream in [false, true] {
+        upstream.push(Scripted::openai_error(
+            401,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided",
+        ));
+        let response = post(json!({"stream": stream,
+                "messages": [{"role": "user", "content": "hi"}]}))
         .await
         .unwrap();
-    assert_eq!(response.status(), 502);
-    let error: Value = response.json().await.unwrap();
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Incorrect API key"),
-        "{error}"
-    );
-
-    // The same failure on a streamed request: it happens before the first token, so the
-    // response is not a stream but the same error with its status.
-    upstream.push(Scripted::openai_error(
-        401,
-        "invalid_request_error",
-        "invalid_api_key",
-        "Incorrect API key provided",
-    ));
-    let response = post(json!({"stream": true,
-            "messages": [{"role": "user", "content": "hi"}]}))
-    .await
-    .unwrap();
-    assert_eq!(response.status(), 502);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/json",
-        "an error, not an event stream"
-    );
-    let error: Value = response.json().await.unwrap();
-    assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Incorrect API key"),
-        "{error}"
-    );
+        assert_eq!(response.status(), 502, "stream: {stream}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "an error, not an event stream (stream: {stream})"
+        );
+        let error: Value = response.json().await.unwrap();
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Incorrect API key"),
+            "{error}"
+        );
+    }
 
     // A failure in the middle of a stream arrives as an error event, not as a clean end.
     upstream.push(Scripted::sse(vec![
