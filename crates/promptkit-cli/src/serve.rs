@@ -460,7 +460,7 @@ async fn chat_completions(
     let created = promptkit::Timestamp::now().as_unix_millis() / 1000;
     let mut response = if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let mut state = SseState {
+        let state = SseState {
             reply: Some(reply),
             id,
             created,
@@ -469,11 +469,12 @@ async fn chat_completions(
             first: true,
             _permit: permit,
         };
-        let first = state.first_frame().await?;
-        let frames = stream::iter(first.map(Ok)).chain(SseFrames {
+        let mut frames = SseFrames {
             state,
             closing: None,
-        });
+        };
+        let first = frames.first().await?;
+        let frames = stream::iter(first.map(Ok)).chain(frames);
         let mut response = Response::new(Body::from_stream(frames));
         let headers = response.headers_mut();
         headers.insert(
@@ -553,39 +554,6 @@ struct SseState {
 const HEADER_HOLD: Duration = Duration::from_secs(1);
 
 impl SseState {
-    /// Waits, for up to [`HEADER_HOLD`], for the first frame of the response.
-    ///
-    /// # Errors
-    /// The turn's error, when it fails before its first frame.
-    async fn first_frame(&mut self) -> Result<Option<Bytes>, ApiError> {
-        let Some(reply) = self.reply.as_mut() else {
-            return Ok(None);
-        };
-        let hold = tokio::time::sleep(HEADER_HOLD);
-        tokio::pin!(hold);
-        loop {
-            tokio::select! {
-                biased;
-                event = reply.next_event() => match event {
-                    Some(AgentEvent::Text(text)) if !text.is_empty() => {
-                        return Ok(Some(Bytes::from(self.content(&text))));
-                    }
-                    Some(_) => {}
-                    None => break,
-                },
-                () = &mut hold => return Ok(None),
-            }
-        }
-        // The turn ended before any text: an error becomes the response's status.
-        let Some(reply) = self.reply.take() else {
-            return Ok(None);
-        };
-        match reply.finish().await {
-            Ok(reply) => Ok(Some(Bytes::from(self.closing(Ok(reply))))),
-            Err(e) => Err(ApiError::from_turn(&e)),
-        }
-    }
-
     /// One `chat.completion.chunk` frame around `delta` (JSON text). The fixed parts are
     /// written as text: this runs once per streamed piece of text.
     fn frame(&self, delta: &str, finish: Option<&str>) -> String {
@@ -657,12 +625,66 @@ impl SseState {
     }
 }
 
-/// The frames of an SSE response after the first: a hand-written stream, so that the response
-/// state stays where it is instead of moving into a new future for every frame.
+/// The frames of an SSE response: a hand-written stream, so that the response state stays
+/// where it is instead of moving into a new future for every frame.
 struct SseFrames {
     state: SseState,
     /// The turn's result, awaited once its output has ended.
     closing: Option<BoxFuture<'static, Result<Reply, AgentError>>>,
+}
+
+/// What a response sends next.
+enum Step {
+    /// A content chunk, ready to write.
+    Content(Bytes),
+    /// The turn's result: the closing frames, or its error.
+    End(Result<Reply, AgentError>),
+}
+
+impl SseFrames {
+    /// The next step, `None` once the end has been taken. State lives in `self`, so a caller
+    /// that stops waiting loses nothing.
+    fn poll_step(&mut self, cx: &mut task::Context<'_>) -> Poll<Option<Step>> {
+        loop {
+            if let Some(closing) = &mut self.closing {
+                let result = ready!(closing.as_mut().poll(cx));
+                self.closing = None;
+                return Poll::Ready(Some(Step::End(result)));
+            }
+            let Some(reply) = self.state.reply.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(reply).poll_next(cx)) {
+                Some(AgentEvent::Text(text)) if !text.is_empty() => {
+                    return Poll::Ready(Some(Step::Content(Bytes::from(
+                        self.state.content(&text),
+                    ))));
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(reply) = self.state.reply.take() {
+                        self.closing = Some(Box::pin(reply.finish()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits, for up to [`HEADER_HOLD`], for the first frame of the response.
+    ///
+    /// # Errors
+    /// The turn's error, when it fails before its first frame.
+    async fn first(&mut self) -> Result<Option<Bytes>, ApiError> {
+        match tokio::time::timeout(HEADER_HOLD, std::future::poll_fn(|cx| self.poll_step(cx))).await
+        {
+            // Still waiting: the headers go now, the frame follows in the stream.
+            Err(_) | Ok(None) => Ok(None),
+            Ok(Some(Step::Content(frame))) => Ok(Some(frame)),
+            // The turn ended before any text: an error becomes the response's status.
+            Ok(Some(Step::End(Err(e)))) => Err(ApiError::from_turn(&e)),
+            Ok(Some(Step::End(Ok(reply)))) => Ok(Some(Bytes::from(self.state.closing(Ok(reply))))),
+        }
+    }
 }
 
 impl Stream for SseFrames {
@@ -670,26 +692,11 @@ impl Stream for SseFrames {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            if let Some(closing) = &mut this.closing {
-                let result = ready!(closing.as_mut().poll(cx));
-                this.closing = None;
-                return Poll::Ready(Some(Ok(Bytes::from(this.state.closing(result)))));
-            }
-            let Some(reply) = this.state.reply.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match ready!(Pin::new(reply).poll_next(cx)) {
-                Some(AgentEvent::Text(text)) if !text.is_empty() => {
-                    return Poll::Ready(Some(Ok(Bytes::from(this.state.content(&text)))));
-                }
-                Some(_) => {}
-                None => {
-                    if let Some(reply) = this.state.reply.take() {
-                        this.closing = Some(Box::pin(reply.finish()));
-                    }
-                }
-            }
-        }
+        Poll::Ready(ready!(this.poll_step(cx)).map(|step| {
+            Ok(match step {
+                Step::Content(frame) => frame,
+                Step::End(result) => Bytes::from(this.state.closing(result)),
+            })
+        }))
     }
 }
