@@ -160,9 +160,8 @@ impl Transport {
     }
 
     /// A POST of the JSON `body` to `url` with `headers` (and `Accept: text/event-stream`
-    /// for a stream).
-    /// A POST of `body` to `url`. Pass a parsed `Url` where the address is fixed: parsing
-    /// one (host, IDNA, path) costs about as much as the rest of building the request.
+    /// for a stream). Pass a parsed `Url` where the address is fixed: parsing one (host,
+    /// IDNA, path) costs about as much as the rest of building the request.
     pub(crate) fn post(
         &self,
         url: impl reqwest::IntoUrl,
@@ -769,7 +768,7 @@ pub(crate) fn header_map(
     Ok(headers)
 }
 
-/// Checks that `url` parses, for provider constructors.
+/// Parses `url` for provider constructors, which keep it for every request.
 pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, ProviderError> {
     reqwest::Url::parse(url).map_err(|e| ProviderError::Config {
         message: format!("invalid URL {url}: {e}"),

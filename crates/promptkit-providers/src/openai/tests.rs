@@ -123,6 +123,7 @@ fn pass_through_never_replaces_a_key_the_body_writes() {
         }
     }
 }
+
 #[test]
 fn tool_choice_forms_and_no_tools() {
     let mut request = ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![tool("a")]);
