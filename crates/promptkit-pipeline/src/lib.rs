@@ -105,6 +105,7 @@ pub use pipeline::{
     RunFailure, RunHandle, RunSummary,
 };
 pub use stage::{
-    DynStage, OutputClosed, Stage, StageContext, StageError, StageInput, StageKind, StageOutput,
+    DynStage, OutputClosed, SendElement, Stage, StageContext, StageError, StageInput, StageKind,
+    StageOutput,
 };
 pub use turn::{TurnContext, TurnData, name_matches};

@@ -2,9 +2,10 @@
 
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use promptkit_core::{BoxError, BoxFuture, ProviderError, SpeechError, StateError, ToolError};
 use serde_json::{Map, Value};
@@ -461,15 +462,83 @@ pub(crate) async fn broadcast<T>(
 ) -> bool {
     match targets {
         [] => false,
-        [only] => sender(only).send(element).await.is_ok(),
+        [only] => send_one(sender(only), element).await.is_ok(),
         [first, rest @ ..] => {
             let mut delivered = false;
             for target in rest {
-                delivered |= sender(target).send(element.clone()).await.is_ok();
+                delivered |= send_one(sender(target), element.clone()).await.is_ok();
             }
-            delivered |= sender(first).send(element).await.is_ok();
+            delivered |= send_one(sender(first), element).await.is_ok();
             delivered
         }
+    }
+}
+
+/// Sends `element` on `tx`: at once when the channel has room, which is the common case and
+/// needs no send future and no waker; otherwise waits for room (backpressure).
+pub(crate) async fn send_one(
+    tx: &mpsc::Sender<Element>,
+    element: Element,
+) -> Result<(), OutputClosed> {
+    match tx.try_send(element) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(element)) => {
+            tx.send(element).await.map_err(|_| OutputClosed)
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(OutputClosed),
+    }
+}
+
+/// The future of [`StageOutput::send`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct SendElement<'a> {
+    output: &'a StageOutput,
+    element: Option<Element>,
+    waiting: Option<BoxFuture<'a, Result<(), OutputClosed>>>,
+}
+
+impl fmt::Debug for SendElement<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendElement")
+            .field("output", self.output)
+            .field("waiting", &self.waiting.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for SendElement<'_> {
+    type Output = Result<(), OutputClosed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(waiting) = &mut this.waiting {
+            return waiting.as_mut().poll(cx);
+        }
+        let Some(element) = this.element.take() else {
+            // Polled again after it completed.
+            return Poll::Ready(Ok(()));
+        };
+        let output = this.output;
+        output.progress.tick();
+        let waiting: BoxFuture<'_, _> = match output.targets.as_slice() {
+            [] => return Poll::Ready(Ok(())),
+            // The common case: one target, room in its channel.
+            [only] => match only.tx.try_send(element) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Poll::Ready(Err(OutputClosed)),
+                Err(mpsc::error::TrySendError::Full(element)) => {
+                    Box::pin(async move { only.tx.send(element).await.map_err(|_| OutputClosed) })
+                }
+            },
+            many => Box::pin(async move {
+                if broadcast(many, |t| &t.tx, element).await {
+                    Ok(())
+                } else {
+                    Err(OutputClosed)
+                }
+            }),
+        };
+        this.waiting.insert(waiting).as_mut().poll(cx)
     }
 }
 
@@ -532,22 +601,18 @@ impl StageOutput {
     /// Sends `element` to every target (broadcast), in order; waits while a target is full.
     /// Targets that have stopped receiving are skipped from then on.
     ///
+    /// The returned future is small (the element and a pointer): a send to a single target
+    /// with room completes on its first poll without a send future or a waker; a full
+    /// channel or a broadcast waits in a boxed future.
+    ///
     /// # Errors
     /// [`OutputClosed`] when no target is receiving any more. A stage with no targets at all
     /// (a sink) never fails.
-    pub async fn send(&self, element: Element) -> Result<(), OutputClosed> {
-        self.progress.tick();
-        match self.targets.as_slice() {
-            [] => Ok(()),
-            // The common case stays one direct send: it is the hot path of every hop.
-            [only] => only.tx.send(element).await.map_err(|_| OutputClosed),
-            many => {
-                if broadcast(many, |t| &t.tx, element).await {
-                    Ok(())
-                } else {
-                    Err(OutputClosed)
-                }
-            }
+    pub fn send(&self, element: Element) -> SendElement<'_> {
+        SendElement {
+            output: self,
+            element: Some(element),
+            waiting: None,
         }
     }
 
@@ -558,7 +623,7 @@ impl StageOutput {
     pub async fn send_to(&self, index: usize, element: Element) -> Result<(), OutputClosed> {
         self.progress.tick();
         let target = self.targets.get(index).ok_or(OutputClosed)?;
-        target.tx.send(element).await.map_err(|_| OutputClosed)
+        send_one(&target.tx, element).await
     }
 
     /// The index of the target that includes the stage `name`.
