@@ -1,8 +1,10 @@
 //! The Chat Completions wire format: request building and lenient response types.
 
+use std::borrow::Cow;
+
 use promptkit_core::{
     ContentPart, FinishReason, Media, MediaSource, Message, ProviderError, ProviderRequest,
-    ReasoningEffort, ResponseFormat, Role, ToolChoice, Usage, encode_base64,
+    ReasoningEffort, ResponseFormat, Role, ToolCall, ToolChoice, ToolResult, Usage, encode_base64,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -18,14 +20,14 @@ pub(crate) struct Shape {
     pub(crate) max_completion_tokens: bool,
 }
 
-/// The JSON body of a call. It borrows from the request: tool schemas, stop sequences and
-/// pass-through values are written as they are, not copied into a `serde_json::Value` tree
-/// first (this runs for every round of every turn).
+/// The JSON body of a call. It borrows from the request: message texts, tool calls, tool
+/// schemas, stop sequences and pass-through values are written as they are, not copied into a
+/// `serde_json::Value` tree first (this runs for every round of every turn).
 #[derive(Debug, Serialize)]
 pub(crate) struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<&'a str>,
-    messages: Vec<Value>,
+    messages: Vec<MessageJson<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<ToolJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,7 +53,7 @@ pub(crate) struct Body<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<Value>,
+    stream_options: Option<StreamOptions>,
     /// Pass-through keys the fields above do not set.
     #[serde(flatten)]
     extra: Extra<'a>,
@@ -91,6 +93,52 @@ impl Body<'_> {
     }
 }
 
+/// `stream_options` of a streamed call.
+#[derive(Debug, Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// One entry of `messages`, borrowing from the request.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum MessageJson<'a> {
+    /// A system or user message of text, or an assistant message (whose `content` is `null`
+    /// when it only calls tools).
+    Text {
+        role: &'static str,
+        content: Option<Cow<'a, str>>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<CallJson<'a>>,
+    },
+    /// A tool result.
+    Tool {
+        role: &'static str,
+        tool_call_id: &'a str,
+        content: Cow<'a, str>,
+    },
+    /// A system or user message with media: an array of content parts.
+    Parts {
+        role: &'static str,
+        content: Vec<Value>,
+    },
+}
+
+/// One entry of an assistant message's `tool_calls`.
+#[derive(Debug, Serialize)]
+pub(crate) struct CallJson<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: CallFunctionJson<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct CallFunctionJson<'a> {
+    name: &'a str,
+    arguments: Cow<'a, str>,
+}
+
 /// One entry of `tools`.
 #[derive(Debug, Serialize)]
 struct ToolJson<'a> {
@@ -116,7 +164,11 @@ pub(crate) fn body<'a>(
 ) -> Result<Body<'a>, ProviderError> {
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     if let Some(system) = request.system.as_deref().filter(|s| !s.is_empty()) {
-        messages.push(json!({"role": "system", "content": system}));
+        messages.push(MessageJson::Text {
+            role: "system",
+            content: Some(Cow::Borrowed(system)),
+            tool_calls: Vec::new(),
+        });
     }
     for (index, message) in request.messages.iter().enumerate() {
         messages.push(message_json(message, index)?);
@@ -175,7 +227,9 @@ pub(crate) fn body<'a>(
         response_format,
         reasoning_effort,
         stream: stream.then_some(true),
-        stream_options: stream.then(|| json!({"include_usage": true})),
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: true,
+        }),
         extra: Extra::default(),
     };
     // Pass-through last: keys set above win.
@@ -201,42 +255,40 @@ pub(crate) fn build_body(
     Ok(serde_json::to_value(&body).expect("a body serialises"))
 }
 
-fn message_json(message: &Message, index: usize) -> Result<Value, ProviderError> {
+fn message_json(message: &Message, index: usize) -> Result<MessageJson<'_>, ProviderError> {
     match message.role {
         Role::Tool => {
             let result = tool_result_of(message, index)?;
-            Ok(json!({
-                "role": "tool",
-                "tool_call_id": result.call_id,
-                "content": result.text_content(),
-            }))
+            Ok(MessageJson::Tool {
+                role: "tool",
+                tool_call_id: &result.call_id,
+                content: result_text(result),
+            })
         }
         Role::Assistant => {
-            let mut out = Map::new();
-            out.insert("role".into(), "assistant".into());
-            let text = message.text();
-            if text.is_empty() && !message.tool_calls.is_empty() {
-                out.insert("content".into(), Value::Null);
+            let text = match &message.tool_result {
+                Some(result) => result_text(result),
+                None => joined(&message.content, ""),
+            };
+            let content = if text.is_empty() && !message.tool_calls.is_empty() {
+                None
             } else {
-                out.insert("content".into(), text.into());
-            }
-            if !message.tool_calls.is_empty() {
-                let calls = message
-                    .tool_calls
-                    .iter()
-                    .map(|c| {
-                        json!({"id": c.id, "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments_json()}})
-                    })
-                    .collect();
-                out.insert("tool_calls".into(), Value::Array(calls));
-            }
-            Ok(Value::Object(out))
+                Some(text)
+            };
+            Ok(MessageJson::Text {
+                role: "assistant",
+                content,
+                tool_calls: message.tool_calls.iter().map(call_json).collect(),
+            })
         }
         Role::System | Role::User => {
             let role = message.role.as_str();
             if !message.has_media() {
-                return Ok(json!({"role": role, "content": message.text()}));
+                return Ok(MessageJson::Text {
+                    role,
+                    content: Some(joined(&message.content, "")),
+                    tool_calls: Vec::new(),
+                });
             }
             let mut parts = Vec::new();
             for part in &message.content {
@@ -256,9 +308,58 @@ fn message_json(message: &Message, index: usize) -> Result<Value, ProviderError>
                     }
                 }
             }
-            Ok(json!({"role": role, "content": parts}))
+            Ok(MessageJson::Parts {
+                role,
+                content: parts,
+            })
         }
     }
+}
+
+fn call_json(call: &ToolCall) -> CallJson<'_> {
+    CallJson {
+        id: &call.id,
+        kind: "function",
+        function: CallFunctionJson {
+            name: &call.name,
+            arguments: match &call.arguments {
+                // Argument text that did not parse is sent back as the model wrote it.
+                Value::String(raw) => Cow::Borrowed(raw),
+                other => Cow::Owned(other.to_string()),
+            },
+        },
+    }
+}
+
+/// The text of a tool result, as [`ToolResult::text_content`] makes it, borrowed when it is a
+/// single text part.
+fn result_text(result: &ToolResult) -> Cow<'_, str> {
+    let text = joined(&result.content, "\n");
+    if text.is_empty()
+        && let Some(structured) = &result.structured
+    {
+        return Cow::Owned(structured.to_string());
+    }
+    text
+}
+
+/// The text parts of `parts` joined by `separator`, borrowed when there is only one.
+fn joined<'a>(parts: &'a [ContentPart], separator: &str) -> Cow<'a, str> {
+    let mut texts = parts.iter().filter_map(ContentPart::as_text);
+    let Some(first) = texts.next() else {
+        return Cow::Borrowed("");
+    };
+    let Some(second) = texts.next() else {
+        return Cow::Borrowed(first);
+    };
+    let mut out = String::new();
+    for text in [first, second].into_iter().chain(texts) {
+        if !out.is_empty() {
+            out.push_str(separator);
+        }
+        out.push_str(text);
+    }
+    Cow::Owned(out)
 }
 
 fn unsupported(message: String) -> ProviderError {
