@@ -119,13 +119,16 @@ impl ProviderStage {
         output: &StageOutput,
     ) -> Result<LoopOutcome, TurnError> {
         let config = &self.config;
-        let definitions: Vec<ToolDef> = match &self.tools {
+        let mut definitions: Vec<ToolDef> = match &self.tools {
             Some(tools) => cx
                 .busy(tools.definitions())
                 .await
                 .map_err(TurnError::Tools)?,
             None => Vec::new(),
         };
+        // A stable order keeps the request prefix identical across calls (prompt caching).
+        definitions.sort_by(|a, b| a.name.cmp(&b.name));
+        definitions.dedup_by(|a, b| a.name == b.name);
 
         // Resume a turn left with calls waiting for approval.
         let unanswered = unanswered_calls(conversation);
@@ -135,7 +138,7 @@ impl ProviderStage {
             let mut results: Vec<(usize, ToolResult)> = Vec::new();
             for (i, call) in unanswered.iter().enumerate() {
                 match approvals.get(&call.id) {
-                    Some(Approval::Approved) => runnable.push((i, call.clone())),
+                    Some(Approval::Approved) => runnable.push((i, call)),
                     Some(Approval::Denied { reason }) => results.push((
                         i,
                         ToolResult::error(
@@ -149,7 +152,7 @@ impl ProviderStage {
                 }
             }
             let executed = self
-                .execute_all(cx, runnable.iter().map(|(_, c)| c.clone()).collect())
+                .execute_all(cx, runnable.iter().map(|(_, c)| *c).collect())
                 .await;
             results.extend(runnable.into_iter().map(|(i, _)| i).zip(executed));
             results.sort_by_key(|(i, _)| *i);
@@ -182,28 +185,29 @@ impl ProviderStage {
                     turn.allowed_tools.clone(),
                 )
             };
-            let mut offered: Vec<ToolDef> = definitions
-                .iter()
-                .filter(|d| !excluded.contains(&d.name))
-                .filter(|d| {
-                    allowed
+            let offers = |d: &ToolDef| {
+                !excluded.contains(&d.name)
+                    && allowed
                         .as_ref()
                         .is_none_or(|a| a.iter().any(|p| name_matches(p, &d.name)))
-                })
-                .cloned()
-                .collect();
-            // A stable order keeps the request prefix identical across calls (prompt caching).
-            offered.sort_by(|a, b| a.name.cmp(&b.name));
-            offered.dedup_by(|a, b| a.name == b.name);
-            if tool_choice == promptkit_core::ToolChoice::None {
-                offered.clear();
-            }
-            // The request borrows the conversation for the call: moved in and back, rather
-            // than cloned every round (a long history is most of a request). Only when nothing
-            // can rewrite it on the way: no provider hook, and no system message for
-            // `lift_system_messages` to take out.
+            };
+            // The request borrows the conversation and the tool definitions for the call:
+            // moved in and back, rather than cloned every round (a long history is most of a
+            // request, and a tool's schema is a tree of small allocations). Only when nothing
+            // can rewrite them on the way: no provider hook, no system message for
+            // `lift_system_messages` to take out, and (for the tools) every tool offered.
             let lend = self.hooks.provider.is_empty()
                 && !conversation.iter().any(|m| m.role == Role::System);
+            let lend_tools = lend
+                && tool_choice != promptkit_core::ToolChoice::None
+                && definitions.iter().all(offers);
+            let offered: Vec<ToolDef> = if lend_tools {
+                std::mem::take(&mut definitions)
+            } else if tool_choice == promptkit_core::ToolChoice::None {
+                Vec::new()
+            } else {
+                definitions.iter().filter(|d| offers(d)).cloned().collect()
+            };
             let messages = if lend {
                 std::mem::take(conversation)
             } else {
@@ -234,6 +238,9 @@ impl ProviderStage {
             let called = self.call_model(cx, &request, output).await;
             if lend {
                 *conversation = std::mem::take(&mut request.messages);
+            }
+            if lend_tools {
+                definitions = std::mem::take(&mut request.tools);
             }
             let mut message = match called {
                 Err(TurnError::Denied(v)) => return self.deny(conversation, output, v).await,
@@ -292,7 +299,7 @@ impl ProviderStage {
                         ),
                     ));
                 } else {
-                    to_run.push((i, call.clone()));
+                    to_run.push((i, call));
                 }
             }
             if let Some((tool, count)) = looping {
@@ -302,7 +309,7 @@ impl ProviderStage {
                 warned = true;
             }
             let executed = self
-                .execute_all(cx, to_run.iter().map(|(_, c)| c.clone()).collect())
+                .execute_all(cx, to_run.iter().map(|(_, c)| *c).collect())
                 .await;
             for ((i, _), result) in to_run.into_iter().zip(executed) {
                 results[i] = Some(result);
@@ -537,15 +544,17 @@ impl ProviderStage {
 
     /// Runs calls in parallel (bounded), returning results in call order. Never fails: every
     /// problem becomes an error result for the model.
-    async fn execute_all(&self, cx: &StageContext, calls: Vec<ToolCall>) -> Vec<ToolResult> {
+    async fn execute_all(&self, cx: &StageContext, calls: Vec<&ToolCall>) -> Vec<ToolResult> {
         let limit = self.config.max_parallel_tool_calls.max(1);
-        let runs = futures_util::stream::iter(
-            calls
-                .into_iter()
-                .map(|call| async move { self.execute_one(cx, &call).await }),
-        )
-        .buffered(limit)
-        .collect::<Vec<_>>();
+        // Collected first: a lazy `map` over borrowed calls, held across the await, trips the
+        // compiler's `Send` check on higher-ranked lifetimes.
+        let runs: Vec<_> = calls
+            .into_iter()
+            .map(|call| self.execute_one(cx, call))
+            .collect();
+        let runs = futures_util::stream::iter(runs)
+            .buffered(limit)
+            .collect::<Vec<_>>();
         cx.busy(runs).await
     }
 
@@ -564,15 +573,19 @@ impl ProviderStage {
             .to_result(call);
         };
         let original = call;
-        let mut rewritten = call.clone();
-        if let Decision::Deny(v) = self.hooks.before_execution(&mut rewritten).await {
-            return ToolError::Denied {
-                name: call.name.clone(),
-                reason: v.to_string(),
+        // A copy only when a hook may rewrite the call.
+        let mut rewritten = None;
+        if !self.hooks.tool.is_empty() {
+            let copy = rewritten.insert(call.clone());
+            if let Decision::Deny(v) = self.hooks.before_execution(copy).await {
+                return ToolError::Denied {
+                    name: call.name.clone(),
+                    reason: v.to_string(),
+                }
+                .to_result(call);
             }
-            .to_result(call);
         }
-        let call = &rewritten;
+        let call = rewritten.as_ref().unwrap_or(original);
         cx.events()
             .emit_with(|| EventKind::ToolCallStarted { call: call.clone() });
         let started = Instant::now();
