@@ -407,12 +407,15 @@ impl ToolRegistry {
         if let Value::String(raw) = arguments {
             return Err(invalid(format!("arguments are not a JSON object: {raw}")));
         }
+        // Coercion builds the copy that is validated and run; no copy before it.
+        let empty;
         let arguments = if arguments.is_null() {
-            Value::Object(serde_json::Map::new())
+            empty = Value::Object(serde_json::Map::new());
+            &empty
         } else {
-            arguments.clone()
+            arguments
         };
-        let (fixed, fixes) = coerce(&arguments, &entry.descriptor.input_schema);
+        let (fixed, fixes) = coerce(arguments, &entry.descriptor.input_schema);
         let validator = compiled(
             &entry.input_validator,
             &self.schemas,
@@ -489,9 +492,12 @@ impl ToolSet for ToolRegistry {
             let timeout = ctx.remaining().map_or(timeout, |r| r.min(timeout));
             let mut call_ctx = ctx.clone();
             call_ctx.deadline = Some(Instant::now() + timeout);
+            // Only the arguments change: `..call.clone()` would deep-copy the old ones too.
             let prepared = ToolCall {
+                id: call.id.clone(),
+                name: call.name.clone(),
                 arguments,
-                ..call.clone()
+                provider_data: call.provider_data.clone(),
             };
             let started = Instant::now();
             let mut result =
