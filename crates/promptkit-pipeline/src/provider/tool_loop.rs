@@ -194,11 +194,11 @@ impl ProviderStage {
             // The request borrows the conversation and the tool definitions for the call:
             // moved in and back, rather than cloned every round (a long history is most of a
             // request, and a tool's schema is a tree of small allocations). Only when nothing
-            // can rewrite them on the way: no provider hook, no system message for
-            // `lift_system_messages` to take out, and (for the tools) every tool offered.
-            let lend = self.hooks.provider.is_empty()
-                && !conversation.iter().any(|m| m.role == Role::System);
-            let lend_tools = lend
+            // can rewrite them on the way: no provider hook; for the conversation, no system
+            // message for `lift_system_messages` to take out; for the tools, every tool offered.
+            let unhooked = self.hooks.provider.is_empty();
+            let lend = unhooked && !conversation.iter().any(|m| m.role == Role::System);
+            let lend_tools = unhooked
                 && tool_choice != promptkit_core::ToolChoice::None
                 && definitions.iter().all(offers);
             let offered: Vec<ToolDef> = if lend_tools {
