@@ -2,7 +2,7 @@
 //! backoff, the concurrency limit, and the SSE stream driver.
 
 use std::collections::VecDeque;
-use std::future::Future as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -142,6 +142,9 @@ pub(crate) struct Opened {
     response: reqwest::Response,
     decoder: SseDecoder,
     events: Vec<SseEvent>,
+    /// The timer of the opening, handed on to the stream as its idle timer: one timer
+    /// registration per stream instead of three (send, first event, idle).
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// Most bytes of an error body kept.
@@ -269,58 +272,73 @@ impl Transport {
         streaming: bool,
     ) -> Result<Outcome, ProviderError> {
         let deadline = self.config.request_timeout;
-        let mut request = build();
+        let request = build();
         if !streaming {
-            // Covers the body as well as the headers.
-            request = request.timeout(deadline);
+            // reqwest's own timeout covers the body as well as the headers: the call's one
+            // timer.
+            let response = request
+                .timeout(deadline)
+                .send()
+                .await
+                .map_err(|e| self.transport_error(e))?;
+            let status = response.status();
+            if !status.is_success() {
+                let headers = response.headers().clone();
+                let body = read_limited(response, ERROR_BODY_LIMIT).await;
+                return Err(map_error(status.as_u16(), &headers, &body));
+            }
+            return response
+                .bytes()
+                .await
+                .map(Outcome::Body)
+                .map_err(|e| self.transport_error(e));
         }
-        let response = match tokio::time::timeout(deadline, request.send()).await {
-            Err(_) => {
+        // One timer for the whole opening, re-armed per phase and then handed to the stream.
+        let mut timer = Box::pin(tokio::time::sleep(deadline));
+        let response = match before(&mut timer, request.send()).await {
+            None => {
                 return Err(ProviderError::Timeout {
-                    phase: if streaming {
-                        TimeoutPhase::FirstChunk
-                    } else {
-                        TimeoutPhase::Request
-                    },
+                    phase: TimeoutPhase::FirstChunk,
                     after: deadline,
                 });
             }
-            Ok(Err(e)) => return Err(self.transport_error(e)),
-            Ok(Ok(response)) => response,
+            Some(Err(e)) => return Err(self.transport_error(e)),
+            Some(Ok(response)) => response,
         };
         let status = response.status();
         if !status.is_success() {
             let headers = response.headers().clone();
-            let body = read_limited(response, ERROR_BODY_LIMIT).await;
+            // Bounded by what is left of the request's deadline.
+            let body = before(&mut timer, read_limited(response, ERROR_BODY_LIMIT))
+                .await
+                .unwrap_or_default();
             return Err(map_error(status.as_u16(), &headers, &body));
         }
-        if streaming {
-            return self
-                .first_event(response)
-                .await
-                .map(|opened| Outcome::Open(Box::new(opened)));
-        }
-        response
-            .bytes()
+        self.first_event(response, timer)
             .await
-            .map(Outcome::Body)
-            .map_err(|e| self.transport_error(e))
+            .map(|opened| Outcome::Open(Box::new(opened)))
     }
 
-    async fn first_event(&self, mut response: reqwest::Response) -> Result<Opened, ProviderError> {
+    /// Reads up to the first complete SSE event; each read must come within the idle timeout.
+    async fn first_event(
+        &self,
+        mut response: reqwest::Response,
+        mut timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> Result<Opened, ProviderError> {
         let idle = self.config.idle_timeout;
         let mut decoder = SseDecoder::new();
         let mut events = Vec::new();
         while events.is_empty() {
-            match tokio::time::timeout(idle, response.chunk()).await {
-                Err(_) => {
+            timer.as_mut().reset(tokio::time::Instant::now() + idle);
+            match before(&mut timer, response.chunk()).await {
+                None => {
                     return Err(ProviderError::Timeout {
                         phase: TimeoutPhase::FirstChunk,
                         after: idle,
                     });
                 }
-                Ok(Ok(Some(chunk))) => decoder.feed_into(&chunk, &mut events),
-                Ok(Ok(None)) => {
+                Some(Ok(Some(chunk))) => decoder.feed_into(&chunk, &mut events),
+                Some(Ok(None)) => {
                     events.extend(decoder.finish());
                     if events.is_empty() {
                         return Err(ProviderError::Transport {
@@ -329,7 +347,7 @@ impl Transport {
                         });
                     }
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     return Err(ProviderError::Transport {
                         message: format!("the stream failed before its first event: {e}"),
                         source: Some(Box::new(e)),
@@ -341,6 +359,7 @@ impl Transport {
             response,
             decoder,
             events,
+            timer,
         })
     }
 
@@ -359,6 +378,18 @@ impl Transport {
             source: Some(Box::new(e)),
         }
     }
+}
+
+/// `fut`'s output, or `None` when `timer` fires first.
+async fn before<F: Future>(timer: &mut Pin<Box<tokio::time::Sleep>>, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 async fn read_limited(mut response: reqwest::Response, limit: usize) -> String {
@@ -597,7 +628,7 @@ fn sse_stream<H: SseHandler + Unpin>(
         error: None,
         done: false,
         idle,
-        idle_timer: Box::pin(tokio::time::sleep(idle)),
+        idle_timer: opened.timer,
         last_chunk: tokio::time::Instant::now(),
         scratch: opened.events,
         permit,

@@ -185,6 +185,40 @@ async fn idle_timeout_between_chunks(wire: Wire) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Headers that come but a first event that does not: the stream fails before it is
+/// returned, as a first-chunk timeout after the idle timeout (the request's own, longer
+/// deadline does not apply once the headers are in).
+async fn a_first_event_that_never_comes_times_out(wire: Wire) -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    let mut scripted = wire.answer(&Answer::text(&["late"]), true);
+    let ScriptedBody::Sse(steps) = &mut scripted.body else {
+        panic!("a stream is scripted as SSE");
+    };
+    steps.insert(0, SseStep::Delay(Duration::from_millis(800)));
+    server.push(scripted);
+    let idle = Duration::from_millis(150);
+    let config = HttpConfig {
+        retry: RetryPolicy::none(),
+        ..http(idle)
+    };
+    let provider = build(wire, &server, config);
+    // Had the timeout not fired, the event would have come and the stream opened.
+    let Err(error) = provider.stream(&request()).await else {
+        panic!("{wire:?}: the stream opened");
+    };
+    assert!(
+        matches!(
+            error,
+            ProviderError::Timeout {
+                phase: TimeoutPhase::FirstChunk,
+                after,
+            } if after == idle
+        ),
+        "{wire:?}: {error:?}"
+    );
+    Ok(())
+}
+
 /// The idle timeout is between chunks, not for the whole stream: a stream that keeps
 /// sending, slower than nothing but faster than the timeout, outlives it several times over.
 async fn a_steady_stream_outlives_the_idle_timeout(wire: Wire) -> anyhow::Result<()> {
@@ -259,6 +293,7 @@ per_wire!(
     a_retry_past_the_total_time_bound_is_not_made,
     no_retry_after_the_first_streamed_event,
     idle_timeout_between_chunks,
+    a_first_event_that_never_comes_times_out,
     a_steady_stream_outlives_the_idle_timeout,
     a_malformed_frame_is_skipped,
 );
