@@ -5,6 +5,7 @@
 //! this module. Fields that are empty or absent are omitted, and unknown fields are ignored
 //! on read, so newer writers stay readable by older readers.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use base64::Engine as _;
@@ -415,9 +416,15 @@ impl ToolCall {
     /// The arguments as JSON text, as OpenAI-style APIs expect them. A string argument value
     /// (unparseable text kept verbatim) is returned as that text.
     pub fn arguments_json(&self) -> String {
+        self.arguments_json_borrowed().into_owned()
+    }
+
+    /// [`arguments_json`](Self::arguments_json), borrowed when the arguments are kept as text
+    /// (for request encoders that write it straight into a body).
+    pub fn arguments_json_borrowed(&self) -> Cow<'_, str> {
         match &self.arguments {
-            Value::String(raw) => raw.clone(),
-            other => other.to_string(),
+            Value::String(raw) => Cow::Borrowed(raw),
+            other => Cow::Owned(other.to_string()),
         }
     }
 }
@@ -509,25 +516,38 @@ impl ToolResult {
 
     /// The text parts joined by newlines; when there are none, the structured output as JSON.
     pub fn text_content(&self) -> String {
+        self.text_content_borrowed().into_owned()
+    }
+
+    /// [`text_content`](Self::text_content), borrowed when the result is a single text part.
+    pub fn text_content_borrowed(&self) -> Cow<'_, str> {
         let text = join_text(&self.content, "\n");
         if text.is_empty()
             && let Some(structured) = &self.structured
         {
-            return structured.to_string();
+            return Cow::Owned(structured.to_string());
         }
         text
     }
 }
 
-fn join_text(parts: &[ContentPart], separator: &str) -> String {
+/// The text parts of `parts` joined by `separator`, borrowed when there is only one.
+fn join_text<'a>(parts: &'a [ContentPart], separator: &str) -> Cow<'a, str> {
+    let mut texts = parts.iter().filter_map(ContentPart::as_text);
+    let Some(first) = texts.next() else {
+        return Cow::Borrowed("");
+    };
+    let Some(second) = texts.next() else {
+        return Cow::Borrowed(first);
+    };
     let mut out = String::new();
-    for text in parts.iter().filter_map(ContentPart::as_text) {
+    for text in [first, second].into_iter().chain(texts) {
         if !out.is_empty() {
             out.push_str(separator);
         }
         out.push_str(text);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// One message of a conversation.
@@ -643,8 +663,14 @@ impl Message {
     /// The text of the message: text parts joined without separator (reasoning excluded);
     /// for a tool message, the result's text.
     pub fn text(&self) -> String {
+        self.text_borrowed().into_owned()
+    }
+
+    /// [`text`](Self::text), borrowed when it is a single text part (for request encoders
+    /// that write it straight into a body).
+    pub fn text_borrowed(&self) -> Cow<'_, str> {
         if let Some(result) = &self.tool_result {
-            return result.text_content();
+            return result.text_content_borrowed();
         }
         join_text(&self.content, "")
     }

@@ -189,6 +189,42 @@ fn tool_call_and_result() {
 }
 
 #[test]
+fn borrowed_texts_match_the_owned_ones_and_borrow_a_single_part() {
+    use std::borrow::Cow;
+
+    let one = Message::user("hello");
+    assert!(matches!(one.text_borrowed(), Cow::Borrowed("hello")));
+    let mut two = Message::user("a");
+    two.content.push(ContentPart::text(""));
+    two.content.push(ContentPart::text("b"));
+    assert_eq!(two.text_borrowed(), "ab");
+    assert_eq!(two.text(), "ab");
+    assert!(matches!(
+        Message::user("").text_borrowed(),
+        Cow::Borrowed("")
+    ));
+
+    let mut result = ToolResult::text("1", "f", "line one");
+    result.content.push(ContentPart::text("line two"));
+    assert_eq!(result.text_content_borrowed(), "line one\nline two");
+    assert_eq!(result.text_content(), "line one\nline two");
+    let tool = Message::tool(ToolResult::text("1", "f", "18C"));
+    assert!(matches!(tool.text_borrowed(), Cow::Borrowed("18C")));
+    let mut structured = ToolResult::text("1", "f", "");
+    structured.content.clear();
+    structured.structured = Some(json!({"celsius": 18}));
+    assert_eq!(structured.text_content_borrowed(), r#"{"celsius":18}"#);
+
+    let raw = ToolCall::from_raw_arguments("1", "f", r#"{"a":"#);
+    assert!(matches!(
+        raw.arguments_json_borrowed(),
+        Cow::Borrowed(r#"{"a":"#)
+    ));
+    let parsed = ToolCall::from_raw_arguments("1", "f", r#"{"a":1}"#);
+    assert_eq!(parsed.arguments_json_borrowed(), parsed.arguments_json());
+}
+
+#[test]
 fn raw_tool_arguments_are_parsed_or_kept() {
     let ok = ToolCall::from_raw_arguments("1", "f", r#"{"a":1}"#);
     assert_eq!(ok.arguments, json!({"a": 1}));

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use promptkit_core::{
     ContentPart, FinishReason, Media, MediaSource, Message, ProviderError, ProviderRequest,
-    ReasoningEffort, ResponseFormat, Role, ToolCall, ToolChoice, ToolResult, Usage, encode_base64,
+    ReasoningEffort, ResponseFormat, Role, ToolCall, ToolChoice, Usage, encode_base64,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -262,14 +262,11 @@ fn message_json(message: &Message, index: usize) -> Result<MessageJson<'_>, Prov
             Ok(MessageJson::Tool {
                 role: "tool",
                 tool_call_id: &result.call_id,
-                content: result_text(result),
+                content: result.text_content_borrowed(),
             })
         }
         Role::Assistant => {
-            let text = match &message.tool_result {
-                Some(result) => result_text(result),
-                None => joined(&message.content, ""),
-            };
+            let text = message.text_borrowed();
             let content = if text.is_empty() && !message.tool_calls.is_empty() {
                 None
             } else {
@@ -286,7 +283,7 @@ fn message_json(message: &Message, index: usize) -> Result<MessageJson<'_>, Prov
             if !message.has_media() {
                 return Ok(MessageJson::Text {
                     role,
-                    content: Some(joined(&message.content, "")),
+                    content: Some(message.text_borrowed()),
                     tool_calls: Vec::new(),
                 });
             }
@@ -322,44 +319,9 @@ fn call_json(call: &ToolCall) -> CallJson<'_> {
         kind: "function",
         function: CallFunctionJson {
             name: &call.name,
-            arguments: match &call.arguments {
-                // Argument text that did not parse is sent back as the model wrote it.
-                Value::String(raw) => Cow::Borrowed(raw),
-                other => Cow::Owned(other.to_string()),
-            },
+            arguments: call.arguments_json_borrowed(),
         },
     }
-}
-
-/// The text of a tool result, as [`ToolResult::text_content`] makes it, borrowed when it is a
-/// single text part.
-fn result_text(result: &ToolResult) -> Cow<'_, str> {
-    let text = joined(&result.content, "\n");
-    if text.is_empty()
-        && let Some(structured) = &result.structured
-    {
-        return Cow::Owned(structured.to_string());
-    }
-    text
-}
-
-/// The text parts of `parts` joined by `separator`, borrowed when there is only one.
-fn joined<'a>(parts: &'a [ContentPart], separator: &str) -> Cow<'a, str> {
-    let mut texts = parts.iter().filter_map(ContentPart::as_text);
-    let Some(first) = texts.next() else {
-        return Cow::Borrowed("");
-    };
-    let Some(second) = texts.next() else {
-        return Cow::Borrowed(first);
-    };
-    let mut out = String::new();
-    for text in [first, second].into_iter().chain(texts) {
-        if !out.is_empty() {
-            out.push_str(separator);
-        }
-        out.push_str(text);
-    }
-    Cow::Owned(out)
 }
 
 fn unsupported(message: String) -> ProviderError {
