@@ -800,7 +800,7 @@ pub(crate) fn header_map(
 }
 
 /// Parses `url` for provider constructors, which keep it for every request.
-pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, ProviderError> {
+pub(crate) fn parse_url(url: &str) -> Result<reqwest::Url, ProviderError> {
     reqwest::Url::parse(url).map_err(|e| ProviderError::Config {
         message: format!("invalid URL {url}: {e}"),
     })

@@ -44,7 +44,7 @@ pub use pricing::anthropic_pricing;
 pub use stream::MessagesStreamDecoder;
 
 use crate::http::{
-    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, truncate,
+    HttpConfig, Transport, encode_json, header_map, parse_url, retry_after, truncate,
 };
 use crate::vendor::{config_builders, http_provider};
 use stream::EventDecoder;
@@ -193,7 +193,7 @@ impl AnthropicProvider {
         client: reqwest::Client,
     ) -> Result<Self, ProviderError> {
         // Parsed once: every request reuses it.
-        let url = check_url(&config.url())?;
+        let url = parse_url(&config.url())?;
         let headers = build_headers(&config)?;
         let transport = Transport::new(client, config.http.clone());
         Ok(Self {

@@ -62,7 +62,7 @@ pub use schema::{MAX_DEPTH, SchemaError, sanitize_schema};
 pub use stream::GeminiStreamDecoder;
 
 use crate::http::{
-    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, truncate,
+    HttpConfig, Transport, encode_json, header_map, parse_url, retry_after, truncate,
 };
 use crate::vendor::{config_builders, http_provider};
 use stream::ChunkDecoder;
@@ -206,7 +206,7 @@ impl GeminiProvider {
         config: GeminiConfig,
         client: reqwest::Client,
     ) -> Result<Self, ProviderError> {
-        check_url(&config.url(&config.model, false))?;
+        parse_url(&config.url(&config.model, false))?;
         let headers = header_map(
             &[],
             config.api_key.clone().map(|key| ("x-goog-api-key", key)),
@@ -231,9 +231,9 @@ impl GeminiProvider {
         request: &ProviderRequest,
         model: &str,
         streaming: bool,
-    ) -> Result<(String, Bytes), ProviderError> {
-        let url = self.inner.config.url(model, streaming);
-        check_url(&url)?;
+    ) -> Result<(reqwest::Url, Bytes), ProviderError> {
+        // Parsed once per call (the model is part of the path); retries reuse it.
+        let url = parse_url(&self.inner.config.url(model, streaming))?;
         let body = encode_json(&build_body(request, self.inner.config.schema_mode)?)?;
         Ok((url, body))
     }
@@ -246,7 +246,11 @@ impl GeminiProvider {
         let started = Instant::now();
         let (url, body) = self.call(request, model, false)?;
         let inner = &self.inner;
-        let build = || inner.transport.post(&url, &inner.headers, &body, false);
+        let build = || {
+            inner
+                .transport
+                .post(url.clone(), &inner.headers, &body, false)
+        };
         let bytes = inner.transport.fetch(&build, map_error).await?;
         let raw = || truncate(&String::from_utf8_lossy(&bytes), 2000);
         let parsed: GenerateResponse =
@@ -293,7 +297,11 @@ impl GeminiProvider {
     ) -> Result<EventStream, ProviderError> {
         let (url, body) = self.call(request, model, true)?;
         let inner = &self.inner;
-        let build = || inner.transport.post(&url, &inner.headers, &body, true);
+        let build = || {
+            inner
+                .transport
+                .post(url.clone(), &inner.headers, &body, true)
+        };
         inner
             .transport
             .open_stream(&build, map_error, ChunkDecoder::new(span))

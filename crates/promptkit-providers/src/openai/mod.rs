@@ -35,7 +35,7 @@ pub use pricing::openai_pricing;
 pub use stream::ChatStreamDecoder;
 
 use crate::http::{
-    HttpConfig, Transport, check_url, encode_json, header_map, retry_after, truncate,
+    HttpConfig, Transport, encode_json, header_map, parse_url, retry_after, truncate,
 };
 use crate::vendor::{config_builders, http_provider};
 use stream::ChunkDecoder;
@@ -236,7 +236,7 @@ impl OpenAiProvider {
         client: reqwest::Client,
     ) -> Result<Self, ProviderError> {
         // Parsed once: every request reuses it.
-        let url = check_url(&config.url())?;
+        let url = parse_url(&config.url())?;
         let headers = build_headers(&config)?;
         let transport = Transport::new(client, config.http.clone());
         Ok(Self {
