@@ -119,3 +119,38 @@ async fn a_streamed_conversation_with_a_tool_survives_a_restart() {
     let stored = store.load("s-1").await.unwrap().unwrap();
     assert_eq!(stored.messages.len(), 6);
 }
+
+#[tokio::test]
+async fn a_stream_without_message_events_yields_text_and_still_keeps_the_messages() {
+    let model = Arc::new(
+        MockProvider::new("mock", "mock-1")
+            .with_turn(MockTurn::tool_call(
+                "call_1",
+                "lookup_order",
+                json!({"order_id": "12345"}),
+            ))
+            .with_turn(MockTurn::text("Order 12345 has shipped.").with_chunk_size(6)),
+    );
+    let agent = Agent::builder(model).tools(tools()).build().unwrap();
+
+    let mut stream = agent
+        .stream("s-1", "Where is order 12345?")
+        .unwrap()
+        .message_events(false);
+    let mut text = String::new();
+    while let Some(event) = stream.next_event().await {
+        match event {
+            AgentEvent::Text(t) => text.push_str(&t),
+            other => panic!("only text was asked for, got {other:?}"),
+        }
+    }
+    assert_eq!(text, "Order 12345 has shipped.");
+    let reply = stream.finish().await.unwrap();
+    let roles: Vec<Role> = reply.messages.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [Role::User, Role::Assistant, Role::Tool, Role::Assistant]
+    );
+    assert_eq!(reply.messages[1].tool_calls[0].name, "lookup_order");
+    assert_eq!(reply.text(), "Order 12345 has shipped.");
+}

@@ -223,7 +223,9 @@ impl Reply {
         self.message().map(Message::text).unwrap_or_default()
     }
 
-    fn absorb(&mut self, element: Element) -> Option<AgentEvent> {
+    /// Takes in one output element. With `copies` off, messages and pending calls are kept
+    /// without an event (and so without the copy an event needs).
+    fn absorb(&mut self, element: Element, copies: bool) -> Option<AgentEvent> {
         if element.meta.from_history {
             return None;
         }
@@ -243,12 +245,22 @@ impl Reply {
                         *self.cost.get_or_insert_with(Cost::default) += c;
                     }
                 }
-                self.messages.push((*m).clone());
-                Some(AgentEvent::Message(m))
+                if copies {
+                    self.messages.push((*m).clone());
+                    Some(AgentEvent::Message(m))
+                } else {
+                    self.messages.push(*m);
+                    None
+                }
             }
             Payload::ToolCall(call) if pending => {
-                self.pending.push(ToolCall::clone(&call));
-                Some(AgentEvent::PendingApproval(*call))
+                if copies {
+                    self.pending.push(ToolCall::clone(&call));
+                    Some(AgentEvent::PendingApproval(*call))
+                } else {
+                    self.pending.push(*call);
+                    None
+                }
             }
             _ => None,
         }
@@ -317,9 +329,7 @@ impl Agent {
         session: &str,
         message: impl Into<Message>,
     ) -> Result<Reply, AgentError> {
-        let mut stream = self.stream(session, message)?;
-        while stream.next_event().await.is_some() {}
-        stream.finish().await
+        self.stream(session, message)?.finish().await
     }
 
     /// Starts a turn; read its events as they are produced, then [`ReplyStream::finish`].
@@ -409,6 +419,7 @@ impl Agent {
             output,
             handle: Some(handle),
             reply: Reply::default(),
+            message_events: true,
         })
     }
 }
@@ -419,14 +430,26 @@ pub struct ReplyStream {
     output: OutputStream,
     handle: Option<RunHandle>,
     reply: Reply,
+    /// Whether complete messages and calls waiting for approval become events.
+    message_events: bool,
 }
 
 impl ReplyStream {
+    /// Whether the stream yields [`AgentEvent::Message`] and [`AgentEvent::PendingApproval`]
+    /// events (it does unless told otherwise). A caller that streams only text can turn them
+    /// off and save a copy of every message: the reply that [`finish`](Self::finish) returns
+    /// holds the messages and pending calls either way.
+    #[must_use]
+    pub fn message_events(mut self, on: bool) -> Self {
+        self.message_events = on;
+        self
+    }
+
     /// The next event, or `None` when the turn's output has ended.
     pub async fn next_event(&mut self) -> Option<AgentEvent> {
         loop {
             let element = self.output.recv().await?;
-            if let Some(event) = self.reply.absorb(element) {
+            if let Some(event) = self.reply.absorb(element, self.message_events) {
                 return Some(event);
             }
         }
@@ -437,7 +460,10 @@ impl ReplyStream {
     /// # Errors
     /// An [`AgentError`] with what the turn produced before failing.
     pub async fn finish(mut self) -> Result<Reply, AgentError> {
-        while self.next_event().await.is_some() {}
+        // What is left is kept, not handed out: no copies for events nobody reads.
+        while let Some(element) = self.output.recv().await {
+            self.reply.absorb(element, false);
+        }
         let result = match self.handle.take() {
             Some(h) => h.wait().await,
             None => Err(PipelineError::Lost),
@@ -460,7 +486,7 @@ impl Stream for ReplyStream {
         loop {
             match Pin::new(&mut this.output).poll_next(cx) {
                 Poll::Ready(Some(element)) => {
-                    if let Some(event) = this.reply.absorb(element) {
+                    if let Some(event) = this.reply.absorb(element, this.message_events) {
                         return Poll::Ready(Some(event));
                     }
                 }
