@@ -70,10 +70,30 @@ struct App {
 }
 
 impl App {
+    /// `chatcmpl-` and two hex numbers: the server's start time and a counter (8 digits or
+    /// more). Written by hand: `format!` costs more than the rest of a response's fixed text.
     fn completion_id(&self) -> String {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        format!("chatcmpl-{:x}{n:08x}", self.started)
+        let mut id = String::with_capacity(9 + 16 + 16);
+        id.push_str("chatcmpl-");
+        push_hex(&mut id, self.started, 1);
+        push_hex(&mut id, n, 8);
+        id
     }
+}
+
+/// Appends `n` in lower-case hex, padded with zeros to at least `width` digits.
+fn push_hex(out: &mut String, mut n: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [b'0'; 16];
+    let mut start = digits.len();
+    while n > 0 {
+        start -= 1;
+        digits[start] = DIGITS[usize::try_from(n & 0xf).unwrap_or_default()];
+        n >>= 4;
+    }
+    start = start.min(digits.len().saturating_sub(width.max(1)));
+    out.extend(digits[start..].iter().map(|&b| char::from(b)));
 }
 
 /// Runs the server until SIGINT or SIGTERM, then lets in-flight requests finish for the grace
@@ -452,23 +472,17 @@ async fn chat_completions(
         Some(_) => (&app.agents.stateful, Vec::new()),
         None => (&app.agents.stateless, conversation.history),
     };
+    // The response is built from text events and the finished reply: no message events.
     let reply = agent
         .stream_with_history(turn, history, conversation.message)
-        .map_err(|e| ApiError::from_turn(&e))?;
+        .map_err(|e| ApiError::from_turn(&e))?
+        .message_events(false);
 
     let id = app.completion_id();
     let created = promptkit::Timestamp::now().as_unix_millis() / 1000;
     let mut response = if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let state = SseState {
-            reply: Some(reply),
-            id,
-            created,
-            app: Arc::clone(&app),
-            include_usage,
-            first: true,
-            _permit: permit,
-        };
+        let state = SseState::new(reply, &id, created, &app.model_json, include_usage, permit);
         let mut frames = SseFrames {
             state,
             closing: None,
@@ -536,9 +550,9 @@ fn completion(id: &str, created: i64, model: &str, reply: &Reply) -> Value {
 /// which cancels the turn, and frees the concurrency slot.
 struct SseState {
     reply: Option<ReplyStream>,
-    id: String,
-    created: i64,
-    app: Arc<App>,
+    /// What every chunk of this response opens with, up to its `choices`:
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,`.
+    head: String,
     include_usage: bool,
     first: bool,
     _permit: OwnedSemaphorePermit,
@@ -554,74 +568,111 @@ struct SseState {
 const HEADER_HOLD: Duration = Duration::from_secs(1);
 
 impl SseState {
-    /// One `chat.completion.chunk` frame around `delta` (JSON text). The fixed parts are
-    /// written as text: this runs once per streamed piece of text.
-    fn frame(&self, delta: &str, finish: Option<&str>) -> String {
-        let model = &self.app.model_json;
-        let mut frame = String::with_capacity(delta.len() + 160 + model.len());
-        frame.push_str("data: {\"id\":\"");
-        frame.push_str(&self.id);
-        frame.push_str("\",\"object\":\"chat.completion.chunk\",\"created\":");
-        frame.push_str(&self.created.to_string());
-        frame.push_str(",\"model\":");
-        frame.push_str(model);
-        frame.push_str(",\"choices\":[{\"index\":0,\"delta\":");
-        frame.push_str(delta);
-        frame.push_str(",\"finish_reason\":");
-        match finish {
-            Some(reason) => {
-                frame.push('"');
-                frame.push_str(reason);
-                frame.push('"');
-            }
-            None => frame.push_str("null"),
+    /// `id` is the completion id (ASCII letters, digits and `-`) and `model_json` the model
+    /// name as a JSON string: both go into the frames as they are.
+    fn new(
+        reply: ReplyStream,
+        id: &str,
+        created: i64,
+        model_json: &str,
+        include_usage: bool,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let mut head = String::with_capacity(96 + id.len() + model_json.len());
+        head.push_str("data: {\"id\":\"");
+        head.push_str(id);
+        head.push_str("\",\"object\":\"chat.completion.chunk\",\"created\":");
+        head.push_str(itoa::Buffer::new().format(created));
+        head.push_str(",\"model\":");
+        head.push_str(model_json);
+        head.push(',');
+        Self {
+            reply: Some(reply),
+            head,
+            include_usage,
+            first: true,
+            _permit: permit,
         }
-        frame.push_str("}]}\n\n");
-        frame
     }
 
-    fn chunk(&self, delta: &Value, finish: Option<&str>) -> String {
-        self.frame(&delta.to_string(), finish)
+    /// Appends one `chat.completion.chunk` frame to `out`; `delta` writes its delta object.
+    /// The fixed parts are copied as text: this runs once per streamed piece of text.
+    fn frame(&self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>), finish: Option<&str>) {
+        out.extend_from_slice(self.head.as_bytes());
+        out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
+        delta(out);
+        out.extend_from_slice(b",\"finish_reason\":");
+        match finish {
+            Some(reason) => {
+                out.push(b'"');
+                out.extend_from_slice(reason.as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]}\n\n");
     }
 
     /// A content chunk: `{"content": text}`, with the role on the first.
-    fn content(&mut self, text: &str) -> String {
-        let mut delta = String::with_capacity(text.len() + 40);
-        if self.first {
-            self.first = false;
-            delta.push_str("{\"role\":\"assistant\",\"content\":");
+    fn content(&mut self, text: &str) -> Bytes {
+        let opening: &[u8] = if std::mem::take(&mut self.first) {
+            b"{\"role\":\"assistant\",\"content\":"
         } else {
-            delta.push_str("{\"content\":");
-        }
-        delta.push_str(&serde_json::to_string(text).unwrap_or_default());
-        delta.push('}');
-        self.frame(&delta, None)
+            b"{\"content\":"
+        };
+        let mut out = Vec::with_capacity(self.head.len() + text.len() + 96);
+        self.frame(
+            &mut out,
+            |out| {
+                out.extend_from_slice(opening);
+                json_string(out, text);
+                out.push(b'}');
+            },
+            None,
+        );
+        Bytes::from(out)
     }
 
     /// The closing frames: finish chunk, usage chunk when asked, `[DONE]`; or an error event.
-    fn closing(&self, result: Result<Reply, AgentError>) -> String {
+    fn closing(&self, result: Result<Reply, AgentError>) -> Bytes {
         match result {
             Ok(reply) => {
-                let mut out = String::new();
+                let mut out = Vec::with_capacity(2 * self.head.len() + 160);
                 if self.first {
                     // An answer without text still opens with the role.
-                    out.push_str(&self.chunk(&json!({"role": "assistant", "content": ""}), None));
+                    self.frame(
+                        &mut out,
+                        |out| out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":\"\"}"),
+                        None,
+                    );
                 }
-                out.push_str(&self.chunk(&json!({}), Some(finish_reason(&reply))));
+                self.frame(
+                    &mut out,
+                    |out| out.extend_from_slice(b"{}"),
+                    Some(finish_reason(&reply)),
+                );
                 if self.include_usage {
-                    let value = json!({"id": self.id, "object": "chat.completion.chunk",
-                        "created": self.created, "model": self.app.model, "choices": [],
-                        "usage": usage_json(&reply.usage)});
-                    out.push_str(&format!("data: {value}\n\n"));
+                    out.extend_from_slice(self.head.as_bytes());
+                    out.extend_from_slice(b"\"choices\":[],\"usage\":");
+                    out.extend_from_slice(usage_json(&reply.usage).to_string().as_bytes());
+                    out.extend_from_slice(b"}\n\n");
                 }
-                out.push_str("data: [DONE]\n\n");
-                out
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                Bytes::from(out)
             }
             Err(e) => {
                 let error = ApiError::from_turn(&e);
-                format!("data: {}\n\n", error.body())
+                Bytes::from(format!("data: {}\n\n", error.body()))
             }
         }
+    }
+}
+
+/// Appends `text` as a JSON string.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing into memory cannot fail, and a `str` always serialises.
+    if serde_json::to_writer(&mut *out, text).is_err() {
+        out.extend_from_slice(b"\"\"");
     }
 }
 
@@ -656,9 +707,7 @@ impl SseFrames {
             };
             match ready!(Pin::new(reply).poll_next(cx)) {
                 Some(AgentEvent::Text(text)) if !text.is_empty() => {
-                    return Poll::Ready(Some(Step::Content(Bytes::from(
-                        self.state.content(&text),
-                    ))));
+                    return Poll::Ready(Some(Step::Content(self.state.content(&text))));
                 }
                 Some(_) => {}
                 None => {
@@ -682,7 +731,7 @@ impl SseFrames {
             Ok(Some(Step::Content(frame))) => Ok(Some(frame)),
             // The turn ended before any text: an error becomes the response's status.
             Ok(Some(Step::End(Err(e)))) => Err(ApiError::from_turn(&e)),
-            Ok(Some(Step::End(Ok(reply)))) => Ok(Some(Bytes::from(self.state.closing(Ok(reply))))),
+            Ok(Some(Step::End(Ok(reply)))) => Ok(Some(self.state.closing(Ok(reply)))),
         }
     }
 }
@@ -695,8 +744,28 @@ impl Stream for SseFrames {
         Poll::Ready(ready!(this.poll_step(cx)).map(|step| {
             Ok(match step {
                 Step::Content(frame) => frame,
-                Step::End(result) => Bytes::from(this.state.closing(result)),
+                Step::End(result) => this.state.closing(result),
             })
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_hex;
+
+    #[test]
+    fn hex_is_padded_to_the_width_and_never_cut() {
+        let hex = |n, width| {
+            let mut s = String::new();
+            push_hex(&mut s, n, width);
+            s
+        };
+        assert_eq!(hex(0, 1), "0");
+        assert_eq!(hex(0, 8), "00000000");
+        assert_eq!(hex(0x1a, 8), "0000001a");
+        assert_eq!(hex(0x6_5f3e_1c2d, 1), format!("{:x}", 0x6_5f3e_1c2d_u64));
+        assert_eq!(hex(u64::MAX, 8), "ffffffffffffffff");
+        assert_eq!(hex(0x1_2345_6789, 8), "123456789");
     }
 }

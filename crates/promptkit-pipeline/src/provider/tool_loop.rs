@@ -104,9 +104,15 @@ fn unanswered_calls(conversation: &[Message]) -> Vec<ToolCall> {
         .collect()
 }
 
-fn identity_key(call: &ToolCall) -> String {
-    // serde_json's map is ordered, so re-serialising canonicalises key order.
-    format!("{}\u{0}{}", call.name, call.arguments)
+fn identity_key(call: &ToolCall) -> Vec<u8> {
+    // serde_json's map is ordered, so re-serialising canonicalises key order. Written
+    // directly rather than through `format!`, which runs every byte through the formatter.
+    let mut key = Vec::with_capacity(call.name.len() + 64);
+    key.extend_from_slice(call.name.as_bytes());
+    key.push(0);
+    // Writing into memory cannot fail; a key without its arguments would only be coarser.
+    let _ = serde_json::to_writer(&mut key, &call.arguments);
+    key
 }
 
 impl ProviderStage {
@@ -172,7 +178,7 @@ impl ProviderStage {
         let mut tool_choice = config.tool_choice.clone();
         let mut failures: HashMap<String, u32> = HashMap::new();
         let mut excluded: HashSet<String> = HashSet::new();
-        let mut identical: HashMap<String, u32> = HashMap::new();
+        let mut identical: HashMap<Vec<u8>, u32> = HashMap::new();
         let mut warned = false;
 
         for _round in 0..config.max_rounds {
