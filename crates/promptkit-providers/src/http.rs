@@ -690,6 +690,20 @@ where
     Ok(<Option<T> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// Serde helper: an optional string borrowed from the input when it has no escapes (serde
+/// itself only borrows a `Cow<str>` field, not an `Option` of one).
+#[cfg(feature = "openai")]
+pub(crate) fn borrowed_str<'de: 'a, 'a, D>(
+    deserializer: D,
+) -> Result<Option<std::borrow::Cow<'a, str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(serde::Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+    Ok(<Option<Borrowed<'a>> as serde::Deserialize>::deserialize(deserializer)?.map(|b| b.0))
+}
+
 /// The arguments of `call` as the JSON object the Anthropic and Gemini APIs require.
 /// Arguments that are not an object (text the model produced that did not parse, kept
 /// verbatim) are sent as `{}`, with a warning.
@@ -808,8 +822,8 @@ pub(crate) fn parse_url(url: &str) -> Result<reqwest::Url, ProviderError> {
 
 /// Decodes one stream frame's JSON; an empty frame is `None`, and a malformed one is logged
 /// on `span` and skipped (`None`), so one bad frame never ends a stream.
-pub(crate) fn parse_frame<T: serde::de::DeserializeOwned>(
-    data: &str,
+pub(crate) fn parse_frame<'a, T: serde::Deserialize<'a>>(
+    data: &'a str,
     span: &tracing::Span,
 ) -> Option<T> {
     let data = data.trim();

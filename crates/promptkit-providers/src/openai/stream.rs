@@ -1,5 +1,6 @@
 //! The Chat Completions stream decoder: SSE events in, [`StreamEvent`]s out.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent, Usage};
@@ -39,14 +40,14 @@ impl ChunkDecoder {
     /// Applies one decoded chunk.
     pub(crate) fn apply(
         &mut self,
-        chunk: ChatChunk,
+        chunk: ChatChunk<'_>,
         out: &mut VecDeque<StreamEvent>,
     ) -> Result<(), ProviderError> {
         if let Some(error) = chunk.error {
             return Err(error.to_error(500, None));
         }
         if self.model.is_none() {
-            self.model = chunk.model;
+            self.model = chunk.model.map(Cow::into_owned);
         }
         if let Some(usage) = chunk.usage.and_then(|u| u.to_usage()) {
             self.usage = Some(usage);
@@ -150,7 +151,7 @@ impl SseHandler for ChunkDecoder {
             self.close(reason, out);
             return Ok(true);
         }
-        match parse_frame::<ChatChunk>(data, &self.span) {
+        match parse_frame::<ChatChunk<'_>>(data, &self.span) {
             Some(chunk) => self.apply(chunk, out).map(|()| false),
             None => Ok(false),
         }

@@ -428,3 +428,26 @@ fn config_urls_and_debug_redacts_key() {
     let value: Value = json!(azure.url());
     assert!(value.is_string());
 }
+
+#[test]
+fn chunk_strings_are_borrowed_when_plain_and_still_read_when_escaped() {
+    use std::borrow::Cow;
+
+    use super::wire::ChatChunk;
+
+    let plain = r#"{"model":"gpt-4o","choices":[{"delta":{},"finish_reason":"stop"}]}"#;
+    let chunk: ChatChunk<'_> = serde_json::from_str(plain).unwrap();
+    assert!(matches!(chunk.model, Some(Cow::Borrowed("gpt-4o"))));
+    assert!(matches!(
+        chunk.choices[0].finish_reason,
+        Some(Cow::Borrowed("stop"))
+    ));
+
+    // An escaped string cannot be borrowed: it is read into an owned one, not rejected.
+    let escaped = r#"{"model":"gpt\u002d4o","choices":[{"finish_reason":null}]}"#;
+    let chunk: ChatChunk<'_> = serde_json::from_str(escaped).unwrap();
+    assert_eq!(chunk.model.as_deref(), Some("gpt-4o"));
+    assert!(chunk.choices[0].finish_reason.is_none());
+    let none: ChatChunk<'_> = serde_json::from_str(r#"{"choices":[]}"#).unwrap();
+    assert!(none.model.is_none());
+}

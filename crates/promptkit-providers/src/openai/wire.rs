@@ -9,7 +9,7 @@ use promptkit_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::http::{null_as_default, tool_result_of, truncate};
+use crate::http::{borrowed_str, null_as_default, tool_result_of, truncate};
 
 /// How the request body is shaped for the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -437,20 +437,23 @@ impl WireFunction {
 /// A streamed chunk.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct ChatChunk {
-    pub(crate) model: Option<String>,
-    #[serde(deserialize_with = "null_as_default")]
-    pub(crate) choices: Vec<ChunkChoice>,
+pub(crate) struct ChatChunk<'a> {
+    // Borrowed from the frame: every chunk repeats the model and only the first is kept.
+    #[serde(borrow, deserialize_with = "borrowed_str")]
+    pub(crate) model: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "null_as_default", borrow)]
+    pub(crate) choices: Vec<ChunkChoice<'a>>,
     pub(crate) usage: Option<WireUsage>,
     pub(crate) error: Option<WireError>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub(crate) struct ChunkChoice {
+pub(crate) struct ChunkChoice<'a> {
     pub(crate) index: Option<u32>,
     pub(crate) delta: Option<Delta>,
-    pub(crate) finish_reason: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed_str")]
+    pub(crate) finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
