@@ -424,9 +424,16 @@ impl ToolCall {
     pub fn arguments_json_borrowed(&self) -> Cow<'_, str> {
         match &self.arguments {
             Value::String(raw) => Cow::Borrowed(raw),
-            other => Cow::Owned(other.to_string()),
+            other => Cow::Owned(json_text(other)),
         }
     }
+}
+
+/// `value` as compact JSON text, as its `Display` writes it but straight into the string
+/// (`Display` goes through the formatter for every token).
+fn json_text(value: &Value) -> String {
+    // Serialising a `Value` into memory cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Parses tool-call argument text: empty text is `{}`, invalid JSON is kept as a JSON string.
@@ -525,7 +532,7 @@ impl ToolResult {
         if text.is_empty()
             && let Some(structured) = &self.structured
         {
-            return Cow::Owned(structured.to_string());
+            return Cow::Owned(json_text(structured));
         }
         text
     }

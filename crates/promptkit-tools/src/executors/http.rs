@@ -237,9 +237,14 @@ impl ToolExecutor for HttpExecutor {
             );
             let mut body = None;
             if body_method {
-                let mut fields = self.config.static_body.clone();
-                fields.extend(args);
-                body = Some(Value::Object(fields).to_string());
+                let fields = if self.config.static_body.is_empty() {
+                    args
+                } else {
+                    let mut fields = self.config.static_body.clone();
+                    fields.extend(args);
+                    fields
+                };
+                body = Some(serde_json::to_string(&fields).unwrap_or_default());
             } else {
                 query.extend(args.iter().map(|(k, v)| (k.clone(), query_value(v))));
             }
@@ -297,9 +302,8 @@ impl ToolExecutor for HttpExecutor {
                     return Err(self.fail(call, &format!("response exceeded {limit} bytes")));
                 }
             }
-            let text = String::from_utf8_lossy(&body);
             if !status.is_success() {
-                let snippet: String = text.chars().take(500).collect();
+                let snippet: String = String::from_utf8_lossy(&body).chars().take(500).collect();
                 return Ok(ToolResult::error(
                     &call.id,
                     &call.name,
@@ -322,7 +326,9 @@ impl ToolExecutor for HttpExecutor {
                         other => result.structured = Some(other),
                     }
                 }
-                Err(_) => result.content.push(ContentPart::text(self.scrub(&text))),
+                Err(_) => result.content.push(ContentPart::text(
+                    self.scrub(&String::from_utf8_lossy(&body)),
+                )),
             }
             Ok(result)
         })
