@@ -551,6 +551,11 @@ impl ProviderStage {
     /// Runs calls in parallel (bounded), returning results in call order. Never fails: every
     /// problem becomes an error result for the model.
     async fn execute_all(&self, cx: &StageContext, calls: Vec<&ToolCall>) -> Vec<ToolResult> {
+        // The common case, one call, needs none of the ordered-buffering machinery (a queue
+        // and a reference-counted waker per call).
+        if let [call] = calls[..] {
+            return vec![cx.busy(self.execute_one(cx, call)).await];
+        }
         let limit = self.config.max_parallel_tool_calls.max(1);
         // Collected first: a lazy `map` over borrowed calls, held across the await, trips the
         // compiler's `Send` check on higher-ranked lifetimes.
