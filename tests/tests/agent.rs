@@ -29,12 +29,9 @@ fn tools() -> Arc<ToolRegistry> {
     Arc::new(registry)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_conversation_with_a_tool_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("state.db");
-
-    let model = Arc::new(
+/// A model that asks for `lookup_order`, then answers in chunks of six characters.
+fn order_lookup_model() -> Arc<MockProvider> {
+    Arc::new(
         MockProvider::new("mock", "mock-1")
             .with_turn(MockTurn::tool_call(
                 "call_1",
@@ -42,7 +39,15 @@ async fn a_streamed_conversation_with_a_tool_survives_a_restart() {
                 json!({"order_id": "12345"}),
             ))
             .with_turn(MockTurn::text("Order 12345 has shipped.").with_chunk_size(6)),
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_conversation_with_a_tool_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+
+    let model = order_lookup_model();
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&db).await.unwrap());
     let agent = Agent::builder(model.clone())
         .system("You are the support agent of {{company}}.")
@@ -122,15 +127,7 @@ async fn a_streamed_conversation_with_a_tool_survives_a_restart() {
 
 #[tokio::test]
 async fn a_stream_without_message_events_yields_text_and_still_keeps_the_messages() {
-    let model = Arc::new(
-        MockProvider::new("mock", "mock-1")
-            .with_turn(MockTurn::tool_call(
-                "call_1",
-                "lookup_order",
-                json!({"order_id": "12345"}),
-            ))
-            .with_turn(MockTurn::text("Order 12345 has shipped.").with_chunk_size(6)),
-    );
+    let model = order_lookup_model();
     let agent = Agent::builder(model).tools(tools()).build().unwrap();
 
     let mut stream = agent
