@@ -28,7 +28,7 @@ use futures_util::stream::{self, Stream};
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
 use promptkit::pipeline::{PipelineError, TurnData};
 use promptkit::{ContentPart, Media, Message, ProviderError, Role, ToolResult, Usage};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -552,7 +552,7 @@ struct SseState {
     reply: Option<ReplyStream>,
     /// What every chunk of this response opens with, up to its `choices`:
     /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,`.
-    head: String,
+    head: Vec<u8>,
     include_usage: bool,
     first: bool,
     _permit: OwnedSemaphorePermit,
@@ -578,14 +578,14 @@ impl SseState {
         include_usage: bool,
         permit: OwnedSemaphorePermit,
     ) -> Self {
-        let mut head = String::with_capacity(96 + id.len() + model_json.len());
-        head.push_str("data: {\"id\":\"");
-        head.push_str(id);
-        head.push_str("\",\"object\":\"chat.completion.chunk\",\"created\":");
-        head.push_str(itoa::Buffer::new().format(created));
-        head.push_str(",\"model\":");
-        head.push_str(model_json);
-        head.push(',');
+        let mut head = Vec::with_capacity(96 + id.len() + model_json.len());
+        head.extend_from_slice(b"data: {\"id\":\"");
+        head.extend_from_slice(id.as_bytes());
+        head.extend_from_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":");
+        write_json(&mut head, &created);
+        head.extend_from_slice(b",\"model\":");
+        head.extend_from_slice(model_json.as_bytes());
+        head.push(b',');
         Self {
             reply: Some(reply),
             head,
@@ -598,7 +598,7 @@ impl SseState {
     /// Appends one `chat.completion.chunk` frame to `out`; `delta` writes its delta object.
     /// The fixed parts are copied as text: this runs once per streamed piece of text.
     fn frame(&self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>), finish: Option<&str>) {
-        out.extend_from_slice(self.head.as_bytes());
+        out.extend_from_slice(&self.head);
         out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
         delta(out);
         out.extend_from_slice(b",\"finish_reason\":");
@@ -625,7 +625,7 @@ impl SseState {
             &mut out,
             |out| {
                 out.extend_from_slice(opening);
-                json_string(out, text);
+                write_json(out, text);
                 out.push(b'}');
             },
             None,
@@ -652,9 +652,9 @@ impl SseState {
                     Some(finish_reason(&reply)),
                 );
                 if self.include_usage {
-                    out.extend_from_slice(self.head.as_bytes());
+                    out.extend_from_slice(&self.head);
                     out.extend_from_slice(b"\"choices\":[],\"usage\":");
-                    out.extend_from_slice(usage_json(&reply.usage).to_string().as_bytes());
+                    write_json(&mut out, &usage_json(&reply.usage));
                     out.extend_from_slice(b"}\n\n");
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
@@ -668,12 +668,11 @@ impl SseState {
     }
 }
 
-/// Appends `text` as a JSON string.
-fn json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing into memory cannot fail, and a `str` always serialises.
-    if serde_json::to_writer(&mut *out, text).is_err() {
-        out.extend_from_slice(b"\"\"");
-    }
+/// Appends `value` as JSON, written straight into `out` (`Value`'s `Display` and
+/// `to_string` go through the formatter for every token).
+fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    // Writing into memory cannot fail, and strings, integers and `Value`s always serialise.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// The frames of an SSE response: a hand-written stream, so that the response state stays
