@@ -124,6 +124,14 @@ pub trait ToolExecutor: Send + Sync + fmt::Debug {
         call: &'a ToolCall,
         ctx: &'a ToolContext,
     ) -> BoxFuture<'a, Result<ToolResult, ToolError>>;
+
+    /// Whether [`execute`](Self::execute) itself ends every call by
+    /// [`ToolContext::deadline`], with [`ToolError::Timeout`] (its HTTP client's timeout,
+    /// say). A caller then need not run a timer of its own beside the call. The default,
+    /// `false`, makes callers bound the call themselves.
+    fn enforces_deadline(&self) -> bool {
+        false
+    }
 }
 
 /// The tools a provider stage can offer and run. Object-safe: used as `Arc<dyn ToolSet>`.
@@ -139,6 +147,13 @@ pub trait ToolSet: Send + Sync + fmt::Debug {
         call: &'a ToolCall,
         ctx: &'a ToolContext,
     ) -> BoxFuture<'a, Result<ToolResult, ToolError>>;
+
+    /// Whether [`execute`](Self::execute) ends every call by [`ToolContext::deadline`]
+    /// (with [`ToolError::Timeout`]), so the caller need not run a timer of its own beside
+    /// it. The default, `false`, makes callers such as the provider stage bound each call.
+    fn enforces_deadline(&self) -> bool {
+        false
+    }
 }
 
 /// Why a tool call could not be run.

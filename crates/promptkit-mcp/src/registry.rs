@@ -176,4 +176,9 @@ impl ToolSet for McpRegistry {
             server.execute(call, ctx).await
         })
     }
+
+    /// Calls go to a server, which bounds each by the call's deadline.
+    fn enforces_deadline(&self) -> bool {
+        true
+    }
 }

@@ -221,6 +221,11 @@ impl ToolExecutor for McpToolExecutor {
     ) -> BoxFuture<'a, Result<ToolResult, ToolError>> {
         Box::pin(self.server.call_tool(&self.mcp_name, call, ctx))
     }
+
+    /// Each `tools/call` is bounded by the call's deadline (or the server's call timeout).
+    fn enforces_deadline(&self) -> bool {
+        true
+    }
 }
 
 impl fmt::Debug for McpServer {
@@ -957,5 +962,10 @@ impl ToolSet for McpServer {
         ctx: &'a ToolContext,
     ) -> BoxFuture<'a, Result<ToolResult, ToolError>> {
         Box::pin(self.inner.execute(call, ctx))
+    }
+
+    /// Each `tools/call` is bounded by the call's deadline (or the server's call timeout).
+    fn enforces_deadline(&self) -> bool {
+        true
     }
 }

@@ -727,6 +727,73 @@ async fn a_hung_tool_times_out_into_an_error_result() {
     assert_eq!(result.response.unwrap().text(), "gave up");
 }
 
+/// A tool set that ends its calls by the context's deadline itself. This one answers a
+/// little after the deadline, so a second timer in the stage would show as a timeout.
+#[derive(Debug, Default)]
+struct SelfTimed {
+    deadlines: Mutex<Vec<Option<std::time::Instant>>>,
+}
+
+impl ToolSet for SelfTimed {
+    fn definitions(&self) -> BoxFuture<'_, Result<Vec<ToolDef>, ToolError>> {
+        Box::pin(async {
+            Ok(vec![ToolDef::new(
+                "slow",
+                "a slow tool",
+                empty_object_schema(),
+            )])
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        call: &'a ToolCall,
+        ctx: &'a ToolContext,
+    ) -> BoxFuture<'a, Result<ToolResult, ToolError>> {
+        Box::pin(async move {
+            self.deadlines.lock().unwrap().push(ctx.deadline);
+            let left = ctx.remaining().unwrap_or_default();
+            tokio::time::sleep(left + Duration::from_millis(100)).await;
+            Ok(ToolResult::text(&call.id, &call.name, "done"))
+        })
+    }
+
+    fn enforces_deadline(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tool_set_that_keeps_its_own_deadline_is_not_timed_twice() {
+    let provider = Scripted::new([
+        Step::Calls(vec![call("c1", "slow", json!({}))]),
+        Step::Text("finished"),
+    ]);
+    let config = ProviderStageConfig {
+        tool_timeout: Duration::from_secs(2),
+        ..ProviderStageConfig::default()
+    };
+    let tools = Arc::new(SelfTimed::default());
+    let p = pipeline(
+        ProviderStage::new(provider)
+            .with_tools(Arc::clone(&tools) as Arc<dyn ToolSet>)
+            .with_config(config),
+    );
+    let before = std::time::Instant::now();
+    let result = p
+        .execute_sync(TurnData::default(), [user("go")])
+        .await
+        .unwrap();
+    // The stage handed the set its deadline...
+    let deadlines = tools.deadlines.lock().unwrap().clone();
+    let deadline = deadlines[0].expect("a deadline");
+    assert!(deadline > before && deadline <= std::time::Instant::now() + Duration::from_secs(2));
+    // ...and left the call to it: the late answer is the result, not a timeout.
+    let results = tool_results(&result.messages);
+    assert_eq!(results[0].error_kind, None, "{:?}", results[0]);
+    assert_eq!(result.response.unwrap().text(), "finished");
+}
+
 #[tokio::test]
 async fn continuous_mode_answers_each_turn_and_keeps_the_conversation() {
     let provider = Scripted::new([Step::Text("first answer"), Step::Text("second answer")]);

@@ -499,11 +499,13 @@ impl ToolSet for ToolRegistry {
                 arguments,
                 provider_data: call.provider_data.clone(),
             };
-            let started = Instant::now();
-            let mut result =
-                match tokio::time::timeout(timeout, entry.executor.execute(&prepared, &call_ctx))
-                    .await
-                {
+            let run = entry.executor.execute(&prepared, &call_ctx);
+            let mut result = if entry.executor.enforces_deadline() {
+                // The executor ends the call by the deadline itself: no second timer.
+                run.await?
+            } else {
+                let started = Instant::now();
+                match tokio::time::timeout(timeout, run).await {
                     Ok(r) => r?,
                     Err(_) => {
                         return Err(ToolError::Timeout {
@@ -511,7 +513,8 @@ impl ToolSet for ToolRegistry {
                             elapsed: started.elapsed(),
                         });
                     }
-                };
+                }
+            };
             if let (Some(schema), Some(structured), false) = (
                 &entry.descriptor.output_schema,
                 &result.structured,
@@ -530,5 +533,11 @@ impl ToolSet for ToolRegistry {
             }
             Ok(self.cap(result))
         })
+    }
+
+    /// Every call ends by the earlier of the context's deadline and the tool's own timeout:
+    /// the executor's timer does it when it has one, the registry's otherwise.
+    fn enforces_deadline(&self) -> bool {
+        true
     }
 }

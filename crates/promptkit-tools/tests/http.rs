@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
+use futures_util::StreamExt as _;
 use promptkit_core::{ToolCall, ToolContext, ToolSet};
 use promptkit_tools::executors::{HttpConfig, HttpExecutor};
 use promptkit_tools::{ToolDescriptor, ToolRegistry};
@@ -232,4 +233,56 @@ async fn a_fixed_url_is_checked_when_the_tool_is_registered() {
         .await;
     let text = format!("{result:?}");
     assert!(text.contains("invalid URL `nowhere/tool`"), "{text}");
+}
+
+/// The registry leaves the deadline to the HTTP executor (one timer per call, the client's):
+/// it must hold whether the server is slow to answer or stalls in the middle of the body.
+#[tokio::test]
+async fn an_http_tool_times_out_on_slow_headers_and_on_a_stalled_body() {
+    let app = Router::new()
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .route(
+            "/stall",
+            post(|| async {
+                let first = futures_util::stream::once(async {
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"{\"partial\":"))
+                });
+                axum::body::Body::from_stream(first.chain(futures_util::stream::pending()))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let registry = ToolRegistry::new();
+    for name in ["slow", "stall"] {
+        let mut tool = http_tool(name, json!({"url": format!("http://{addr}/{name}")}));
+        tool.timeout_ms = Some(300);
+        registry.register(tool).unwrap();
+    }
+    assert!(registry.enforces_deadline());
+    for name in ["slow", "stall"] {
+        let started = std::time::Instant::now();
+        let error = registry
+            .execute(
+                &ToolCall::new("c", name, json!({})),
+                &ToolContext::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, promptkit_core::ToolError::Timeout { .. }),
+            "{name}: {error}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{name}: the deadline was not kept"
+        );
+    }
 }

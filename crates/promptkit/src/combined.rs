@@ -91,4 +91,9 @@ impl ToolSet for CombinedTools {
             })
         })
     }
+
+    /// When every set does.
+    fn enforces_deadline(&self) -> bool {
+        self.sets.iter().all(|set| set.enforces_deadline())
+    }
 }

@@ -611,16 +611,22 @@ impl ProviderStage {
             }
         };
         let span = tracing::info_span!("gen_ai.execute_tool", gen_ai.tool.name = %call.name, gen_ai.tool.call.id = %call.id);
-        let mut result =
-            match tokio::time::timeout(timeout, tools.execute(call, &ctx).instrument(span)).await {
-                Err(_) => ToolError::Timeout {
-                    name: call.name.clone(),
-                    elapsed: started.elapsed(),
-                }
-                .to_result(call),
-                Ok(Err(e)) => e.to_result(call),
-                Ok(Ok(r)) => r,
-            };
+        let run = tools.execute(call, &ctx).instrument(span);
+        // A tool set that ends its calls by the deadline needs no second timer here.
+        let ran = if tools.enforces_deadline() {
+            Ok(run.await)
+        } else {
+            tokio::time::timeout(timeout, run).await
+        };
+        let mut result = match ran {
+            Err(_) => ToolError::Timeout {
+                name: call.name.clone(),
+                elapsed: started.elapsed(),
+            }
+            .to_result(call),
+            Ok(Err(e)) => e.to_result(call),
+            Ok(Ok(r)) => r,
+        };
         if let Decision::Deny(v) = self.hooks.after_execution(call, &mut result).await {
             result = ToolError::Denied {
                 name: call.name.clone(),

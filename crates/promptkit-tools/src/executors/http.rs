@@ -292,11 +292,17 @@ impl ToolExecutor for HttpExecutor {
             let status = response.status();
             let limit = self.config.max_response_bytes.unwrap_or(1 << 20);
             let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| self.fail(call, &format!("reading the response failed: {e}")))?
-            {
+            while let Some(chunk) = response.chunk().await.map_err(|e| {
+                // The request's timeout covers the body too.
+                if e.is_timeout() {
+                    ToolError::Timeout {
+                        name: call.name.clone(),
+                        elapsed: started.elapsed(),
+                    }
+                } else {
+                    self.fail(call, &format!("reading the response failed: {e}"))
+                }
+            })? {
                 body.extend_from_slice(&chunk);
                 if body.len() > limit {
                     return Err(self.fail(call, &format!("response exceeded {limit} bytes")));
@@ -332,5 +338,11 @@ impl ToolExecutor for HttpExecutor {
             }
             Ok(result)
         })
+    }
+
+    /// The request's timeout is the call's deadline (or the tool's own, when sooner), and
+    /// it covers the body as well as the headers.
+    fn enforces_deadline(&self) -> bool {
+        true
     }
 }
