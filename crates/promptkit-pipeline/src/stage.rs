@@ -257,7 +257,7 @@ impl Progress {
 
 /// Marks its stage busy until dropped (a wait that is cancelled still ends the mark).
 #[derive(Debug)]
-struct BusyGuard<'a>(&'a Progress);
+pub(crate) struct BusyGuard<'a>(&'a Progress);
 
 impl<'a> BusyGuard<'a> {
     fn new(progress: &'a Progress) -> Self {
@@ -339,6 +339,12 @@ impl StageContext {
     pub async fn busy<F: Future>(&self, fut: F) -> F::Output {
         let _busy = BusyGuard::new(&self.progress);
         fut.await
+    }
+
+    /// Marks the stage busy until the guard is dropped: for a stage that waits on outside
+    /// work many times in a row (a model stream's events) without one mark per wait.
+    pub(crate) fn mark_busy(&self) -> BusyGuard<'_> {
+        BusyGuard::new(&self.progress)
     }
 
     /// Completes when the run is cancelled. Stages rarely need this: a cancelled run drops
@@ -542,6 +548,16 @@ impl Future for SendElement<'_> {
     }
 }
 
+/// What [`StageOutput::try_send`] did.
+pub(crate) enum TrySend {
+    /// Sent.
+    Sent,
+    /// Every target has stopped receiving.
+    Closed,
+    /// Sending would wait (a full channel, or several targets): the element, back.
+    Full(Element),
+}
+
 /// A downstream target of a stage's output.
 #[derive(Clone)]
 pub(crate) struct Target {
@@ -614,6 +630,23 @@ impl StageOutput {
             element: Some(element),
             waiting: None,
         }
+    }
+
+    /// Sends `element` now if that needs no wait: one target with room in its channel, or
+    /// no target. Otherwise hands the element back ([`TrySend::Full`]) for
+    /// [`send`](Self::send).
+    pub(crate) fn try_send(&self, element: Element) -> TrySend {
+        match self.targets.as_slice() {
+            [] => {}
+            [only] => match only.tx.try_send(element) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return TrySend::Closed,
+                Err(mpsc::error::TrySendError::Full(element)) => return TrySend::Full(element),
+            },
+            _ => return TrySend::Full(element),
+        }
+        self.progress.tick();
+        TrySend::Sent
     }
 
     /// Sends `element` to the target at `index` (routers).

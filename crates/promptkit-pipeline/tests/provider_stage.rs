@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use promptkit_core::{
     BoxFuture, Cost, EventStream, FinishReason, Message, ModelPricing, PricingTable, Provider,
     ProviderError, ProviderRequest, ProviderResponse, Role, StreamEvent, ToolCall, ToolChoice,
@@ -891,4 +892,111 @@ async fn an_interrupt_cancels_the_answer_in_progress_and_the_session_goes_on() {
     let last = provider.requests().last().cloned().unwrap();
     let roles: Vec<Role> = last.messages.iter().map(|m| m.role).collect();
     assert_eq!(roles, [Role::User, Role::User]);
+}
+
+/// A model that streams `count` deltas `gap` apart.
+#[derive(Debug)]
+struct Trickle {
+    count: usize,
+    gap: Duration,
+}
+
+impl Provider for Trickle {
+    fn id(&self) -> &str {
+        "trickle"
+    }
+
+    fn model(&self) -> &str {
+        "trickle-1"
+    }
+
+    fn predict<'a>(
+        &'a self,
+        _request: &'a ProviderRequest,
+    ) -> BoxFuture<'a, Result<ProviderResponse, ProviderError>> {
+        Box::pin(async { Err(ProviderError::from_status(400, "stream only", None)) })
+    }
+
+    fn stream<'a>(
+        &'a self,
+        _request: &'a ProviderRequest,
+    ) -> BoxFuture<'a, Result<EventStream, ProviderError>> {
+        let gap = self.gap;
+        let deltas = futures_util::stream::iter(0..self.count).then(move |i| async move {
+            tokio::time::sleep(gap).await;
+            Ok(StreamEvent::TextDelta {
+                text: format!("{i} "),
+            })
+        });
+        let finish = futures_util::stream::iter([Ok(StreamEvent::Finish {
+            reason: FinishReason::Stop,
+        })]);
+        Box::pin(async move {
+            let stream: EventStream = Box::pin(deltas.chain(finish));
+            Ok(stream)
+        })
+    }
+}
+
+/// Takes nothing from its input: everything upstream of it backs up.
+struct Stuck;
+
+impl promptkit_pipeline::Stage for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+
+    async fn run(
+        &self,
+        _cx: promptkit_pipeline::StageContext,
+        _input: promptkit_pipeline::StageInput,
+        _output: promptkit_pipeline::StageOutput,
+    ) -> Result<(), promptkit_pipeline::StageError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_model_stream_is_not_idle_but_a_stalled_downstream_is() {
+    // Deltas 300 ms apart against a 100 ms idle timeout: the stage waits on its model, which
+    // is outside work, and the run goes on.
+    let trickle = || {
+        ProviderStage::new(Arc::new(Trickle {
+            count: 4,
+            gap: Duration::from_millis(300),
+        }))
+    };
+    let result = Pipeline::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .then(trickle())
+        .build()
+        .unwrap()
+        .execute_sync(TurnData::default(), [user("go")])
+        .await
+        .unwrap();
+    assert_eq!(result.text, "0 1 2 3 ");
+
+    // A downstream stage that stops taking elements: once the channel is full, the provider
+    // stage waits on the pipeline, not on its model, and the run is idle.
+    // (Bounded, so that a regression fails rather than hangs.)
+    let stalled = Pipeline::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .channel_capacity(1)
+        .then(ProviderStage::new(Arc::new(Trickle {
+            count: 50,
+            gap: Duration::from_millis(10),
+        })))
+        .then(Stuck)
+        .build()
+        .unwrap();
+    let run = stalled.execute_sync(TurnData::default(), [user("go")]);
+    let failure = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the idle timeout ends the run")
+        .unwrap_err();
+    assert!(
+        matches!(failure.error, PipelineError::IdleTimeout(_)),
+        "{}",
+        failure.error
+    );
 }

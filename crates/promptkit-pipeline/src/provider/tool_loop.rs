@@ -15,7 +15,7 @@ use super::{Approval, PENDING_APPROVAL, ProviderStage};
 use crate::element::Element;
 use crate::events::EventKind;
 use crate::hooks::{Decision, OnDeny, Violation};
-use crate::stage::{OutputClosed, StageContext, StageOutput};
+use crate::stage::{BusyGuard, OutputClosed, StageContext, StageOutput, TrySend};
 use crate::turn::name_matches;
 
 /// How a turn ended without error.
@@ -102,6 +102,27 @@ fn unanswered_calls(conversation: &[Message]) -> Vec<ToolCall> {
         .filter(|c| !answered.contains(c.id.as_str()))
         .cloned()
         .collect()
+}
+
+/// Sends a streamed element. With room downstream that is no wait and the stage stays busy
+/// on its model stream; a full channel is a wait on the pipeline, which the run's idle
+/// timeout must see, so the busy mark is lifted for it.
+async fn forward<'c>(
+    cx: &'c StageContext,
+    output: &StageOutput,
+    busy: &mut Option<BusyGuard<'c>>,
+    element: Element,
+) -> Result<(), OutputClosed> {
+    match output.try_send(element) {
+        TrySend::Sent => Ok(()),
+        TrySend::Closed => Err(OutputClosed),
+        TrySend::Full(element) => {
+            *busy = None;
+            let sent = output.send(element).await;
+            *busy = Some(cx.mark_busy());
+            sent
+        }
+    }
 }
 
 fn identity_key(call: &ToolCall) -> Vec<u8> {
@@ -505,8 +526,10 @@ impl ProviderStage {
         let mut acc = StreamAccumulator::new();
         let intercepted = !self.hooks.chunk.is_empty();
         let mut so_far = String::new();
-        // Each wait for an event ends a busy mark, which counts as progress: no heartbeat here.
-        while let Some(event) = cx.busy(stream.next()).await {
+        // Waiting on the model is outside work: the stage stays marked busy for the whole
+        // stream, except while it waits for room downstream (see `forward`).
+        let mut busy = Some(cx.mark_busy());
+        while let Some(event) = stream.next().await {
             let event = event.map_err(TurnError::Provider)?;
             // The accumulator copies what it keeps; the delta's own text then moves on into
             // the element, so a streamed piece of text is allocated once after decoding.
@@ -522,7 +545,7 @@ impl ProviderStage {
                     }
                     let mut e = Element::text(text).with_source(Arc::clone(&self.name));
                     e.meta.streaming_delta = true;
-                    output.send(e).await?;
+                    forward(cx, output, &mut busy, e).await?;
                 }
                 StreamEvent::ReasoningDelta { text } if !text.is_empty() => {
                     let mut e = Element::part(ContentPart::Reasoning(Reasoning {
@@ -531,7 +554,7 @@ impl ProviderStage {
                     }))
                     .with_source(Arc::clone(&self.name));
                     e.meta.streaming_delta = true;
-                    output.send(e).await?;
+                    forward(cx, output, &mut busy, e).await?;
                 }
                 StreamEvent::Reset => {
                     so_far.clear();
@@ -540,6 +563,7 @@ impl ProviderStage {
                 _ => {}
             }
         }
+        drop(busy);
         if !acc.is_finished() {
             return Err(TurnError::Provider(ProviderError::StreamTruncated {
                 message: "the stream ended without a finish event".to_owned(),
