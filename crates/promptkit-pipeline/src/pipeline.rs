@@ -20,7 +20,8 @@ use crate::builder::{PipelineBuilder, PipelineConfig};
 use crate::element::{Element, ElementError, Payload};
 use crate::events::{Emitter, EventBus, EventKind};
 use crate::stage::{
-    DynStage, Inputs, Progress, StageContext, StageError, StageInput, StageOutput, Target,
+    DynStage, Inputs, OutputSignal, OutputTap, OutputWake, Progress, StageContext, StageError,
+    StageInput, StageOutput, Target,
 };
 use crate::turn::{TurnContext, TurnData};
 
@@ -77,6 +78,8 @@ pub(crate) struct Topology {
 struct Inner {
     topology: Topology,
     names: Vec<Arc<str>>,
+    /// The name of the run's output as a target ("output"), shared by every run.
+    output_name: Arc<str>,
     shutting_down: AtomicBool,
     runs: Mutex<HashMap<u64, CancellationToken>>,
     runs_changed: Notify,
@@ -124,6 +127,7 @@ impl Pipeline {
             inner: Arc::new(Inner {
                 topology,
                 names,
+                output_name: Arc::from("output"),
                 shutting_down: AtomicBool::new(false),
                 runs: Mutex::default(),
                 runs_changed: Notify::new(),
@@ -283,10 +287,7 @@ impl Pipeline {
                     let entry = competing.entry(from).or_insert_with(|| {
                         let (tx, rx) = mpsc::channel(capacity.unwrap_or(cap));
                         (
-                            Target {
-                                names: Vec::new(),
-                                tx,
-                            },
+                            Target::stage(Vec::new(), tx),
                             Arc::new(tokio::sync::Mutex::new(rx)),
                         )
                     });
@@ -294,10 +295,7 @@ impl Pipeline {
                     inputs[to].push((slot, InputSource::Shared(Arc::clone(&entry.1))));
                 } else {
                     let (tx, rx) = mpsc::channel(capacity.unwrap_or(cap));
-                    targets[from].push(Target {
-                        names: vec![Arc::clone(&self.inner.names[to])],
-                        tx,
-                    });
+                    targets[from].push(Target::stage(vec![Arc::clone(&self.inner.names[to])], tx));
                     inputs[to].push((slot, InputSource::Single(rx)));
                 }
             }
@@ -306,6 +304,7 @@ impl Pipeline {
             targets[from].push(target);
         }
         let (out_tx, out_rx) = mpsc::channel(cap);
+        let signal = Arc::new(OutputSignal::default());
         let mut root_txs = Vec::new();
         let mut stage_io = Vec::with_capacity(n);
         for i in 0..n {
@@ -318,8 +317,9 @@ impl Pipeline {
             }
             if topo.outgoing[i].is_empty() {
                 targets[i].push(Target {
-                    names: vec!["output".into()],
+                    names: vec![Arc::clone(&self.inner.output_name)],
                     tx: out_tx.clone(),
+                    tap: Some(OutputTap(Arc::clone(&signal))),
                 });
             }
             let input_inner = if ins.len() == 1 {
@@ -459,6 +459,7 @@ impl Pipeline {
 
         let output = OutputStream {
             rx: out_rx,
+            signal,
             base: topo.base_metadata.clone(),
             progress: consumer_progress,
             token: token.clone(),
@@ -807,6 +808,8 @@ impl Execution {
     /// The run's error, if it failed.
     pub async fn finish(self) -> (Vec<Element>, Result<RunSummary, PipelineError>) {
         let (mut output, handle) = self.into_parts();
+        // Everything is collected: only the end (or a full channel) needs this task.
+        output.set_wake(OutputWake::End);
         let mut elements = Vec::new();
         while let Some(e) = output.recv().await {
             elements.push(e);
@@ -819,6 +822,7 @@ impl Execution {
 /// abandoned run never leaves tasks behind.
 pub struct OutputStream {
     rx: mpsc::Receiver<Element>,
+    signal: Arc<OutputSignal>,
     base: Option<Arc<Map<String, Value>>>,
     progress: Arc<Progress>,
     token: CancellationToken,
@@ -845,20 +849,40 @@ impl OutputStream {
         std::future::poll_fn(|cx| self.poll_element(cx)).await
     }
 
+    /// Which elements wake this consumer while it waits (see [`OutputWake`]); it may change
+    /// at any time. Every element arrives either way, in order.
+    pub fn set_wake(&self, wake: OutputWake) {
+        self.signal.set(wake);
+    }
+
     fn poll_element(&mut self, cx: &mut Context<'_>) -> Poll<Option<Element>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(mut e)) => {
-                self.progress.tick();
-                if let Some(base) = &self.base {
-                    e.meta.merge_base(base);
+        if self.exhausted {
+            return Poll::Ready(None);
+        }
+        // The channel is read without registering with it (its sends would wake this task
+        // for every element); the stages wake it through the signal, for the elements it
+        // asked for, a full channel and their end. Registered before the second look, so an
+        // element sent in between is not missed.
+        let mut registered = false;
+        loop {
+            match self.rx.try_recv() {
+                Ok(mut e) => {
+                    self.progress.tick();
+                    if let Some(base) = &self.base {
+                        e.meta.merge_base(base);
+                    }
+                    return Poll::Ready(Some(e));
                 }
-                Poll::Ready(Some(e))
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.exhausted = true;
+                    return Poll::Ready(None);
+                }
+                Err(mpsc::error::TryRecvError::Empty) if registered => return Poll::Pending,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    self.signal.register(cx.waker());
+                    registered = true;
+                }
             }
-            Poll::Ready(None) => {
-                self.exhausted = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
         }
     }
 }

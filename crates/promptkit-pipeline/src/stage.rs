@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use promptkit_core::{BoxError, BoxFuture, ProviderError, SpeechError, StateError, ToolError};
@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::element::Element;
+use crate::element::{Element, Payload};
 use crate::events::Emitter;
 use crate::turn::TurnContext;
 
@@ -529,14 +529,14 @@ impl Future for SendElement<'_> {
         let waiting: BoxFuture<'_, _> = match output.targets.as_slice() {
             [] => return Poll::Ready(Ok(())),
             // The common case: one target, room in its channel.
-            [only] => match only.tx.try_send(element) {
-                Ok(()) => return Poll::Ready(Ok(())),
-                Err(mpsc::error::TrySendError::Closed(_)) => return Poll::Ready(Err(OutputClosed)),
-                Err(mpsc::error::TrySendError::Full(element)) => {
-                    Box::pin(async move { only.tx.send(element).await.map_err(|_| OutputClosed) })
-                }
+            [only] => match only.try_send(element) {
+                TrySend::Sent => return Poll::Ready(Ok(())),
+                TrySend::Closed => return Poll::Ready(Err(OutputClosed)),
+                TrySend::Full(element) => Box::pin(only.send_waiting(element)),
             },
             many => Box::pin(async move {
+                // A run's output is the only target of its stage, so it is never among many.
+                debug_assert!(many.iter().all(|t| t.tap.is_none()));
                 if broadcast(many, |t| &t.tx, element).await {
                     Ok(())
                 } else {
@@ -563,6 +563,124 @@ pub(crate) enum TrySend {
 pub(crate) struct Target {
     pub(crate) names: Vec<Arc<str>>,
     pub(crate) tx: mpsc::Sender<Element>,
+    /// Set on the run's output: its consumer is woken through the tap, per its
+    /// [`OutputWake`]. Declared after `tx`, so the sender is gone when the tap's drop wakes
+    /// the consumer to see the end.
+    pub(crate) tap: Option<OutputTap>,
+}
+
+impl Target {
+    /// A target into another stage's channel.
+    pub(crate) fn stage(names: Vec<Arc<str>>, tx: mpsc::Sender<Element>) -> Self {
+        Self {
+            names,
+            tx,
+            tap: None,
+        }
+    }
+
+    /// Sends when the channel has room. A full output channel wakes its consumer whatever it
+    /// asked for, so that the stage never waits on a consumer that sleeps.
+    fn try_send(&self, element: Element) -> TrySend {
+        let wake = self.tap.as_ref().map(|tap| tap.0.wakes_for(&element));
+        let sent = match self.tx.try_send(element) {
+            Ok(()) => TrySend::Sent,
+            Err(mpsc::error::TrySendError::Closed(_)) => TrySend::Closed,
+            Err(mpsc::error::TrySendError::Full(element)) => TrySend::Full(element),
+        };
+        if let (Some(tap), Some(wake)) = (&self.tap, wake)
+            && (wake || matches!(sent, TrySend::Full(_)))
+        {
+            tap.0.wake();
+        }
+        sent
+    }
+
+    /// Waits for room (after [`try_send`](Self::try_send) found none), then sends.
+    async fn send_waiting(&self, element: Element) -> Result<(), OutputClosed> {
+        let wake = self.tap.as_ref().filter(|tap| tap.0.wakes_for(&element));
+        self.tx.send(element).await.map_err(|_| OutputClosed)?;
+        if let Some(tap) = wake {
+            tap.0.wake();
+        }
+        Ok(())
+    }
+
+    /// Sends, waiting while the channel is full.
+    async fn send(&self, element: Element) -> Result<(), OutputClosed> {
+        match self.try_send(element) {
+            TrySend::Sent => Ok(()),
+            TrySend::Full(element) => self.send_waiting(element).await,
+            TrySend::Closed => Err(OutputClosed),
+        }
+    }
+}
+
+/// Which elements wake the consumer of a run's output when it waits for the next one.
+///
+/// Every element reaches the consumer, in order, whatever it chooses: the choice is only
+/// which arrivals interrupt its wait. A consumer that streams text to a client and reads the
+/// complete messages at the end need not be woken for each message; one that collects the
+/// whole output need only be woken at its end. Each wake saves a trip through the scheduler
+/// for a task that had nothing to do yet. A full channel always wakes the consumer, so a run
+/// never waits on a consumer that sleeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutputWake {
+    /// Every element (the default).
+    #[default]
+    All,
+    /// Every element except complete messages ([`Payload::Message`]), which wait for the
+    /// next element that wakes the consumer, or for the end of the output.
+    SkipMessages,
+    /// Only the end of the output.
+    End,
+}
+
+/// The consumer's side of a run's output wake-ups: its waker and its [`OutputWake`].
+#[derive(Debug, Default)]
+pub(crate) struct OutputSignal {
+    waker: futures_util::task::AtomicWaker,
+    wake: AtomicU8,
+}
+
+impl OutputSignal {
+    pub(crate) fn set(&self, wake: OutputWake) {
+        let code = match wake {
+            OutputWake::All => 0,
+            OutputWake::SkipMessages => 1,
+            OutputWake::End => 2,
+        };
+        self.wake.store(code, Ordering::Relaxed);
+    }
+
+    fn wakes_for(&self, element: &Element) -> bool {
+        match self.wake.load(Ordering::Relaxed) {
+            0 => true,
+            1 => !matches!(element.payload, Payload::Message(_)),
+            _ => false,
+        }
+    }
+
+    /// Registers the consumer's waker.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    fn wake(&self) {
+        self.waker.wake();
+    }
+}
+
+/// A stage's hold on the run's output signal; dropping it (the stage is done) wakes the
+/// consumer, which then finds the output ended once every stage is done.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputTap(pub(crate) Arc<OutputSignal>);
+
+impl Drop for OutputTap {
+    fn drop(&mut self) {
+        self.0.wake();
+    }
 }
 
 /// The sending end of a stage. Sending waits while the downstream channel is full
@@ -588,10 +706,7 @@ impl StageOutput {
     /// An output into `tx`, for running a stage outside a pipeline.
     pub fn from_sender(tx: mpsc::Sender<Element>) -> Self {
         Self::new(
-            vec![Target {
-                names: vec!["output".into()],
-                tx,
-            }],
+            vec![Target::stage(vec!["output".into()], tx)],
             Arc::default(),
         )
     }
@@ -638,11 +753,13 @@ impl StageOutput {
     pub(crate) fn try_send(&self, element: Element) -> TrySend {
         match self.targets.as_slice() {
             [] => {}
-            [only] => match only.tx.try_send(element) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return TrySend::Closed,
-                Err(mpsc::error::TrySendError::Full(element)) => return TrySend::Full(element),
-            },
+            [only] => {
+                let sent = only.try_send(element);
+                if matches!(sent, TrySend::Sent) {
+                    self.progress.tick();
+                }
+                return sent;
+            }
             _ => return TrySend::Full(element),
         }
         self.progress.tick();
@@ -656,7 +773,7 @@ impl StageOutput {
     pub async fn send_to(&self, index: usize, element: Element) -> Result<(), OutputClosed> {
         self.progress.tick();
         let target = self.targets.get(index).ok_or(OutputClosed)?;
-        send_one(&target.tx, element).await
+        target.send(element).await
     }
 
     /// The index of the target that includes the stage `name`.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use promptkit_core::{Message, Usage};
 use promptkit_pipeline::{
-    BuildError, Element, Pipeline, PipelineError, Stage, StageContext, StageError, StageInput,
-    StageKind, StageOutput, TurnData, stages,
+    BuildError, Element, OutputWake, Pipeline, PipelineError, Stage, StageContext, StageError,
+    StageInput, StageKind, StageOutput, TurnData, stages,
 };
 use serde_json::json;
 
@@ -1111,4 +1111,152 @@ async fn after_a_failure_downstream_stages_drain_what_they_received_and_upstream
     assert_eq!(*seen.lock().unwrap(), ["0", "1"]);
     assert_eq!(failure.partial.text, "01");
     assert_eq!(live.count(), 0, "the upstream stage was cancelled");
+}
+
+/// Sends a message, then after 10 ms a text, then after 10 ms more ends.
+struct MessageThenText;
+
+impl Stage for MessageThenText {
+    fn name(&self) -> &str {
+        "message_then_text"
+    }
+
+    async fn run(
+        &self,
+        _cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        while input.recv().await.is_some() {}
+        output.send(Element::message(Message::user("hi"))).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        output.send(Element::text("a")).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(())
+    }
+}
+
+/// Counts its wake-ups.
+#[derive(Default)]
+struct Wakes(AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// How often the consumer is woken, per [`OutputWake`], and that it gets every element in
+/// order whatever it chose.
+async fn wakes_and_elements(wake: OutputWake) -> (Vec<usize>, Vec<&'static str>) {
+    let pipeline = Pipeline::builder().then(MessageThenText).build().unwrap();
+    let (mut output, handle) = pipeline
+        .execute(TurnData::default(), futures_util::stream::empty())
+        .unwrap()
+        .into_parts();
+    output.set_wake(wake);
+    let wakes = Arc::new(Wakes::default());
+    let waker = std::task::Waker::from(Arc::clone(&wakes));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut pinned = std::pin::Pin::new(&mut output);
+    // Waiting: nothing sent yet.
+    assert!(futures_util::Stream::poll_next(pinned.as_mut(), &mut cx).is_pending());
+    let mut seen = Vec::new();
+    // After the message, after the text, after the end.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(7)).await;
+        seen.push(wakes.0.load(Ordering::SeqCst));
+    }
+    let mut kinds = Vec::new();
+    while let std::task::Poll::Ready(next) =
+        futures_util::Stream::poll_next(pinned.as_mut(), &mut cx)
+    {
+        match next {
+            Some(e) => kinds.push(e.kind_name()),
+            None => {
+                kinds.push("end");
+                break;
+            }
+        }
+    }
+    handle.wait().await.unwrap();
+    (seen, kinds)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_consumer_chooses_which_elements_wake_it_and_still_gets_them_all() {
+    let all = ["message", "text", "end"];
+    let (wakes, kinds) = wakes_and_elements(OutputWake::All).await;
+    assert!(wakes[0] >= 1, "the message wakes it: {wakes:?}");
+    assert_eq!(kinds, all);
+
+    let (wakes, kinds) = wakes_and_elements(OutputWake::SkipMessages).await;
+    assert_eq!(wakes[0], 0, "the message does not wake it: {wakes:?}");
+    assert!(wakes[1] >= 1, "the text does: {wakes:?}");
+    assert_eq!(
+        kinds, all,
+        "the message is still delivered, before the text"
+    );
+
+    let (wakes, kinds) = wakes_and_elements(OutputWake::End).await;
+    assert_eq!(&wakes[..2], [0, 0], "neither element wakes it: {wakes:?}");
+    assert!(wakes[2] >= 1, "the end does: {wakes:?}");
+    assert_eq!(kinds, all);
+}
+
+/// Emits `count` messages as fast as the channel takes them.
+struct Flood {
+    count: usize,
+}
+
+impl Stage for Flood {
+    fn name(&self) -> &str {
+        "flood"
+    }
+
+    async fn run(
+        &self,
+        _cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        while input.recv().await.is_some() {}
+        for i in 0..self.count {
+            output
+                .send(Element::message(Message::user(format!("{i}"))))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_woken_only_at_the_end_is_still_woken_when_the_channel_fills() {
+    // 100 messages through a channel of 4, to a consumer that asked to be woken only at the
+    // end: the full channel wakes it, or the run would wait on it for ever.
+    let pipeline = Pipeline::builder()
+        .channel_capacity(4)
+        .idle_timeout(None)
+        .then(Flood { count: 100 })
+        .build()
+        .unwrap();
+    for wake in [OutputWake::End, OutputWake::SkipMessages] {
+        let (mut output, handle) = pipeline
+            .execute(TurnData::default(), futures_util::stream::empty())
+            .unwrap()
+            .into_parts();
+        output.set_wake(wake);
+        let received = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut texts = Vec::new();
+            while let Some(e) = output.recv().await {
+                texts.push(e.as_message().unwrap().text());
+            }
+            texts
+        })
+        .await
+        .expect("the consumer is woken");
+        let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        assert_eq!(received, expected);
+        handle.wait().await.unwrap();
+    }
 }

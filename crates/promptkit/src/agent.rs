@@ -18,8 +18,8 @@ use promptkit_pipeline::prompt::{PromptAssemblyStage, PromptRegistry, TemplateSt
 use promptkit_pipeline::provider::{PENDING_APPROVAL, ProviderStage, ProviderStageConfig};
 use promptkit_pipeline::stages::{IncrementalSave, StateStoreLoad};
 use promptkit_pipeline::{
-    BuildError, Element, OutputStream, Payload, Pipeline, PipelineError, RunHandle, StageError,
-    TurnData,
+    BuildError, Element, OutputStream, OutputWake, Payload, Pipeline, PipelineError, RunHandle,
+    StageError, TurnData,
 };
 
 /// Builds an [`Agent`].
@@ -439,9 +439,17 @@ impl ReplyStream {
     /// events (it does unless told otherwise). A caller that streams only text can turn them
     /// off and save a copy of every message: the reply that [`finish`](Self::finish) returns
     /// holds the messages and pending calls either way.
+    ///
+    /// Turned off, the stream's task is not woken for complete messages either: they wait,
+    /// in order, for the next text or the end of the turn.
     #[must_use]
     pub fn message_events(mut self, on: bool) -> Self {
         self.message_events = on;
+        self.output.set_wake(if on {
+            OutputWake::All
+        } else {
+            OutputWake::SkipMessages
+        });
         self
     }
 
@@ -460,6 +468,8 @@ impl ReplyStream {
     /// # Errors
     /// An [`AgentError`] with what the turn produced before failing.
     pub async fn finish(mut self) -> Result<Reply, AgentError> {
+        // Everything left is collected: only the end of the turn needs this task.
+        self.output.set_wake(OutputWake::End);
         // What is left is kept, not handed out: no copies for events nobody reads.
         while let Some(element) = self.output.recv().await {
             self.reply.absorb(element, false);
