@@ -242,5 +242,65 @@ fn broadcast(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, latency, throughput, broadcast);
+/// A whole run, as a server pays it per request: launch, one element through one stage, the
+/// output read to its end, the result. Against the floor of one spawned task that forwards
+/// the element over a channel. With the default idle timeout, as servers run.
+fn run(c: &mut Criterion) {
+    let mut group = c.benchmark_group("run_one_stage");
+    for (name, rt) in [
+        ("current_thread", single_thread_runtime()),
+        ("two_workers", runtime()),
+    ] {
+        group.bench_function(BenchmarkId::new("bare_task", name), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    tokio::spawn(async move {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            let (tx, mut rx) = mpsc::channel(CAPACITY);
+                            tokio::spawn(async move {
+                                let _ = tx.send(Element::text("x")).await;
+                            });
+                            while rx.recv().await.is_some() {}
+                        }
+                        started.elapsed()
+                    })
+                    .await
+                    .expect("bench task")
+                })
+            });
+        });
+        let pipeline = Pipeline::builder()
+            .then(stages::passthrough("only"))
+            .build()
+            .expect("pipeline");
+        group.bench_function(BenchmarkId::new("pipeline", name), |b| {
+            b.iter_custom(|iters| {
+                let pipeline = pipeline.clone();
+                rt.block_on(async {
+                    tokio::spawn(async move {
+                        let started = Instant::now();
+                        for _ in 0..iters {
+                            let execution = pipeline
+                                .execute(
+                                    TurnData::default(),
+                                    futures_util::stream::iter([Element::text("x")]),
+                                )
+                                .expect("execute");
+                            let (mut output, handle) = execution.into_parts();
+                            while output.recv().await.is_some() {}
+                            handle.wait().await.expect("run");
+                        }
+                        started.elapsed()
+                    })
+                    .await
+                    .expect("bench task")
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, latency, throughput, broadcast, run);
 criterion_main!(benches);

@@ -81,7 +81,9 @@ struct Inner {
     /// The name of the run's output as a target ("output"), shared by every run.
     output_name: Arc<str>,
     shutting_down: AtomicBool,
-    runs: Mutex<HashMap<u64, CancellationToken>>,
+    /// The cancellation token of every run in flight; shared, as every holder of a run's
+    /// token is (a `CancellationToken` clone or drop takes its tree's lock).
+    runs: Mutex<HashMap<u64, Arc<CancellationToken>>>,
     runs_changed: Notify,
     next_run: AtomicU64,
 }
@@ -231,7 +233,7 @@ impl Pipeline {
                 break;
             }
         }
-        let tokens: Vec<CancellationToken> = self
+        let tokens: Vec<Arc<CancellationToken>> = self
             .inner
             .runs
             .lock()
@@ -268,9 +270,14 @@ impl Pipeline {
             process_id(),
             PROCESS_RUNS.fetch_add(1, Ordering::Relaxed)
         );
-        let emitter = Emitter::new(topo.bus.clone(), run_id.clone(), turn.session_id.as_deref());
+        let run_id: Arc<str> = run_id.into();
+        let emitter = Emitter::new(
+            topo.bus.clone(),
+            Arc::clone(&run_id),
+            turn.session_id.as_deref(),
+        );
         let turn = Arc::new(TurnContext::new(turn));
-        let token = CancellationToken::new();
+        let token = Arc::new(CancellationToken::new());
         let progress: Vec<Arc<Progress>> = (0..n).map(|_| Arc::default()).collect();
 
         // Wire channels.
@@ -359,7 +366,7 @@ impl Pipeline {
             .runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(run_no, token.clone());
+            .insert(run_no, Arc::clone(&token));
 
         let (result_tx, result_rx) = oneshot::channel();
         let consumer_progress: Arc<Progress> = Arc::default();
@@ -368,8 +375,8 @@ impl Pipeline {
 
         // One token per stage (children of the run's), so a failure can stop the failed
         // stage's upstream at once while its downstream drains what it already received.
-        let stage_tokens: Vec<CancellationToken> = (0..n).map(|_| token.child_token()).collect();
-        let input_token = token.child_token();
+        let stage_tokens: Vec<Arc<CancellationToken>> =
+            (0..n).map(|_| Arc::new(token.child_token())).collect();
         emitter.emit(EventKind::PipelineStarted { stages: n });
 
         // The supervisor is spawned first and the root stage last. Tokio runs the task spawned
@@ -383,9 +390,8 @@ impl Pipeline {
             run_no,
             set: JoinSet::new(),
             tasks: HashMap::new(),
-            token: token.clone(),
+            token: Arc::clone(&token),
             stage_tokens: stage_tokens.clone(),
-            input_token: input_token.clone(),
             drain_deadline: None,
             progress: all_progress,
             emitter: emitter.clone(),
@@ -402,14 +408,15 @@ impl Pipeline {
                 name: Arc::clone(&name),
                 turn: Arc::clone(&turn),
                 emitter: emitter.clone(),
-                cancel: stage_tokens[i].clone(),
+                cancel: Arc::clone(&stage_tokens[i]),
                 progress: Arc::clone(&progress[i]),
             };
-            let token = stage_tokens[i].clone();
+            let token = Arc::clone(&stage_tokens[i]);
             let emitter = emitter.clone();
             let kind = stage.kind();
             let handle = set.spawn(async move {
-                let started = Instant::now();
+                // Timed only for the stage events (a clock read is not free on every VM).
+                let started = emitter.is_enabled().then(Instant::now);
                 emitter.emit_with(|| EventKind::StageStarted {
                     stage: name.to_string(),
                     kind: kind.as_str().to_owned(),
@@ -428,7 +435,7 @@ impl Pipeline {
                         Err(e) => Outcome::Failed(e),
                     }
                 };
-                let duration_ms = millis(started.elapsed());
+                let duration_ms = started.map_or(0, |s| millis(s.elapsed()));
                 match &outcome {
                     Outcome::Done => emitter.emit_with(|| EventKind::StageCompleted {
                         stage: name.to_string(),
@@ -462,7 +469,7 @@ impl Pipeline {
             signal,
             base: topo.base_metadata.clone(),
             progress: consumer_progress,
-            token: token.clone(),
+            token: Arc::clone(&token),
             exhausted: false,
         };
         let handle = RunHandle {
@@ -544,9 +551,8 @@ struct Supervisor {
     run_no: u64,
     set: JoinSet<Outcome>,
     tasks: Tasks,
-    token: CancellationToken,
-    stage_tokens: Vec<CancellationToken>,
-    input_token: CancellationToken,
+    token: Arc<CancellationToken>,
+    stage_tokens: Vec<Arc<CancellationToken>>,
     drain_deadline: Option<tokio::time::Instant>,
     progress: Vec<Arc<Progress>>,
     emitter: Emitter,
@@ -568,7 +574,6 @@ impl Supervisor {
     fn stop_after_failure(&mut self, id: tokio::task::Id) {
         let topo = &self.inner.topology;
         let failed = self.tasks.get(&id).map_or(usize::MAX, |(i, _)| *i);
-        self.input_token.cancel();
         if failed == usize::MAX {
             self.cancel_all();
             return;
@@ -617,21 +622,24 @@ impl Supervisor {
         self.tasks = tasks;
         let config = &self.inner.topology.config;
         let mut error: Option<PipelineError> = None;
-        let exec_deadline = config
-            .execution_timeout
-            .map(|t| (t, tokio::time::Instant::now() + t));
+        let now = tokio::time::Instant::now();
+        let exec_deadline = config.execution_timeout.map(|t| (t, now + t));
         let idle = config.idle_timeout;
         let check_every = idle.map_or(Duration::from_secs(3600), |t| {
             (t / 4).max(Duration::from_millis(1))
         });
         // The first check is one period in (an interval's first tick is immediate, which
         // would cost every run an extra pass through this loop for nothing).
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+        let mut ticker = tokio::time::interval_at(now + check_every, check_every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_total = u64::MAX;
-        let mut last_change = tokio::time::Instant::now();
+        let mut last_change = now;
         let mut external_cancel_seen = false;
+        // One wait on the run's token for the whole run, not a new one (a registration under
+        // the token's lock) per pass through the loop.
+        let token = Arc::clone(&self.token);
+        let cancelled = token.cancelled();
+        tokio::pin!(cancelled);
 
         loop {
             let exec_sleep = async {
@@ -698,7 +706,7 @@ impl Supervisor {
                     self.drain_deadline = None;
                     self.cancel_all();
                 }
-                () = self.token.cancelled(), if !external_cancel_seen => {
+                () = &mut cancelled, if !external_cancel_seen => {
                     external_cancel_seen = true;
                     self.set.abort_all();
                     if error.is_none() {
@@ -732,7 +740,11 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.run_no);
-        self.inner.runs_changed.notify_waiters();
+        // Only a shutdown waits for runs to end; it sets the flag before it looks at the runs
+        // (see `shutdown_with_grace`).
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            self.inner.runs_changed.notify_waiters();
+        }
         let _ = result_tx.send(result);
     }
 }
@@ -825,7 +837,7 @@ pub struct OutputStream {
     signal: Arc<OutputSignal>,
     base: Option<Arc<Map<String, Value>>>,
     progress: Arc<Progress>,
-    token: CancellationToken,
+    token: Arc<CancellationToken>,
     exhausted: bool,
 }
 
@@ -897,8 +909,8 @@ impl Stream for OutputStream {
 
 /// Controls a run and waits for its result.
 pub struct RunHandle {
-    run_id: String,
-    token: CancellationToken,
+    run_id: Arc<str>,
+    token: Arc<CancellationToken>,
     result: oneshot::Receiver<Result<RunSummary, PipelineError>>,
     turn: Arc<TurnContext>,
 }

@@ -280,7 +280,7 @@ pub struct StageContext {
     pub(crate) name: Arc<str>,
     pub(crate) turn: Arc<TurnContext>,
     pub(crate) emitter: Emitter,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: Arc<CancellationToken>,
     pub(crate) progress: Arc<Progress>,
 }
 
@@ -300,7 +300,7 @@ impl StageContext {
             name: name.into(),
             turn,
             emitter: Emitter::disabled(),
-            cancel: CancellationToken::new(),
+            cancel: Arc::new(CancellationToken::new()),
             progress: Arc::default(),
         }
     }
@@ -350,7 +350,7 @@ impl StageContext {
     /// Completes when the run is cancelled. Stages rarely need this: a cancelled run drops
     /// every stage future.
     pub fn cancelled(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.cancel.clone().cancelled_owned()
+        CancellationToken::clone(&self.cancel).cancelled_owned()
     }
 
     /// Whether the run is cancelled.

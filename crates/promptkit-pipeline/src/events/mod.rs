@@ -365,7 +365,8 @@ pub struct Emitter {
     bus: Option<EventBus>,
     run_id: Arc<str>,
     session_id: Option<Arc<str>>,
-    seq: Arc<AtomicU64>,
+    /// The per-run sequence, shared by the run's emitters; none when events go nowhere.
+    seq: Option<Arc<AtomicU64>>,
 }
 
 impl fmt::Debug for Emitter {
@@ -385,11 +386,13 @@ impl Emitter {
         run_id: impl Into<Arc<str>>,
         session_id: Option<&str>,
     ) -> Self {
+        // A disabled emitter (most runs) allocates nothing beyond the run id it is given.
+        let enabled = bus.is_some();
         Self {
             bus,
             run_id: run_id.into(),
-            session_id: session_id.map(Into::into),
-            seq: Arc::new(AtomicU64::new(0)),
+            session_id: session_id.filter(|_| enabled).map(Into::into),
+            seq: enabled.then(|| Arc::new(AtomicU64::new(0))),
         }
     }
 
@@ -410,8 +413,8 @@ impl Emitter {
 
     /// Emits an event.
     pub fn emit(&self, data: EventKind) {
-        if let Some(bus) = &self.bus {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if let (Some(bus), Some(seq)) = (&self.bus, &self.seq) {
+            let seq = seq.fetch_add(1, Ordering::Relaxed) + 1;
             bus.publish(Event {
                 seq,
                 at: Timestamp::now(),
