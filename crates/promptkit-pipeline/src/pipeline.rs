@@ -13,7 +13,7 @@ use futures_core::Stream;
 use promptkit_core::{Cost, Message, Role, Usage};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::builder::{PipelineBuilder, PipelineConfig};
@@ -58,7 +58,7 @@ pub enum PipelineError {
     /// The pipeline is shutting down and takes no new runs.
     #[error("pipeline is shutting down")]
     ShuttingDown,
-    /// The run's supervisor ended without reporting (a runtime shutdown).
+    /// The run ended without reporting its result (a runtime shutdown).
     #[error("run ended without a result (was the runtime shut down?)")]
     Lost,
 }
@@ -81,9 +81,8 @@ struct Inner {
     /// The name of the run's output as a target ("output"), shared by every run.
     output_name: Arc<str>,
     shutting_down: AtomicBool,
-    /// The cancellation token of every run in flight; shared, as every holder of a run's
-    /// token is (a `CancellationToken` clone or drop takes its tree's lock).
-    runs: Mutex<HashMap<u64, Arc<CancellationToken>>>,
+    /// The runs in flight, and the idle watchdog while any is.
+    runs: Mutex<Runs>,
     runs_changed: Notify,
     next_run: AtomicU64,
 }
@@ -154,6 +153,7 @@ impl Pipeline {
             .runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .len()
     }
 
@@ -233,16 +233,17 @@ impl Pipeline {
                 break;
             }
         }
-        let tokens: Vec<Arc<CancellationToken>> = self
+        let runs: Vec<Arc<RunShared>> = self
             .inner
             .runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .map
             .values()
             .cloned()
             .collect();
-        for token in tokens {
-            token.cancel();
+        for run in runs {
+            run.cancel();
         }
         loop {
             let notified = self.inner.runs_changed.notified();
@@ -361,14 +362,6 @@ impl Pipeline {
         }
         drop(out_tx);
 
-        // Register the run before anything can finish.
-        self.inner
-            .runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(run_no, Arc::clone(&token));
-
-        let (result_tx, result_rx) = oneshot::channel();
         let consumer_progress: Arc<Progress> = Arc::default();
         let mut all_progress = progress.clone();
         all_progress.push(Arc::clone(&consumer_progress));
@@ -379,28 +372,57 @@ impl Pipeline {
             (0..n).map(|_| Arc::new(token.child_token())).collect();
         emitter.emit(EventKind::PipelineStarted { stages: n });
 
-        // The supervisor is spawned first and the root stage last. Tokio runs the task spawned
-        // last next on this worker (its LIFO slot) and queues the ones before it behind every
-        // runnable task: the stage whose input is ready should start at once, while the
-        // supervisor has nothing to do until a stage ends. Under load this is the difference
-        // between starting a turn now and after the whole run queue.
-        let (tasks_tx, tasks_rx) = oneshot::channel();
-        let supervisor = Supervisor {
+        // The input is queued before anything is spawned; what is left needs a feeding task.
+        let pump = pump.and_then(|pump| pump(std::mem::take(&mut root_txs)));
+        let (result_tx, result_rx) = oneshot::channel();
+        let run = Arc::new(RunShared {
             inner: Arc::clone(&self.inner),
             run_no,
-            set: JoinSet::new(),
-            tasks: HashMap::new(),
             token: Arc::clone(&token),
             stage_tokens: stage_tokens.clone(),
-            drain_deadline: None,
             progress: all_progress,
             emitter: emitter.clone(),
             started: Instant::now(),
-        };
-        tokio::spawn(supervisor.run(tasks_rx, result_tx));
+            state: Mutex::new(RunState {
+                error: None,
+                remaining: n + usize::from(pump.is_some()),
+                tasks: Vec::with_capacity(n + 1),
+                cancelled: false,
+                timers: Vec::new(),
+                result: Some(result_tx),
+            }),
+        });
 
-        let mut set = JoinSet::new();
-        let mut tasks = HashMap::new();
+        // Register the run before anything can finish; start the idle watchdog if it is not
+        // running.
+        {
+            let mut runs = self
+                .inner
+                .runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            runs.map.insert(run_no, Arc::clone(&run));
+            if let Some(limit) = topo.config.idle_timeout
+                && runs.watchdog.is_none()
+            {
+                let period = (limit / 4).max(Duration::from_millis(1));
+                let watchdog = tokio::spawn(watch_idle(Arc::downgrade(&self.inner), limit, period));
+                runs.watchdog = Some(watchdog.abort_handle());
+            }
+        }
+        if let Some(timeout) = topo.config.execution_timeout {
+            let timed = Arc::clone(&run);
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                timed.fail(PipelineError::ExecutionTimeout(timeout));
+            });
+            run.add_timer(timer.abort_handle());
+        }
+
+        // No supervisor task: each task reports its end (or its abort, through a guard it
+        // drops) to the run, and the last one to end reports the run's result. The root stage
+        // is spawned last: tokio runs the task spawned last next on this worker (its LIFO
+        // slot), and the stage whose input is ready should start at once.
         for (i, (input, output)) in stage_io.into_iter().enumerate().rev() {
             let stage = Arc::clone(&topo.stages[i]);
             let name = Arc::clone(&self.inner.names[i]);
@@ -414,7 +436,7 @@ impl Pipeline {
             let token = Arc::clone(&stage_tokens[i]);
             let emitter = emitter.clone();
             let kind = stage.kind();
-            let handle = set.spawn(async move {
+            let work = async move {
                 // Timed only for the stage events (a clock read is not free on every VM).
                 let started = emitter.is_enabled().then(Instant::now);
                 emitter.emit_with(|| EventKind::StageStarted {
@@ -422,8 +444,8 @@ impl Pipeline {
                     kind: kind.as_str().to_owned(),
                 });
                 // No select on the token here: polling it on every wake of every stage costs
-                // two lock round trips per element. The supervisor aborts the task instead
-                // when it cancels the stage, and stages that want to end gracefully watch
+                // two lock round trips per element. The run aborts the task instead when it
+                // cancels the stage, and stages that want to end gracefully watch
                 // `cx.cancelled()` themselves.
                 let result = stage.run_boxed(cx, input, output).await;
                 let outcome = if token.is_cancelled() {
@@ -446,35 +468,33 @@ impl Pipeline {
                         error: e.to_string(),
                         duration_ms,
                     }),
-                    Outcome::Cancelled => {}
+                    Outcome::Cancelled | Outcome::Panicked(_) => {}
                 }
                 outcome
-            });
-            tasks.insert(handle.id(), (i, handle));
+            };
+            let handle = tokio::spawn(reported(Arc::clone(&run), i, work));
+            run.add_task(i, handle.abort_handle());
         }
-        if let Some(fut) = pump.and_then(|pump| pump(std::mem::take(&mut root_txs))) {
-            // Aborted by the supervisor when the input is cancelled.
-            let handle = set.spawn(async move {
+        if let Some(fut) = pump {
+            // Aborted when the input is cancelled.
+            let handle = tokio::spawn(reported(Arc::clone(&run), usize::MAX, async move {
                 fut.await;
                 Outcome::Done
-            });
-            tasks.insert(handle.id(), (usize::MAX, handle));
+            }));
+            run.add_task(usize::MAX, handle.abort_handle());
         }
-
-        // Cannot fail: the supervisor waits for the tasks before anything else.
-        let _ = tasks_tx.send((set, tasks));
 
         let output = OutputStream {
             rx: out_rx,
             signal,
             base: topo.base_metadata.clone(),
             progress: consumer_progress,
-            token: Arc::clone(&token),
+            run: Arc::clone(&run),
             exhausted: false,
         };
         let handle = RunHandle {
             run_id,
-            token,
+            run,
             result: result_rx,
             turn,
         };
@@ -537,55 +557,155 @@ enum Outcome {
     Done,
     Failed(StageError),
     Cancelled,
+    Panicked(String),
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A run's tasks by id: stage index (`usize::MAX` for the input pump) and abort handle.
-type Tasks = HashMap<tokio::task::Id, (usize, AbortHandle)>;
+/// The runs of a pipeline in flight.
+#[derive(Default)]
+struct Runs {
+    map: HashMap<u64, Arc<RunShared>>,
+    /// The idle watchdog, while any run is in flight.
+    watchdog: Option<AbortHandle>,
+}
 
-struct Supervisor {
+/// One run, shared by its tasks, its handle, its output and the pipeline. There is no
+/// supervisor task: each task reports its outcome when it ends, or, aborted, from the guard
+/// it drops (see [`reported`]); the first failure stops the run; the last task to end
+/// reports the result. Timers (execution timeout, draining after a failure) are small tasks
+/// that exist only while they are armed; the idle timeout is the pipeline's watchdog's.
+struct RunShared {
     inner: Arc<Inner>,
     run_no: u64,
-    set: JoinSet<Outcome>,
-    tasks: Tasks,
     token: Arc<CancellationToken>,
     stage_tokens: Vec<Arc<CancellationToken>>,
-    drain_deadline: Option<tokio::time::Instant>,
+    /// Every stage's progress, and the consumer's (for the idle watchdog).
     progress: Vec<Arc<Progress>>,
     emitter: Emitter,
     started: Instant,
+    state: Mutex<RunState>,
 }
 
-impl Supervisor {
-    fn stage_name(&self, id: tokio::task::Id) -> String {
-        match self.tasks.get(&id) {
-            Some(&(usize::MAX, _)) => "input".to_owned(),
-            Some(&(i, _)) => self.inner.names[i].to_string(),
-            None => "unknown".to_owned(),
+struct RunState {
+    /// The first fatal error.
+    error: Option<PipelineError>,
+    /// Tasks that have not ended.
+    remaining: usize,
+    /// Stage index (`usize::MAX` for the input pump) and abort handle of every task.
+    tasks: Vec<(usize, AbortHandle)>,
+    /// Every task is to be stopped (a task registered after this is stopped at once).
+    cancelled: bool,
+    /// Armed timers, stopped when the run ends.
+    timers: Vec<AbortHandle>,
+    /// Taken by the report.
+    result: Option<oneshot::Sender<Result<RunSummary, PipelineError>>>,
+}
+
+impl RunShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add_task(&self, index: usize, task: AbortHandle) {
+        let mut state = self.lock();
+        if state.cancelled {
+            task.abort();
         }
+        state.tasks.push((index, task));
+    }
+
+    fn add_timer(&self, timer: AbortHandle) {
+        self.lock().timers.push(timer);
+    }
+
+    fn stage_name(&self, index: usize) -> String {
+        if index == usize::MAX {
+            "input".to_owned()
+        } else {
+            self.inner.names[index].to_string()
+        }
+    }
+
+    /// Cancels the run from outside (the caller, a dropped output, a shutdown).
+    fn cancel(&self) {
+        self.fail(PipelineError::Cancelled);
+    }
+
+    /// Records `error` unless the run already failed, and stops every task.
+    fn fail(&self, error: PipelineError) {
+        let tasks = {
+            let mut state = self.lock();
+            state.error.get_or_insert(error);
+            state.cancelled = true;
+            state
+                .tasks
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect::<Vec<_>>()
+        };
+        self.token.cancel();
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// A task ended (or was aborted) with `outcome`.
+    fn task_done(&self, index: usize, outcome: Outcome) {
+        let mut state = self.lock();
+        state.remaining = state.remaining.saturating_sub(1);
+        if state.error.is_none() {
+            match outcome {
+                Outcome::Failed(source) => {
+                    state.error = Some(PipelineError::StageFailed {
+                        stage: self.stage_name(index),
+                        source,
+                    });
+                    self.stop_after_failure(&mut state, index);
+                }
+                Outcome::Panicked(message) => {
+                    let stage = self.stage_name(index);
+                    self.emitter.emit_with(|| EventKind::StageFailed {
+                        stage: stage.clone(),
+                        error: format!("panicked: {message}"),
+                        duration_ms: millis(self.started.elapsed()),
+                    });
+                    state.error = Some(PipelineError::StagePanicked { stage, message });
+                    self.stop_after_failure(&mut state, index);
+                }
+                Outcome::Done | Outcome::Cancelled => {}
+            }
+        }
+        if state.remaining > 0 {
+            return;
+        }
+        let error = state.error.take();
+        let result = state.result.take();
+        let timers = std::mem::take(&mut state.timers);
+        drop(state);
+        for timer in timers {
+            timer.abort();
+        }
+        self.report(error, result);
     }
 
     /// Stops everything that is not downstream of the failed stage at once; stages downstream
     /// of it finish what they already received (a save stage persists the messages a failed
     /// turn produced), within the shutdown grace period.
-    fn stop_after_failure(&mut self, id: tokio::task::Id) {
+    fn stop_after_failure(&self, state: &mut RunState, failed: usize) {
         let topo = &self.inner.topology;
-        let failed = self.tasks.get(&id).map_or(usize::MAX, |(i, _)| *i);
-        if failed == usize::MAX {
-            self.cancel_all();
-            return;
-        }
         let mut downstream = vec![false; topo.stages.len()];
-        let mut queue = vec![failed];
-        while let Some(s) = queue.pop() {
-            for &e in &topo.outgoing[s] {
-                let to = topo.edges[e].1;
-                if !downstream[to] {
-                    downstream[to] = true;
-                    queue.push(to);
+        if failed != usize::MAX {
+            let mut queue = vec![failed];
+            while let Some(s) = queue.pop() {
+                for &e in &topo.outgoing[s] {
+                    let to = topo.edges[e].1;
+                    if !downstream[to] {
+                        downstream[to] = true;
+                        queue.push(to);
+                    }
                 }
             }
         }
@@ -594,128 +714,33 @@ impl Supervisor {
                 token.cancel();
             }
         }
-        for (i, task) in self.tasks.values() {
+        for (i, task) in &state.tasks {
             if *i == usize::MAX || !downstream[*i] {
                 task.abort();
             }
         }
-        self.drain_deadline = Some(tokio::time::Instant::now() + topo.config.shutdown_grace);
-    }
-
-    /// Cancels the run and stops every task still running.
-    fn cancel_all(&mut self) {
-        self.token.cancel();
-        self.set.abort_all();
-    }
-
-    async fn run(
-        mut self,
-        tasks: oneshot::Receiver<(JoinSet<Outcome>, Tasks)>,
-        result_tx: oneshot::Sender<Result<RunSummary, PipelineError>>,
-    ) {
-        // Sent right after the tasks are spawned; only a panic while launching drops it
-        // (the run handle then reports the run as lost).
-        let Ok((set, tasks)) = tasks.await else {
-            return;
-        };
-        self.set = set;
-        self.tasks = tasks;
-        let config = &self.inner.topology.config;
-        let mut error: Option<PipelineError> = None;
-        let now = tokio::time::Instant::now();
-        let exec_deadline = config.execution_timeout.map(|t| (t, now + t));
-        let idle = config.idle_timeout;
-        let check_every = idle.map_or(Duration::from_secs(3600), |t| {
-            (t / 4).max(Duration::from_millis(1))
-        });
-        // The first check is one period in (an interval's first tick is immediate, which
-        // would cost every run an extra pass through this loop for nothing).
-        let mut ticker = tokio::time::interval_at(now + check_every, check_every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_total = u64::MAX;
-        let mut last_change = now;
-        let mut external_cancel_seen = false;
-        // One wait on the run's token for the whole run, not a new one (a registration under
-        // the token's lock) per pass through the loop.
-        let token = Arc::clone(&self.token);
-        let cancelled = token.cancelled();
-        tokio::pin!(cancelled);
-
-        loop {
-            let exec_sleep = async {
-                match exec_deadline {
-                    Some((_, at)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+        if downstream.iter().any(|d| *d) && state.remaining > 0 {
+            // Downstream stages that do not finish draining in time are stopped.
+            let grace = topo.config.shutdown_grace;
+            let token = Arc::clone(&self.token);
+            let tasks: Vec<AbortHandle> = state.tasks.iter().map(|(_, t)| t.clone()).collect();
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                token.cancel();
+                for task in tasks {
+                    task.abort();
                 }
-            };
-            let drain = self.drain_deadline;
-            let drain_sleep = async move {
-                match drain {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                joined = self.set.join_next_with_id() => {
-                    let Some(joined) = joined else { break };
-                    match joined {
-                        Ok((_, Outcome::Done | Outcome::Cancelled)) => {}
-                        Ok((id, Outcome::Failed(source))) => {
-                            if error.is_none() {
-                                error = Some(PipelineError::StageFailed { stage: self.stage_name(id), source });
-                                self.stop_after_failure(id);
-                            }
-                        }
-                        Err(join_error) => {
-                            if join_error.is_panic() && error.is_none() {
-                                let id = join_error.id();
-                                let stage = self.stage_name(id);
-                                let message = panic_message(&*join_error.into_panic());
-                                self.emitter.emit_with(|| EventKind::StageFailed {
-                                    stage: stage.clone(),
-                                    error: format!("panicked: {message}"),
-                                    duration_ms: millis(self.started.elapsed()),
-                                });
-                                error = Some(PipelineError::StagePanicked { stage, message });
-                                self.stop_after_failure(id);
-                            }
-                        }
-                    }
-                }
-                () = exec_sleep, if error.is_none() => {
-                    if let Some((t, _)) = exec_deadline {
-                        error = Some(PipelineError::ExecutionTimeout(t));
-                        self.cancel_all();
-                    }
-                }
-                _ = ticker.tick(), if idle.is_some() && error.is_none() => {
-                    let total: u64 = self.progress.iter().map(|p| p.get()).sum();
-                    // A stage waiting on a model or a tool is not idle: that wait has its
-                    // own timeouts.
-                    let busy = self.progress.iter().any(|p| p.is_busy());
-                    if total != last_total || busy {
-                        last_total = total;
-                        last_change = tokio::time::Instant::now();
-                    } else if let Some(limit) = idle && last_change.elapsed() >= limit {
-                        error = Some(PipelineError::IdleTimeout(limit));
-                        self.cancel_all();
-                    }
-                }
-                () = drain_sleep => {
-                    // Downstream stages did not finish draining in time.
-                    self.drain_deadline = None;
-                    self.cancel_all();
-                }
-                () = &mut cancelled, if !external_cancel_seen => {
-                    external_cancel_seen = true;
-                    self.set.abort_all();
-                    if error.is_none() {
-                        error = Some(PipelineError::Cancelled);
-                    }
-                }
-            }
+            });
+            state.timers.push(timer.abort_handle());
         }
+    }
 
+    /// Emits the run's end, leaves the pipeline's runs and sends the result.
+    fn report(
+        &self,
+        error: Option<PipelineError>,
+        result_tx: Option<oneshot::Sender<Result<RunSummary, PipelineError>>>,
+    ) {
         let duration = self.started.elapsed();
         let result = match error {
             None => {
@@ -735,17 +760,104 @@ impl Supervisor {
                 Err(e)
             }
         };
-        self.inner
-            .runs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.run_no);
+        {
+            let mut runs = self
+                .inner
+                .runs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            runs.map.remove(&self.run_no);
+            if runs.map.is_empty()
+                && let Some(watchdog) = runs.watchdog.take()
+            {
+                // No task outlives the runs: the next run starts another.
+                watchdog.abort();
+            }
+        }
         // Only a shutdown waits for runs to end; it sets the flag before it looks at the runs
         // (see `shutdown_with_grace`).
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             self.inner.runs_changed.notify_waiters();
         }
-        let _ = result_tx.send(result);
+        if let Some(tx) = result_tx {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// Reports the end of `work`, a task of `run`, to the run: its outcome, a panic as a typed
+/// error, or, when the task is aborted (its future dropped, even before its first poll), a
+/// cancellation.
+fn reported<F: Future<Output = Outcome>>(
+    run: Arc<RunShared>,
+    index: usize,
+    work: F,
+) -> impl Future<Output = ()> {
+    struct Report {
+        run: Arc<RunShared>,
+        index: usize,
+        outcome: Option<Outcome>,
+    }
+    impl Drop for Report {
+        fn drop(&mut self) {
+            let outcome = self.outcome.take().unwrap_or(Outcome::Cancelled);
+            self.run.task_done(self.index, outcome);
+        }
+    }
+    // Made before the future, so that dropping the future unpolled still reports.
+    let report = Report {
+        run,
+        index,
+        outcome: None,
+    };
+    async move {
+        // A local declared before the work's future, so that an aborted task drops the work
+        // first and reports after (locals drop in reverse order).
+        let mut report = report;
+        let outcome =
+            futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await;
+        report.outcome = Some(match outcome {
+            Ok(outcome) => outcome,
+            Err(payload) => Outcome::Panicked(panic_message(&*payload)),
+        });
+    }
+}
+
+/// Watches every run of a pipeline for the idle timeout: one task and one timer per pipeline
+/// while runs are in flight, not a timer per run. Every `period` it sums each run's progress;
+/// a run whose sum has not moved, with no stage busy (waiting on a model or a tool, which
+/// have their own timeouts), for `limit` fails with [`PipelineError::IdleTimeout`]. The
+/// last run to end stops it.
+async fn watch_idle(inner: std::sync::Weak<Inner>, limit: Duration, period: Duration) {
+    // Per run: the progress last seen and when it last changed.
+    let mut seen: HashMap<u64, (u64, tokio::time::Instant)> = HashMap::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let mut idle = Vec::new();
+        {
+            let runs = inner.runs.lock().unwrap_or_else(PoisonError::into_inner);
+            seen.retain(|run, _| runs.map.contains_key(run));
+            for (&no, run) in &runs.map {
+                let total: u64 = run.progress.iter().map(|p| p.get()).sum();
+                let busy = run.progress.iter().any(|p| p.is_busy());
+                let last = seen.entry(no).or_insert((total, now));
+                if total != last.0 || busy {
+                    *last = (total, now);
+                } else if now.duration_since(last.1) >= limit {
+                    idle.push(Arc::clone(run));
+                }
+            }
+        }
+        for run in idle {
+            // A run that already failed is draining within the grace period instead.
+            if run.lock().error.is_none() {
+                run.fail(PipelineError::IdleTimeout(limit));
+            }
+        }
     }
 }
 
@@ -837,14 +949,14 @@ pub struct OutputStream {
     signal: Arc<OutputSignal>,
     base: Option<Arc<Map<String, Value>>>,
     progress: Arc<Progress>,
-    token: Arc<CancellationToken>,
+    run: Arc<RunShared>,
     exhausted: bool,
 }
 
 impl Drop for OutputStream {
     fn drop(&mut self) {
         if !self.exhausted {
-            self.token.cancel();
+            self.run.cancel();
         }
     }
 }
@@ -910,7 +1022,7 @@ impl Stream for OutputStream {
 /// Controls a run and waits for its result.
 pub struct RunHandle {
     run_id: Arc<str>,
-    token: Arc<CancellationToken>,
+    run: Arc<RunShared>,
     result: oneshot::Receiver<Result<RunSummary, PipelineError>>,
     turn: Arc<TurnContext>,
 }
@@ -931,7 +1043,7 @@ impl RunHandle {
 
     /// Cancels the run: every stage future is dropped.
     pub fn cancel(&self) {
-        self.token.cancel();
+        self.run.cancel();
     }
 
     /// The run's turn data (as the stages left it).
