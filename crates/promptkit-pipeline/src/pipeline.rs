@@ -388,6 +388,7 @@ impl Pipeline {
                 remaining: n + usize::from(pump.is_some()),
                 tasks: Vec::with_capacity(n + 1),
                 cancelled: false,
+                draining: None,
                 timers: Vec::new(),
                 result: Some(result_tx),
             }),
@@ -414,7 +415,7 @@ impl Pipeline {
             let timed = Arc::clone(&run);
             let timer = tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
-                timed.fail(PipelineError::ExecutionTimeout(timeout));
+                timed.fail_if_ok(PipelineError::ExecutionTimeout(timeout));
             });
             run.add_timer(timer.abort_handle());
         }
@@ -468,7 +469,7 @@ impl Pipeline {
                         error: e.to_string(),
                         duration_ms,
                     }),
-                    Outcome::Cancelled | Outcome::Panicked(_) => {}
+                    Outcome::Cancelled | Outcome::Panicked(_) | Outcome::Aborted => {}
                 }
                 outcome
             };
@@ -558,6 +559,9 @@ enum Outcome {
     Failed(StageError),
     Cancelled,
     Panicked(String),
+    /// The task's future was dropped before it ended (aborted by the run, or dropped with
+    /// the runtime).
+    Aborted,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -598,6 +602,9 @@ struct RunState {
     tasks: Vec<(usize, AbortHandle)>,
     /// Every task is to be stopped (a task registered after this is stopped at once).
     cancelled: bool,
+    /// After a stage failed: which stages are downstream of it and may drain (a task
+    /// registered after the failure that is not among them is stopped at once).
+    draining: Option<Vec<bool>>,
     /// Armed timers, stopped when the run ends.
     timers: Vec<AbortHandle>,
     /// Taken by the report.
@@ -611,7 +618,12 @@ impl RunShared {
 
     fn add_task(&self, index: usize, task: AbortHandle) {
         let mut state = self.lock();
-        if state.cancelled {
+        let stopped = state.cancelled
+            || state
+                .draining
+                .as_ref()
+                .is_some_and(|downstream| !downstream.get(index).copied().unwrap_or(false));
+        if stopped {
             task.abort();
         }
         state.tasks.push((index, task));
@@ -636,16 +648,26 @@ impl RunShared {
 
     /// Records `error` unless the run already failed, and stops every task.
     fn fail(&self, error: PipelineError) {
-        let tasks = {
-            let mut state = self.lock();
-            state.error.get_or_insert(error);
-            state.cancelled = true;
-            state
-                .tasks
-                .iter()
-                .map(|(_, t)| t.clone())
-                .collect::<Vec<_>>()
-        };
+        let mut state = self.lock();
+        state.error.get_or_insert(error);
+        self.stop_all(state);
+    }
+
+    /// Fails the run with `error` only if it has not failed yet (a timeout does not cut short
+    /// the drain of a run that failed already).
+    fn fail_if_ok(&self, error: PipelineError) {
+        let mut state = self.lock();
+        if state.error.is_none() {
+            state.error = Some(error);
+            self.stop_all(state);
+        }
+    }
+
+    /// Stops every task, those registered later included.
+    fn stop_all(&self, mut state: std::sync::MutexGuard<'_, RunState>) {
+        state.cancelled = true;
+        let tasks: Vec<AbortHandle> = state.tasks.iter().map(|(_, t)| t.clone()).collect();
+        drop(state);
         self.token.cancel();
         for task in tasks {
             task.abort();
@@ -653,7 +675,7 @@ impl RunShared {
     }
 
     /// A task ended (or was aborted) with `outcome`.
-    fn task_done(&self, index: usize, outcome: Outcome) {
+    fn task_done(self: &Arc<Self>, index: usize, outcome: Outcome) {
         let mut state = self.lock();
         state.remaining = state.remaining.saturating_sub(1);
         if state.error.is_none() {
@@ -675,6 +697,8 @@ impl RunShared {
                     state.error = Some(PipelineError::StagePanicked { stage, message });
                     self.stop_after_failure(&mut state, index);
                 }
+                // Dropped without the run stopping it: the runtime is going away.
+                Outcome::Aborted => state.error = Some(PipelineError::Lost),
                 Outcome::Done | Outcome::Cancelled => {}
             }
         }
@@ -694,7 +718,7 @@ impl RunShared {
     /// Stops everything that is not downstream of the failed stage at once; stages downstream
     /// of it finish what they already received (a save stage persists the messages a failed
     /// turn produced), within the shutdown grace period.
-    fn stop_after_failure(&self, state: &mut RunState, failed: usize) {
+    fn stop_after_failure(self: &Arc<Self>, state: &mut RunState, failed: usize) {
         let topo = &self.inner.topology;
         let mut downstream = vec![false; topo.stages.len()];
         if failed != usize::MAX {
@@ -719,17 +743,17 @@ impl RunShared {
                 task.abort();
             }
         }
-        if downstream.iter().any(|d| *d) && state.remaining > 0 {
-            // Downstream stages that do not finish draining in time are stopped.
+        let drains = downstream.iter().any(|d| *d);
+        state.draining = Some(downstream);
+        if drains && state.remaining > 0 {
+            // Downstream stages that do not finish draining in time are stopped, with every
+            // task registered by then.
             let grace = topo.config.shutdown_grace;
-            let token = Arc::clone(&self.token);
-            let tasks: Vec<AbortHandle> = state.tasks.iter().map(|(_, t)| t.clone()).collect();
+            let run = Arc::clone(self);
             let timer = tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
-                token.cancel();
-                for task in tasks {
-                    task.abort();
-                }
+                let state = run.lock();
+                run.stop_all(state);
             });
             state.timers.push(timer.abort_handle());
         }
@@ -786,8 +810,8 @@ impl RunShared {
 }
 
 /// Reports the end of `work`, a task of `run`, to the run: its outcome, a panic as a typed
-/// error, or, when the task is aborted (its future dropped, even before its first poll), a
-/// cancellation.
+/// error, or, when the task's future is dropped first (even before its first poll), an
+/// abort. The work is always dropped before the report.
 fn reported<F: Future<Output = Outcome>>(
     run: Arc<RunShared>,
     index: usize,
@@ -800,20 +824,28 @@ fn reported<F: Future<Output = Outcome>>(
     }
     impl Drop for Report {
         fn drop(&mut self) {
-            let outcome = self.outcome.take().unwrap_or(Outcome::Cancelled);
+            let outcome = self.outcome.take().unwrap_or(Outcome::Aborted);
             self.run.task_done(self.index, outcome);
         }
     }
-    // Made before the future, so that dropping the future unpolled still reports.
-    let report = Report {
-        run,
-        index,
-        outcome: None,
+    // Struct fields drop in declaration order: a future dropped before its first poll drops
+    // the work, then reports.
+    struct Task<F> {
+        work: F,
+        report: Report,
+    }
+    let task = Task {
+        work,
+        report: Report {
+            run,
+            index,
+            outcome: None,
+        },
     };
     async move {
-        // A local declared before the work's future, so that an aborted task drops the work
-        // first and reports after (locals drop in reverse order).
-        let mut report = report;
+        // Locals drop in reverse order: once polled, the work (declared last) drops first.
+        let mut report = task.report;
+        let work = task.work;
         let outcome =
             futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await;
         report.outcome = Some(match outcome {
@@ -854,9 +886,7 @@ async fn watch_idle(inner: std::sync::Weak<Inner>, limit: Duration, period: Dura
         }
         for run in idle {
             // A run that already failed is draining within the grace period instead.
-            if run.lock().error.is_none() {
-                run.fail(PipelineError::IdleTimeout(limit));
-            }
+            run.fail_if_ok(PipelineError::IdleTimeout(limit));
         }
     }
 }

@@ -596,11 +596,13 @@ impl Target {
         sent
     }
 
-    /// Waits for room (after [`try_send`](Self::try_send) found none), then sends.
+    /// Waits for room (after [`try_send`](Self::try_send) found none), then sends. This is
+    /// the slow path, and it always wakes the run's consumer after its send: with several
+    /// leaf stages waiting on a full channel, the send may have filled it again, and the
+    /// next sender then needs the consumer awake.
     async fn send_waiting(&self, element: Element) -> Result<(), OutputClosed> {
-        let wake = self.tap.as_ref().filter(|tap| tap.0.wakes_for(&element));
         self.tx.send(element).await.map_err(|_| OutputClosed)?;
-        if let Some(tap) = wake {
+        if let Some(tap) = &self.tap {
             tap.0.wake();
         }
         Ok(())

@@ -1260,3 +1260,41 @@ async fn a_consumer_woken_only_at_the_end_is_still_woken_when_the_channel_fills(
         handle.wait().await.unwrap();
     }
 }
+
+#[test]
+fn a_run_dropped_with_its_runtime_reports_it_was_lost_not_done() {
+    let live = Live::default();
+    let pipeline = Pipeline::builder()
+        .then(Forever {
+            name: "forever",
+            live: live.clone(),
+        })
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (input, output, handle) = runtime.block_on(async {
+        let (input, execution) = pipeline.start(TurnData::default()).unwrap();
+        input.send(Element::text("x")).await.unwrap();
+        let (output, handle) = execution.into_parts();
+        // The stage is running when the runtime goes.
+        while live.count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        (input, output, handle)
+    });
+    drop(runtime);
+    assert_eq!(
+        live.count(),
+        0,
+        "the stage future was dropped with the runtime"
+    );
+    let result = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(handle.wait());
+    assert!(matches!(result, Err(PipelineError::Lost)), "{result:?}");
+    drop((input, output));
+}
