@@ -92,6 +92,17 @@ impl Stage for Forever {
     }
 }
 
+/// One `Forever` stage named "forever".
+fn forever_pipeline(live: &Live) -> Pipeline {
+    Pipeline::builder()
+        .then(Forever {
+            name: "forever",
+            live: live.clone(),
+        })
+        .build()
+        .unwrap()
+}
+
 fn texts(elements: &[Element]) -> Vec<String> {
     elements
         .iter()
@@ -542,13 +553,7 @@ async fn dropping_the_output_cancels_an_abandoned_run() {
     let metrics = tokio::runtime::Handle::current().metrics();
     let baseline = metrics.num_alive_tasks();
     let live = Live::default();
-    let pipeline = Pipeline::builder()
-        .then(Forever {
-            name: "forever",
-            live: live.clone(),
-        })
-        .build()
-        .unwrap();
+    let pipeline = forever_pipeline(&live);
     let (input, execution) = pipeline.start(TurnData::default()).unwrap();
     input.send(Element::text("x")).await.unwrap();
     drop(execution);
@@ -1021,13 +1026,7 @@ impl Stage for TagSession {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_the_grace_period_then_cancels() {
     let live = Live::default();
-    let pipeline = Pipeline::builder()
-        .then(Forever {
-            name: "forever",
-            live: live.clone(),
-        })
-        .build()
-        .unwrap();
+    let pipeline = forever_pipeline(&live);
     // A quick run finishes within the grace period.
     let quick = pipeline.clone();
     let quick_run = tokio::spawn(async move { quick.execute_sync(TurnData::default(), []).await });
@@ -1264,13 +1263,7 @@ async fn a_consumer_woken_only_at_the_end_is_still_woken_when_the_channel_fills(
 #[test]
 fn a_run_dropped_with_its_runtime_reports_it_was_lost_not_done() {
     let live = Live::default();
-    let pipeline = Pipeline::builder()
-        .then(Forever {
-            name: "forever",
-            live: live.clone(),
-        })
-        .build()
-        .unwrap();
+    let pipeline = forever_pipeline(&live);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
