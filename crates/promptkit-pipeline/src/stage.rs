@@ -525,24 +525,11 @@ impl Future for SendElement<'_> {
             return Poll::Ready(Ok(()));
         };
         let output = this.output;
-        output.progress.tick();
-        let waiting: BoxFuture<'_, _> = match output.targets.as_slice() {
-            [] => return Poll::Ready(Ok(())),
-            // The common case: one target, room in its channel.
-            [only] => match only.try_send(element) {
-                TrySend::Sent => return Poll::Ready(Ok(())),
-                TrySend::Closed => return Poll::Ready(Err(OutputClosed)),
-                TrySend::Full(element) => Box::pin(only.send_waiting(element)),
-            },
-            many => Box::pin(async move {
-                // A run's output is the only target of its stage, so it is never among many.
-                debug_assert!(many.iter().all(|t| t.tap.is_none()));
-                if broadcast(many, |t| &t.tx, element).await {
-                    Ok(())
-                } else {
-                    Err(OutputClosed)
-                }
-            }),
+        // The common case: one target, room in its channel.
+        let waiting: BoxFuture<'_, _> = match output.try_send(element) {
+            TrySend::Sent => return Poll::Ready(Ok(())),
+            TrySend::Closed => return Poll::Ready(Err(OutputClosed)),
+            TrySend::Full(element) => Box::pin(output.send_waiting(element)),
         };
         this.waiting.insert(waiting).as_mut().poll(cx)
     }
@@ -582,14 +569,17 @@ impl Target {
     /// Sends when the channel has room. A full output channel wakes its consumer whatever it
     /// asked for, so that the stage never waits on a consumer that sleeps.
     fn try_send(&self, element: Element) -> TrySend {
-        let wake = self.tap.as_ref().map(|tap| tap.0.wakes_for(&element));
+        let wakes = self
+            .tap
+            .as_ref()
+            .is_some_and(|tap| tap.0.wakes_for(&element));
         let sent = match self.tx.try_send(element) {
             Ok(()) => TrySend::Sent,
             Err(mpsc::error::TrySendError::Closed(_)) => TrySend::Closed,
             Err(mpsc::error::TrySendError::Full(element)) => TrySend::Full(element),
         };
-        if let (Some(tap), Some(wake)) = (&self.tap, wake)
-            && (wake || matches!(sent, TrySend::Full(_)))
+        if let Some(tap) = &self.tap
+            && (wakes || matches!(sent, TrySend::Full(_)))
         {
             tap.0.wake();
         }
@@ -628,6 +618,7 @@ impl Target {
 /// never waits on a consumer that sleeps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[repr(u8)]
 pub enum OutputWake {
     /// Every element (the default).
     #[default]
@@ -648,18 +639,15 @@ pub(crate) struct OutputSignal {
 
 impl OutputSignal {
     pub(crate) fn set(&self, wake: OutputWake) {
-        let code = match wake {
-            OutputWake::All => 0,
-            OutputWake::SkipMessages => 1,
-            OutputWake::End => 2,
-        };
-        self.wake.store(code, Ordering::Relaxed);
+        self.wake.store(wake as u8, Ordering::Relaxed);
     }
 
     fn wakes_for(&self, element: &Element) -> bool {
         match self.wake.load(Ordering::Relaxed) {
-            0 => true,
-            1 => !matches!(element.payload, Payload::Message(_)),
+            w if w == OutputWake::All as u8 => true,
+            w if w == OutputWake::SkipMessages as u8 => {
+                !matches!(element.payload, Payload::Message(_))
+            }
             _ => false,
         }
     }
@@ -751,21 +739,35 @@ impl StageOutput {
 
     /// Sends `element` now if that needs no wait: one target with room in its channel, or
     /// no target. Otherwise hands the element back ([`TrySend::Full`]) for
-    /// [`send`](Self::send).
+    /// [`send_waiting`](Self::send_waiting).
     pub(crate) fn try_send(&self, element: Element) -> TrySend {
-        match self.targets.as_slice() {
-            [] => {}
-            [only] => {
-                let sent = only.try_send(element);
-                if matches!(sent, TrySend::Sent) {
-                    self.progress.tick();
-                }
-                return sent;
-            }
-            _ => return TrySend::Full(element),
+        let sent = match self.targets.as_slice() {
+            [] => TrySend::Sent,
+            [only] => only.try_send(element),
+            _ => TrySend::Full(element),
+        };
+        if matches!(sent, TrySend::Sent) {
+            self.progress.tick();
         }
+        sent
+    }
+
+    /// Sends `element` after [`try_send`](Self::try_send) handed it back: waits for room
+    /// in the one target's channel, or broadcasts to several, in order.
+    pub(crate) async fn send_waiting(&self, element: Element) -> Result<(), OutputClosed> {
         self.progress.tick();
-        TrySend::Sent
+        match self.targets.as_slice() {
+            [only] => only.send_waiting(element).await,
+            many => {
+                // A run's output is the only target of its stage, so it is never among many.
+                debug_assert!(many.iter().all(|t| t.tap.is_none()));
+                if broadcast(many, |t| &t.tx, element).await {
+                    Ok(())
+                } else {
+                    Err(OutputClosed)
+                }
+            }
+        }
     }
 
     /// Sends `element` to the target at `index` (routers).

@@ -118,7 +118,7 @@ async fn forward<'c>(
         TrySend::Closed => Err(OutputClosed),
         TrySend::Full(element) => {
             *busy = None;
-            let sent = output.send(element).await;
+            let sent = output.send_waiting(element).await;
             *busy = Some(cx.mark_busy());
             sent
         }
