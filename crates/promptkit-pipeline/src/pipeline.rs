@@ -271,14 +271,9 @@ impl Pipeline {
             process_id(),
             PROCESS_RUNS.fetch_add(1, Ordering::Relaxed)
         );
-        let run_id: Arc<str> = run_id.into();
-        let emitter = Emitter::new(
-            topo.bus.clone(),
-            Arc::clone(&run_id),
-            turn.session_id.as_deref(),
-        );
+        let emitter = Emitter::new(topo.bus.clone(), run_id, turn.session_id.as_deref());
         let turn = Arc::new(TurnContext::new(turn));
-        let token = Arc::new(CancellationToken::new());
+        let token = CancellationToken::new();
         let progress: Vec<Arc<Progress>> = (0..n).map(|_| Arc::default()).collect();
 
         // Wire channels.
@@ -378,8 +373,8 @@ impl Pipeline {
         let run = Arc::new(RunShared {
             inner: Arc::clone(&self.inner),
             run_no,
-            token: Arc::clone(&token),
-            stage_tokens: stage_tokens.clone(),
+            token,
+            stage_tokens,
             progress: all_progress,
             emitter: emitter.clone(),
             started: Instant::now(),
@@ -431,10 +426,10 @@ impl Pipeline {
                 name: Arc::clone(&name),
                 turn: Arc::clone(&turn),
                 emitter: emitter.clone(),
-                cancel: Arc::clone(&stage_tokens[i]),
+                cancel: Arc::clone(&run.stage_tokens[i]),
                 progress: Arc::clone(&progress[i]),
             };
-            let token = Arc::clone(&stage_tokens[i]);
+            let token = Arc::clone(&run.stage_tokens[i]);
             let emitter = emitter.clone();
             let kind = stage.kind();
             let work = async move {
@@ -494,7 +489,6 @@ impl Pipeline {
             exhausted: false,
         };
         let handle = RunHandle {
-            run_id,
             run,
             result: result_rx,
             turn,
@@ -584,7 +578,9 @@ struct Runs {
 struct RunShared {
     inner: Arc<Inner>,
     run_no: u64,
-    token: Arc<CancellationToken>,
+    /// The run's token; the stages' are its children, shared by each stage's task and
+    /// context (a `CancellationToken` clone or drop takes its tree's lock).
+    token: CancellationToken,
     stage_tokens: Vec<Arc<CancellationToken>>,
     /// Every stage's progress, and the consumer's (for the idle watchdog).
     progress: Vec<Arc<Progress>>,
@@ -1051,7 +1047,6 @@ impl Stream for OutputStream {
 
 /// Controls a run and waits for its result.
 pub struct RunHandle {
-    run_id: Arc<str>,
     run: Arc<RunShared>,
     result: oneshot::Receiver<Result<RunSummary, PipelineError>>,
     turn: Arc<TurnContext>,
@@ -1060,7 +1055,7 @@ pub struct RunHandle {
 impl fmt::Debug for RunHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunHandle")
-            .field("run_id", &self.run_id)
+            .field("run_id", &self.run_id())
             .finish_non_exhaustive()
     }
 }
@@ -1068,7 +1063,7 @@ impl fmt::Debug for RunHandle {
 impl RunHandle {
     /// The run id (also on the run's events).
     pub fn run_id(&self) -> &str {
-        &self.run_id
+        self.run.emitter.run_id()
     }
 
     /// Cancels the run: every stage future is dropped.
