@@ -105,7 +105,7 @@ pub use pipeline::{
     RunFailure, RunHandle, RunSummary,
 };
 pub use stage::{
-    DynStage, OutputClosed, OutputWake, SendElement, Stage, StageContext, StageError, StageInput,
-    StageKind, StageOutput,
+    Busy, DynStage, OutputClosed, OutputWake, SendElement, Stage, StageContext, StageError,
+    StageInput, StageKind, StageOutput,
 };
 pub use turn::{TurnContext, TurnData, name_matches};

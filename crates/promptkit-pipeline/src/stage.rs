@@ -274,6 +274,44 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The future of [`StageContext::busy`]: `fut`, with the stage marked busy from its first
+    /// poll until it completes (or is dropped).
+    ///
+    /// Written by hand rather than as an `async fn`, which would hold `fut` twice (as its
+    /// argument and as the value it awaits) and so double the size of every stage future that
+    /// awaits a busy wait.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Busy<'a, F> {
+        #[pin]
+        fut: F,
+        progress: &'a Progress,
+        guard: Option<BusyGuard<'a>>,
+    }
+}
+
+impl<F> fmt::Debug for Busy<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Busy")
+            .field("started", &self.guard.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for Busy<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let progress = *this.progress;
+        this.guard.get_or_insert_with(|| BusyGuard::new(progress));
+        let output = std::task::ready!(this.fut.poll(cx));
+        // The mark lifts when the wait ends, not when the future is dropped.
+        *this.guard = None;
+        Poll::Ready(output)
+    }
+}
+
 /// What a stage knows about its run.
 #[derive(Clone)]
 pub struct StageContext {
@@ -336,9 +374,12 @@ impl StageContext {
     /// with the stage marked busy: the run's idle timeout, which watches the pipeline, does
     /// not count that time. The wait's own timeouts (the provider's, the tool's) bound it.
     /// Costs two atomic operations; no timer.
-    pub async fn busy<F: Future>(&self, fut: F) -> F::Output {
-        let _busy = BusyGuard::new(&self.progress);
-        fut.await
+    pub fn busy<F: Future>(&self, fut: F) -> Busy<'_, F> {
+        Busy {
+            fut,
+            progress: &self.progress,
+            guard: None,
+        }
     }
 
     /// Marks the stage busy until the guard is dropped: for a stage that waits on outside
@@ -790,5 +831,45 @@ impl StageOutput {
     /// Whether every target has stopped receiving.
     pub fn is_closed(&self) -> bool {
         !self.targets.is_empty() && self.targets.iter().all(|t| t.tx.is_closed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use super::StageContext;
+    use crate::turn::TurnContext;
+
+    #[test]
+    fn a_busy_wait_marks_the_stage_from_its_first_poll_until_it_completes() {
+        let cx = StageContext::detached("s", Arc::new(TurnContext::default()));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<u8>();
+        let mut wait = Box::pin(cx.busy(async move { (&mut rx).await.unwrap_or(0) }));
+        let mut task = Context::from_waker(Waker::noop());
+        assert!(!cx.progress.is_busy(), "not busy before the first poll");
+        assert!(wait.as_mut().poll(&mut task).is_pending());
+        assert!(cx.progress.is_busy(), "busy while waiting");
+        let ticks = cx.progress.get();
+        tx.send(7).unwrap();
+        assert_eq!(wait.as_mut().poll(&mut task), Poll::Ready(7));
+        // Completed but not yet dropped: the mark is already lifted, and the end of the wait
+        // counts as progress.
+        assert!(!cx.progress.is_busy(), "not busy once the wait is over");
+        assert!(cx.progress.get() > ticks);
+        drop(wait);
+        assert!(!cx.progress.is_busy());
+    }
+
+    #[test]
+    fn dropping_a_pending_busy_wait_lifts_the_mark() {
+        let cx = StageContext::detached("s", Arc::new(TurnContext::default()));
+        let mut wait = Box::pin(cx.busy(std::future::pending::<()>()));
+        let mut task = Context::from_waker(Waker::noop());
+        assert!(wait.as_mut().poll(&mut task).is_pending());
+        assert!(cx.progress.is_busy());
+        drop(wait);
+        assert!(!cx.progress.is_busy());
     }
 }

@@ -15,7 +15,7 @@ use super::{Approval, PENDING_APPROVAL, ProviderStage};
 use crate::element::Element;
 use crate::events::EventKind;
 use crate::hooks::{Decision, OnDeny, Violation};
-use crate::stage::{BusyGuard, OutputClosed, StageContext, StageOutput, TrySend};
+use crate::stage::{BusyGuard, OutputClosed, SendElement, StageContext, StageOutput, TrySend};
 use crate::turn::name_matches;
 
 /// How a turn ended without error.
@@ -118,7 +118,9 @@ async fn forward<'c>(
         TrySend::Closed => Err(OutputClosed),
         TrySend::Full(element) => {
             *busy = None;
-            let sent = output.send_waiting(element).await;
+            // Boxed: the wait is rare, and its future (a channel reservation, or a broadcast)
+            // would otherwise sit inline in every model round's state.
+            let sent = Box::pin(output.send_waiting(element)).await;
             *busy = Some(cx.mark_busy());
             sent
         }
@@ -157,38 +159,14 @@ impl ProviderStage {
         definitions.sort_by(|a, b| a.name.cmp(&b.name));
         definitions.dedup_by(|a, b| a.name == b.name);
 
-        // Resume a turn left with calls waiting for approval.
+        // Resume a turn left with calls waiting for approval. Boxed: it is rare, and its state
+        // would otherwise sit in every turn's.
         let unanswered = unanswered_calls(conversation);
-        if !unanswered.is_empty() {
-            let mut still_pending = Vec::new();
-            let mut runnable = Vec::new();
-            let mut results: Vec<(usize, ToolResult)> = Vec::new();
-            for (i, call) in unanswered.iter().enumerate() {
-                match approvals.get(&call.id) {
-                    Some(Approval::Approved) => runnable.push((i, call)),
-                    Some(Approval::Denied { reason }) => results.push((
-                        i,
-                        ToolResult::error(
-                            call.id.clone(),
-                            call.name.clone(),
-                            ToolErrorKind::Denied,
-                            format!("The user denied this call: {reason}"),
-                        ),
-                    )),
-                    None => still_pending.push(call.clone()),
-                }
-            }
-            let executed = self
-                .execute_all(cx, runnable.iter().map(|(_, c)| *c).collect())
-                .await;
-            results.extend(runnable.into_iter().map(|(i, _)| i).zip(executed));
-            results.sort_by_key(|(i, _)| *i);
-            for (_, result) in results {
-                self.push_result(conversation, output, result).await?;
-            }
-            if !still_pending.is_empty() {
-                return Self::hold_for_approval(output, still_pending).await;
-            }
+        if !unanswered.is_empty()
+            && let Some(outcome) =
+                Box::pin(self.resume(cx, conversation, approvals, output, unanswered)).await?
+        {
+            return Ok(outcome);
         }
 
         let history_cost: f64 = conversation
@@ -204,81 +182,91 @@ impl ProviderStage {
 
         for _round in 0..config.max_rounds {
             cx.heartbeat();
-            let (system, model, allowed) = {
-                let turn = cx.turn().read();
-                (
-                    turn.system_prompt.clone(),
-                    turn.model.clone(),
-                    turn.allowed_tools.clone(),
-                )
-            };
-            let offers = |d: &ToolDef| {
-                !excluded.contains(&d.name)
-                    && allowed
-                        .as_ref()
-                        .is_none_or(|a| a.iter().any(|p| name_matches(p, &d.name)))
-            };
-            // The request borrows the conversation and the tool definitions for the call:
-            // moved in and back, rather than cloned every round (a long history is most of a
-            // request, and a tool's schema is a tree of small allocations). Only when nothing
-            // can rewrite them on the way: no provider hook; for the conversation, no system
-            // message for `lift_system_messages` to take out; for the tools, every tool offered.
-            let unhooked = self.hooks.provider.is_empty();
-            let lend = unhooked && !conversation.iter().any(|m| m.role == Role::System);
-            let lend_tools = unhooked
-                && tool_choice != promptkit_core::ToolChoice::None
-                && definitions.iter().all(offers);
-            let offered: Vec<ToolDef> = if lend_tools {
-                std::mem::take(&mut definitions)
-            } else if tool_choice == promptkit_core::ToolChoice::None {
-                Vec::new()
-            } else {
-                definitions.iter().filter(|d| offers(d)).cloned().collect()
-            };
-            let messages = if lend {
-                std::mem::take(conversation)
-            } else {
-                conversation.clone()
-            };
-            let mut request = ProviderRequest::new(messages);
-            request.system = system;
-            request.tool_choice = if offered.is_empty() {
-                promptkit_core::ToolChoice::Auto
-            } else {
-                tool_choice.clone()
-            };
-            request.tools = offered;
-            request.model = model;
-            request.temperature = config.request.temperature;
-            request.top_p = config.request.top_p;
-            request.max_tokens = config.request.max_tokens;
-            request.seed = config.request.seed;
-            request.stop.clone_from(&config.request.stop);
-            request
-                .response_format
-                .clone_from(&config.request.response_format);
-            request.lift_system_messages();
+            // Scoped so that the request and the reply are not part of the turn's state
+            // while the tools run: only what outlives a round is kept across its awaits.
+            let calls = {
+                let called = {
+                    let (system, model, allowed) = {
+                        let turn = cx.turn().read();
+                        (
+                            turn.system_prompt.clone(),
+                            turn.model.clone(),
+                            turn.allowed_tools.clone(),
+                        )
+                    };
+                    let offers = |d: &ToolDef| {
+                        !excluded.contains(&d.name)
+                            && allowed
+                                .as_ref()
+                                .is_none_or(|a| a.iter().any(|p| name_matches(p, &d.name)))
+                    };
+                    // The request borrows the conversation and the tool definitions for the call:
+                    // moved in and back, rather than cloned every round (a long history is most of a
+                    // request, and a tool's schema is a tree of small allocations). Only when nothing
+                    // can rewrite them on the way: no provider hook; for the conversation, no system
+                    // message for `lift_system_messages` to take out; for the tools, every tool offered.
+                    let unhooked = self.hooks.provider.is_empty();
+                    let lend = unhooked && !conversation.iter().any(|m| m.role == Role::System);
+                    let lend_tools = unhooked
+                        && tool_choice != promptkit_core::ToolChoice::None
+                        && definitions.iter().all(offers);
+                    let offered: Vec<ToolDef> = if lend_tools {
+                        std::mem::take(&mut definitions)
+                    } else if tool_choice == promptkit_core::ToolChoice::None {
+                        Vec::new()
+                    } else {
+                        definitions.iter().filter(|d| offers(d)).cloned().collect()
+                    };
+                    let messages = if lend {
+                        std::mem::take(conversation)
+                    } else {
+                        conversation.clone()
+                    };
+                    let mut request = ProviderRequest::new(messages);
+                    request.system = system;
+                    request.tool_choice = if offered.is_empty() {
+                        promptkit_core::ToolChoice::Auto
+                    } else {
+                        tool_choice.clone()
+                    };
+                    request.tools = offered;
+                    request.model = model;
+                    request.temperature = config.request.temperature;
+                    request.top_p = config.request.top_p;
+                    request.max_tokens = config.request.max_tokens;
+                    request.seed = config.request.seed;
+                    request.stop.clone_from(&config.request.stop);
+                    request
+                        .response_format
+                        .clone_from(&config.request.response_format);
+                    request.lift_system_messages();
 
-            if let Decision::Deny(v) = self.hooks.before_call(&mut request).await {
-                return self.deny(conversation, output, v).await;
-            }
-            let called = self.call_model(cx, &request, output).await;
-            if lend {
-                *conversation = std::mem::take(&mut request.messages);
-            }
-            if lend_tools {
-                definitions = std::mem::take(&mut request.tools);
-            }
-            let mut message = match called {
-                Err(TurnError::Denied(v)) => return self.deny(conversation, output, v).await,
-                other => other?,
+                    if let Decision::Deny(v) = self.hooks.before_call(&mut request).await {
+                        return Box::pin(self.deny(conversation, output, v)).await;
+                    }
+                    let called = self.call_model(cx, &request, output).await;
+                    if lend {
+                        *conversation = std::mem::take(&mut request.messages);
+                    }
+                    if lend_tools {
+                        definitions = std::mem::take(&mut request.tools);
+                    }
+                    called
+                };
+                let mut message = match called {
+                    Err(TurnError::Denied(v)) => {
+                        return Box::pin(self.deny(conversation, output, v)).await;
+                    }
+                    other => other?,
+                };
+                if let Decision::Deny(v) = self.hooks.after_call(&mut message).await {
+                    return Box::pin(self.deny(conversation, output, v)).await;
+                }
+                spent += message.cost.map_or(0.0, |c| c.total_usd);
+                let calls = message.tool_calls.clone();
+                self.push(conversation, output, message).await?;
+                calls
             };
-            if let Decision::Deny(v) = self.hooks.after_call(&mut message).await {
-                return self.deny(conversation, output, v).await;
-            }
-            spent += message.cost.map_or(0.0, |c| c.total_usd);
-            let calls = message.tool_calls.clone();
-            self.push(conversation, output, message).await?;
 
             if let Some(budget) = config.max_cost_usd
                 && spent > budget
@@ -341,7 +329,9 @@ impl ProviderStage {
             for ((i, _), result) in to_run.into_iter().zip(executed) {
                 results[i] = Some(result);
             }
-            for result in results.into_iter().flatten() {
+            // Not `flatten`, which would keep two results of its own in the turn's state.
+            for result in results {
+                let Some(result) = result else { continue };
                 if result.is_error {
                     let n = failures.entry(result.name.clone()).or_insert(0);
                     *n += 1;
@@ -365,6 +355,50 @@ impl ProviderStage {
             }
         }
         Err(TurnError::MaxRounds(config.max_rounds))
+    }
+
+    /// Runs or denies the calls of the last assistant message that waited for approval, as
+    /// `approvals` decides. `Some` when the turn ends here (calls still waiting).
+    async fn resume(
+        &self,
+        cx: &StageContext,
+        conversation: &mut Vec<Message>,
+        approvals: &BTreeMap<String, Approval>,
+        output: &StageOutput,
+        unanswered: Vec<ToolCall>,
+    ) -> Result<Option<LoopOutcome>, TurnError> {
+        let mut still_pending = Vec::new();
+        let mut runnable = Vec::new();
+        let mut results: Vec<(usize, ToolResult)> = Vec::new();
+        for (i, call) in unanswered.iter().enumerate() {
+            match approvals.get(&call.id) {
+                Some(Approval::Approved) => runnable.push((i, call)),
+                Some(Approval::Denied { reason }) => results.push((
+                    i,
+                    ToolResult::error(
+                        call.id.clone(),
+                        call.name.clone(),
+                        ToolErrorKind::Denied,
+                        format!("The user denied this call: {reason}"),
+                    ),
+                )),
+                None => still_pending.push(call.clone()),
+            }
+        }
+        let executed = self
+            .execute_all(cx, runnable.iter().map(|(_, c)| *c).collect())
+            .await;
+        results.extend(runnable.into_iter().map(|(i, _)| i).zip(executed));
+        results.sort_by_key(|(i, _)| *i);
+        for (_, result) in results {
+            self.push_result(conversation, output, result).await?;
+        }
+        if !still_pending.is_empty() {
+            return Self::hold_for_approval(output, still_pending)
+                .await
+                .map(Some);
+        }
+        Ok(None)
     }
 
     /// Ends the turn for a denial: a typed error, or the configured replacement answer.
@@ -392,18 +426,17 @@ impl ProviderStage {
     }
 
     /// Appends and forwards a tool result message.
-    async fn push_result(
+    fn push_result<'o>(
         &self,
         conversation: &mut Vec<Message>,
-        output: &StageOutput,
+        output: &'o StageOutput,
         result: ToolResult,
-    ) -> Result<(), TurnError> {
+    ) -> SendElement<'o> {
         self.push(
             conversation,
             output,
             Message::tool(result).with_created_at(Timestamp::now()),
         )
-        .await
     }
 
     /// Forwards each call waiting for approval (marked [`PENDING_APPROVAL`]) and ends the turn.
@@ -419,18 +452,19 @@ impl ProviderStage {
         Ok(LoopOutcome::Pending(calls))
     }
 
-    async fn push(
+    /// Appends `message` to the conversation and returns its send downstream. Not an `async
+    /// fn`: the turn awaits only the small send future, not one holding the message too.
+    fn push<'o>(
         &self,
         conversation: &mut Vec<Message>,
-        output: &StageOutput,
+        output: &'o StageOutput,
         message: Message,
-    ) -> Result<(), TurnError> {
+    ) -> SendElement<'o> {
         conversation.push(message.clone());
         let finish = message.finish_reason.clone();
         let mut element = Element::message(message).with_source(Arc::clone(&self.name));
         element.meta.finish_reason = finish;
-        output.send(element).await?;
-        Ok(())
+        output.send(element)
     }
 
     /// One model call; streams deltas downstream when streaming. Returns the assistant message
