@@ -201,12 +201,14 @@ impl Transport {
         &self,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
         map_error: ErrorMapper,
-        handler: H,
+        // Made once the stream is open: a handler held across the opening would sit in this
+        // future twice (as the argument and as the local it becomes).
+        handler: impl FnOnce() -> H + Send,
     ) -> Result<EventStream, ProviderError> {
         match self.run(build, map_error, true).await? {
             (Outcome::Open(opened), permit) => Ok(sse_stream(
                 *opened,
-                handler,
+                handler(),
                 self.config.idle_timeout,
                 permit,
             )),
@@ -284,7 +286,9 @@ impl Transport {
             let status = response.status();
             if !status.is_success() {
                 let headers = response.headers().clone();
-                let body = read_limited(response, ERROR_BODY_LIMIT).await;
+                // Boxed here and below: error bodies are rare, and their reads would otherwise
+                // sit inline in every call's future.
+                let body = Box::pin(read_limited(response, ERROR_BODY_LIMIT)).await;
                 return Err(map_error(status.as_u16(), &headers, &body));
             }
             return response
@@ -309,7 +313,7 @@ impl Transport {
         if !status.is_success() {
             let headers = response.headers().clone();
             // Bounded by what is left of the request's deadline.
-            let body = before(&mut timer, read_limited(response, ERROR_BODY_LIMIT))
+            let body = Box::pin(before(&mut timer, read_limited(response, ERROR_BODY_LIMIT)))
                 .await
                 .unwrap_or_default();
             return Err(map_error(status.as_u16(), &headers, &body));

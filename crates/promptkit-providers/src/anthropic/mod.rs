@@ -287,7 +287,7 @@ impl AnthropicProvider {
         let build = || self.request_builder(&body, true);
         self.inner
             .transport
-            .open_stream(&build, map_error, EventDecoder::new(span))
+            .open_stream(&build, map_error, || EventDecoder::new(span))
             .await
     }
 }

@@ -304,7 +304,7 @@ impl GeminiProvider {
         };
         inner
             .transport
-            .open_stream(&build, map_error, ChunkDecoder::new(span))
+            .open_stream(&build, map_error, || ChunkDecoder::new(span))
             .await
     }
 }

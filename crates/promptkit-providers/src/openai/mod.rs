@@ -353,7 +353,7 @@ impl OpenAiProvider {
         let build = || self.request_builder(&body, true);
         self.inner
             .transport
-            .open_stream(&build, map_error, ChunkDecoder::new(span))
+            .open_stream(&build, map_error, || ChunkDecoder::new(span))
             .await
     }
 }
