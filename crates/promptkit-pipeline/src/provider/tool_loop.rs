@@ -104,27 +104,18 @@ fn unanswered_calls(conversation: &[Message]) -> Vec<ToolCall> {
         .collect()
 }
 
-/// Sends a streamed element. With room downstream that is no wait and the stage stays busy
-/// on its model stream; a full channel is a wait on the pipeline, which the run's idle
-/// timeout must see, so the busy mark is lifted for it.
-async fn forward<'c>(
+/// Sends a streamed element once `try_send` found no room. That is a wait on the pipeline,
+/// which the run's idle timeout must see, so the model stream's busy mark is lifted for it.
+async fn send_when_room<'c>(
     cx: &'c StageContext,
     output: &StageOutput,
     busy: &mut Option<BusyGuard<'c>>,
     element: Element,
 ) -> Result<(), OutputClosed> {
-    match output.try_send(element) {
-        TrySend::Sent => Ok(()),
-        TrySend::Closed => Err(OutputClosed),
-        TrySend::Full(element) => {
-            *busy = None;
-            // Boxed: the wait is rare, and its future (a channel reservation, or a broadcast)
-            // would otherwise sit inline in every model round's state.
-            let sent = Box::pin(output.send_waiting(element)).await;
-            *busy = Some(cx.mark_busy());
-            sent
-        }
-    }
+    *busy = None;
+    let sent = output.send_waiting(element).await;
+    *busy = Some(cx.mark_busy());
+    sent
 }
 
 fn identity_key(call: &ToolCall) -> Vec<u8> {
@@ -561,40 +552,56 @@ impl ProviderStage {
         let intercepted = !self.hooks.chunk.is_empty();
         let mut so_far = String::new();
         // Waiting on the model is outside work: the stage stays marked busy for the whole
-        // stream, except while it waits for room downstream (see `forward`).
+        // stream, except while it waits for room downstream (see `send_when_room`).
         let mut busy = Some(cx.mark_busy());
-        while let Some(event) = stream.next().await {
-            let event = event.map_err(TurnError::Provider)?;
-            // The accumulator copies what it keeps; the delta's own text then moves on into
-            // the element, so a streamed piece of text is allocated once after decoding.
-            acc.push(&event);
-            match event {
-                StreamEvent::TextDelta { text } if !text.is_empty() => {
-                    if intercepted {
-                        so_far.push_str(&text);
-                        // Interceptors see the chunk before anything downstream does.
-                        if let Decision::Deny(v) = self.hooks.on_chunk(&so_far, &text) {
-                            return Err(TurnError::Denied(v));
+        loop {
+            // The event becomes its element before the send is awaited, so that the event is
+            // not held in this future's state across that await.
+            let element = {
+                let Some(event) = stream.next().await else {
+                    break;
+                };
+                let event = event.map_err(TurnError::Provider)?;
+                // The accumulator copies what it keeps; the delta's own text then moves on
+                // into the element, so a streamed piece of text is allocated once after
+                // decoding.
+                acc.push(&event);
+                match event {
+                    StreamEvent::TextDelta { text } if !text.is_empty() => {
+                        if intercepted {
+                            so_far.push_str(&text);
+                            // Interceptors see the chunk before anything downstream does.
+                            if let Decision::Deny(v) = self.hooks.on_chunk(&so_far, &text) {
+                                return Err(TurnError::Denied(v));
+                            }
                         }
+                        Element::text(text)
                     }
-                    let mut e = Element::text(text).with_source(Arc::clone(&self.name));
-                    e.meta.streaming_delta = true;
-                    forward(cx, output, &mut busy, e).await?;
+                    StreamEvent::ReasoningDelta { text } if !text.is_empty() => {
+                        Element::part(ContentPart::Reasoning(Reasoning {
+                            text: Some(text),
+                            ..Reasoning::default()
+                        }))
+                    }
+                    StreamEvent::Reset => {
+                        so_far.clear();
+                        tracing::warn!(stage = %cx.name(), "provider restarted its stream; deltas already forwarded are not retracted");
+                        continue;
+                    }
+                    _ => continue,
                 }
-                StreamEvent::ReasoningDelta { text } if !text.is_empty() => {
-                    let mut e = Element::part(ContentPart::Reasoning(Reasoning {
-                        text: Some(text),
-                        ..Reasoning::default()
-                    }))
-                    .with_source(Arc::clone(&self.name));
-                    e.meta.streaming_delta = true;
-                    forward(cx, output, &mut busy, e).await?;
+            };
+            let mut element = element.with_source(Arc::clone(&self.name));
+            element.meta.streaming_delta = true;
+            // With room downstream a send is no wait, and the stage stays busy on its model
+            // stream. The wait for room is rare and boxed: its future (a channel reservation,
+            // or a broadcast) would otherwise sit in every round's state.
+            match output.try_send(element) {
+                TrySend::Sent => {}
+                TrySend::Closed => return Err(OutputClosed.into()),
+                TrySend::Full(element) => {
+                    Box::pin(send_when_room(cx, output, &mut busy, element)).await?;
                 }
-                StreamEvent::Reset => {
-                    so_far.clear();
-                    tracing::warn!(stage = %cx.name(), "provider restarted its stream; deltas already forwarded are not retracted");
-                }
-                _ => {}
             }
         }
         drop(busy);
