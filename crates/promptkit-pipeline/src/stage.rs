@@ -287,6 +287,7 @@ pin_project_lite::pin_project! {
         fut: F,
         progress: &'a Progress,
         guard: Option<BusyGuard<'a>>,
+        done: bool,
     }
 }
 
@@ -303,11 +304,14 @@ impl<F: Future> Future for Busy<'_, F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
+        // As an `async fn` would: a second completion would mark the stage busy again.
+        assert!(!*this.done, "`Busy` polled after completion");
         let progress = *this.progress;
         this.guard.get_or_insert_with(|| BusyGuard::new(progress));
         let output = std::task::ready!(this.fut.poll(cx));
         // The mark lifts when the wait ends, not when the future is dropped.
         *this.guard = None;
+        *this.done = true;
         Poll::Ready(output)
     }
 }
@@ -373,12 +377,13 @@ impl StageContext {
     /// Runs `fut`, a wait on something outside the pipeline (a model call, a tool, a store),
     /// with the stage marked busy: the run's idle timeout, which watches the pipeline, does
     /// not count that time. The wait's own timeouts (the provider's, the tool's) bound it.
-    /// Costs two atomic operations; no timer.
+    /// Costs three atomic operations (the mark, its release and a progress tick); no timer.
     pub fn busy<F: Future>(&self, fut: F) -> Busy<'_, F> {
         Busy {
             fut,
             progress: &self.progress,
             guard: None,
+            done: false,
         }
     }
 

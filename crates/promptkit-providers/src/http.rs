@@ -196,7 +196,8 @@ impl Transport {
     /// Opens an SSE stream: sends the request built by `build` and reads up to the first
     /// complete SSE event, retrying (per the policy) anything that fails before that event
     /// (connection, status, a body that ends or breaks first). The stream decodes its events
-    /// with `handler`, applies the idle timeout and holds the concurrency permit until it ends.
+    /// with the handler `handler` makes, applies the idle timeout and holds the concurrency
+    /// permit until it ends.
     pub(crate) async fn open_stream<H: SseHandler + Unpin>(
         &self,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),

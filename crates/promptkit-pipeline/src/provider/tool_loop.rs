@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use promptkit_core::{
-    ContentPart, Message, ProviderError, ProviderRequest, Reasoning, Role, StreamAccumulator,
-    StreamEvent, Timestamp, ToolCall, ToolContext, ToolDef, ToolError, ToolErrorKind, ToolResult,
+    BoxFuture, ContentPart, Message, ProviderError, ProviderRequest, Reasoning, Role,
+    StreamAccumulator, StreamEvent, Timestamp, ToolCall, ToolContext, ToolDef, ToolError,
+    ToolErrorKind, ToolResult,
 };
 use tracing::Instrument as _;
 
@@ -15,7 +16,7 @@ use super::{Approval, PENDING_APPROVAL, ProviderStage};
 use crate::element::Element;
 use crate::events::EventKind;
 use crate::hooks::{Decision, OnDeny, Violation};
-use crate::stage::{BusyGuard, OutputClosed, SendElement, StageContext, StageOutput, TrySend};
+use crate::stage::{OutputClosed, SendElement, StageContext, StageOutput, TrySend};
 use crate::turn::name_matches;
 
 /// How a turn ended without error.
@@ -104,20 +105,6 @@ fn unanswered_calls(conversation: &[Message]) -> Vec<ToolCall> {
         .collect()
 }
 
-/// Sends a streamed element once `try_send` found no room. That is a wait on the pipeline,
-/// which the run's idle timeout must see, so the model stream's busy mark is lifted for it.
-async fn send_when_room<'c>(
-    cx: &'c StageContext,
-    output: &StageOutput,
-    busy: &mut Option<BusyGuard<'c>>,
-    element: Element,
-) -> Result<(), OutputClosed> {
-    *busy = None;
-    let sent = output.send_waiting(element).await;
-    *busy = Some(cx.mark_busy());
-    sent
-}
-
 fn identity_key(call: &ToolCall) -> Vec<u8> {
     // serde_json's map is ordered, so re-serialising canonicalises key order. Written
     // directly rather than through `format!`, which runs every byte through the formatter.
@@ -191,11 +178,12 @@ impl ProviderStage {
                                 .as_ref()
                                 .is_none_or(|a| a.iter().any(|p| name_matches(p, &d.name)))
                     };
-                    // The request borrows the conversation and the tool definitions for the call:
-                    // moved in and back, rather than cloned every round (a long history is most of a
-                    // request, and a tool's schema is a tree of small allocations). Only when nothing
-                    // can rewrite them on the way: no provider hook; for the conversation, no system
-                    // message for `lift_system_messages` to take out; for the tools, every tool offered.
+                    // The request borrows the conversation and the tool definitions for the
+                    // call: moved in and back, rather than cloned every round (a long history
+                    // is most of a request, and a tool's schema is a tree of small
+                    // allocations). Only when nothing can rewrite them on the way: no provider
+                    // hook; for the conversation, no system message for
+                    // `lift_system_messages` to take out; for the tools, every tool offered.
                     let unhooked = self.hooks.provider.is_empty();
                     let lend = unhooked && !conversation.iter().any(|m| m.role == Role::System);
                     let lend_tools = unhooked
@@ -233,7 +221,7 @@ impl ProviderStage {
                     request.lift_system_messages();
 
                     if let Decision::Deny(v) = self.hooks.before_call(&mut request).await {
-                        return Box::pin(self.deny(conversation, output, v)).await;
+                        return self.deny(conversation, output, v).await;
                     }
                     let called = self.call_model(cx, &request, output).await;
                     if lend {
@@ -246,12 +234,12 @@ impl ProviderStage {
                 };
                 let mut message = match called {
                     Err(TurnError::Denied(v)) => {
-                        return Box::pin(self.deny(conversation, output, v)).await;
+                        return self.deny(conversation, output, v).await;
                     }
                     other => other?,
                 };
                 if let Decision::Deny(v) = self.hooks.after_call(&mut message).await {
-                    return Box::pin(self.deny(conversation, output, v)).await;
+                    return self.deny(conversation, output, v).await;
                 }
                 spent += message.cost.map_or(0.0, |c| c.total_usd);
                 let calls = message.tool_calls.clone();
@@ -393,27 +381,31 @@ impl ProviderStage {
     }
 
     /// Ends the turn for a denial: a typed error, or the configured replacement answer.
-    async fn deny(
-        &self,
-        conversation: &mut Vec<Message>,
-        output: &StageOutput,
+    /// Boxed: denials are rare, and the turn awaits this from three places, each of which
+    /// would otherwise hold its state.
+    fn deny<'a>(
+        &'a self,
+        conversation: &'a mut Vec<Message>,
+        output: &'a StageOutput,
         violation: Violation,
-    ) -> Result<LoopOutcome, TurnError> {
-        tracing::info!(hook = %violation.hook, reason = %violation.reason, "model call denied");
-        match &self.hooks.on_deny {
-            OnDeny::Fail => Err(TurnError::Denied(violation)),
-            OnDeny::Replace(text) => {
-                let mut message =
-                    Message::assistant(text.clone()).with_created_at(Timestamp::now());
-                message.finish_reason = Some(promptkit_core::FinishReason::ContentFilter);
-                message.metadata.insert(
-                    "guardrail".to_owned(),
-                    serde_json::json!({"hook": violation.hook, "reason": violation.reason}),
-                );
-                self.push(conversation, output, message).await?;
-                Ok(LoopOutcome::Blocked(violation))
+    ) -> BoxFuture<'a, Result<LoopOutcome, TurnError>> {
+        Box::pin(async move {
+            tracing::info!(hook = %violation.hook, reason = %violation.reason, "model call denied");
+            match &self.hooks.on_deny {
+                OnDeny::Fail => Err(TurnError::Denied(violation)),
+                OnDeny::Replace(text) => {
+                    let mut message =
+                        Message::assistant(text.clone()).with_created_at(Timestamp::now());
+                    message.finish_reason = Some(promptkit_core::FinishReason::ContentFilter);
+                    message.metadata.insert(
+                        "guardrail".to_owned(),
+                        serde_json::json!({"hook": violation.hook, "reason": violation.reason}),
+                    );
+                    self.push(conversation, output, message).await?;
+                    Ok(LoopOutcome::Blocked(violation))
+                }
             }
-        }
+        })
     }
 
     /// Appends and forwards a tool result message.
@@ -552,8 +544,8 @@ impl ProviderStage {
         let intercepted = !self.hooks.chunk.is_empty();
         let mut so_far = String::new();
         // Waiting on the model is outside work: the stage stays marked busy for the whole
-        // stream, except while it waits for room downstream (see `send_when_room`).
-        let mut busy = Some(cx.mark_busy());
+        // stream, except while it waits for room downstream (see the send below).
+        let mut busy = cx.mark_busy();
         loop {
             // The event becomes its element before the send is awaited, so that the event is
             // not held in this future's state across that await.
@@ -593,14 +585,20 @@ impl ProviderStage {
             };
             let mut element = element.with_source(Arc::clone(&self.name));
             element.meta.streaming_delta = true;
-            // With room downstream a send is no wait, and the stage stays busy on its model
-            // stream. The wait for room is rare and boxed: its future (a channel reservation,
-            // or a broadcast) would otherwise sit in every round's state.
+            // As `SendElement` does: with room in the one target's channel a send is no wait,
+            // and the stage stays busy on its model stream. Otherwise (a full channel; with
+            // several targets, every send) the wait is boxed, since its future (a channel
+            // reservation or a broadcast) would otherwise sit in every round's state. That
+            // wait is on the pipeline, which the run's idle timeout must see, so the busy mark
+            // is lifted for it.
             match output.try_send(element) {
                 TrySend::Sent => {}
                 TrySend::Closed => return Err(OutputClosed.into()),
                 TrySend::Full(element) => {
-                    Box::pin(send_when_room(cx, output, &mut busy, element)).await?;
+                    drop(busy);
+                    let sent = Box::pin(output.send_waiting(element)).await;
+                    busy = cx.mark_busy();
+                    sent?;
                 }
             }
         }
