@@ -576,9 +576,11 @@ pub struct Message {
     /// Tool calls requested by the model (assistant messages).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
-    /// The result this message carries (tool messages).
+    /// The result this message carries (tool messages). Boxed: only tool messages have one,
+    /// and inline it would make every message a quarter larger (messages are moved through
+    /// channels and kept in histories).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_result: Option<ToolResult>,
+    pub tool_result: Option<Box<ToolResult>>,
     /// Token usage of the call that produced this message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
@@ -635,7 +637,7 @@ impl Message {
     /// A tool message carrying `result`.
     pub fn tool(result: ToolResult) -> Self {
         let mut message = Self::new(Role::Tool);
-        message.tool_result = Some(result);
+        message.tool_result = Some(Box::new(result));
         message
     }
 

@@ -332,7 +332,7 @@ async fn tool_hook_decisions_are_honoured() {
     let results: Vec<&ToolResult> = result
         .messages
         .iter()
-        .filter_map(|m| m.tool_result.as_ref())
+        .filter_map(|m| m.tool_result.as_deref())
         .collect();
     assert_eq!(results[0].error_kind, Some(ToolErrorKind::Denied));
     assert!(

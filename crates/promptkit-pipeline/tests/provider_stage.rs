@@ -248,7 +248,7 @@ fn user(text: &str) -> Element {
 fn tool_results(messages: &[Message]) -> Vec<&ToolResult> {
     messages
         .iter()
-        .filter_map(|m| m.tool_result.as_ref())
+        .filter_map(|m| m.tool_result.as_deref())
         .collect()
 }
 

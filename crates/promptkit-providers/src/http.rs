@@ -732,7 +732,7 @@ pub(crate) fn tool_result_of(
 ) -> Result<&promptkit_core::ToolResult, ProviderError> {
     message
         .tool_result
-        .as_ref()
+        .as_deref()
         .ok_or_else(|| ProviderError::BadRequest {
             status: 400,
             message: format!("message {index} has role tool but no tool result"),

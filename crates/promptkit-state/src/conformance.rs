@@ -90,7 +90,7 @@ pub fn rich_message(id: &str) -> Message {
 
 fn tool_message(id: &str) -> Message {
     let mut m = Message::new(promptkit_core::Role::Tool).with_id(id);
-    m.tool_result = Some(ToolResult::text("call-1", "lookup", "sunny"));
+    m.tool_result = Some(Box::new(ToolResult::text("call-1", "lookup", "sunny")));
     m
 }
 
