@@ -805,6 +805,28 @@ impl StageOutput {
         }
     }
 
+    /// Sends `element` at once when that needs no wait, and returns what is left to await:
+    /// nothing, or the wait for room (boxed). Unlike [`send`](Self::send), whose future
+    /// holds the element until it is first polled, the element is never kept in the
+    /// caller's state, so a stage that sends often keeps its future small (its future is
+    /// copied whole at every run, and its lines are cold by the next poll).
+    pub(crate) fn send_now(
+        &self,
+        element: Element,
+    ) -> impl Future<Output = Result<(), OutputClosed>> + Send + '_ {
+        let sent: Result<Option<BoxFuture<'_, _>>, _> = match self.try_send(element) {
+            TrySend::Sent => Ok(None),
+            TrySend::Closed => Err(OutputClosed),
+            TrySend::Full(element) => Ok(Some(Box::pin(self.send_waiting(element)))),
+        };
+        async move {
+            match sent? {
+                Some(wait) => wait.await,
+                None => Ok(()),
+            }
+        }
+    }
+
     /// Sends `element` now if that needs no wait: one target with room in its channel, or
     /// no target. Otherwise hands the element back ([`TrySend::Full`]) for
     /// [`send_waiting`](Self::send_waiting).

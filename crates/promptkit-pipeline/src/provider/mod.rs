@@ -236,18 +236,22 @@ impl ProviderStage {
     ) -> Result<(), StageError> {
         let mut conversation = Vec::new();
         let mut trailing = Vec::new();
-        while let Some(element) = input.recv().await {
-            match &element.payload {
-                Payload::Message(m) => {
+        loop {
+            // Each element is handed on before the send is awaited, so it is not part of this
+            // future's state.
+            let sent = {
+                let Some(element) = input.recv().await else {
+                    break;
+                };
+                if let Payload::Message(m) = &element.payload {
                     conversation.push((**m).clone());
-                    output.send(element).await?;
-                }
-                Payload::Control(Control::EndOfStream) => {
+                } else if matches!(element.payload, Payload::Control(Control::EndOfStream)) {
                     trailing.push(element);
                     break;
                 }
-                _ => output.send(element).await?,
-            }
+                output.send_now(element)
+            };
+            sent.await?;
         }
         let approvals = cx.turn().read().approvals.clone();
         let outcome = self.turn(cx, &mut conversation, &approvals, output).await;

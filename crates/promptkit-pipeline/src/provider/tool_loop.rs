@@ -16,7 +16,7 @@ use super::{Approval, PENDING_APPROVAL, ProviderStage};
 use crate::element::Element;
 use crate::events::EventKind;
 use crate::hooks::{Decision, OnDeny, Violation};
-use crate::stage::{OutputClosed, SendElement, StageContext, StageOutput, TrySend};
+use crate::stage::{OutputClosed, StageContext, StageOutput, TrySend};
 use crate::turn::name_matches;
 
 /// How a turn ended without error.
@@ -308,17 +308,23 @@ impl ProviderStage {
             for ((i, _), result) in to_run.into_iter().zip(executed) {
                 results[i] = Some(result);
             }
-            // Not `flatten`, which would keep two results of its own in the turn's state.
-            for result in results {
-                let Some(result) = result else { continue };
-                if result.is_error {
-                    let n = failures.entry(result.name.clone()).or_insert(0);
-                    *n += 1;
-                    if *n >= config.exclude_after_failures {
-                        excluded.insert(result.name.clone());
+            // Each result is handed over before its send is awaited, so no result is part of
+            // the turn's state (nor `flatten`'s two, as a `for` over it would keep).
+            let mut results = results.into_iter();
+            loop {
+                let sent = {
+                    let Some(slot) = results.next() else { break };
+                    let Some(result) = slot else { continue };
+                    if result.is_error {
+                        let n = failures.entry(result.name.clone()).or_insert(0);
+                        *n += 1;
+                        if *n >= config.exclude_after_failures {
+                            excluded.insert(result.name.clone());
+                        }
                     }
-                }
-                self.push_result(conversation, output, result).await?;
+                    self.push_result(conversation, output, result)
+                };
+                sent.await?;
             }
             if !pending.is_empty() {
                 return Self::hold_for_approval(output, pending).await;
@@ -414,7 +420,7 @@ impl ProviderStage {
         conversation: &mut Vec<Message>,
         output: &'o StageOutput,
         result: ToolResult,
-    ) -> SendElement<'o> {
+    ) -> impl Future<Output = Result<(), OutputClosed>> + Send + 'o {
         self.push(
             conversation,
             output,
@@ -435,19 +441,20 @@ impl ProviderStage {
         Ok(LoopOutcome::Pending(calls))
     }
 
-    /// Appends `message` to the conversation and returns its send downstream. Not an `async
-    /// fn`: the turn awaits only the small send future, not one holding the message too.
+    /// Appends `message` to the conversation and sends it downstream, returning what is left
+    /// to await (nothing, unless the channel is full). Not an `async fn`: the turn's state
+    /// then holds neither the message nor its element.
     fn push<'o>(
         &self,
         conversation: &mut Vec<Message>,
         output: &'o StageOutput,
         message: Message,
-    ) -> SendElement<'o> {
+    ) -> impl Future<Output = Result<(), OutputClosed>> + Send + 'o {
         conversation.push(message.clone());
         let finish = message.finish_reason.clone();
         let mut element = Element::message(message).with_source(Arc::clone(&self.name));
         element.meta.finish_reason = finish;
-        output.send(element)
+        output.send_now(element)
     }
 
     /// One model call; streams deltas downstream when streaming. Returns the assistant message
