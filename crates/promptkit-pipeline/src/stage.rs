@@ -570,14 +570,11 @@ impl Future for SendElement<'_> {
             // Polled again after it completed.
             return Poll::Ready(Ok(()));
         };
-        let output = this.output;
-        // The common case: one target, room in its channel.
-        let waiting: BoxFuture<'_, _> = match output.try_send(element) {
-            TrySend::Sent => return Poll::Ready(Ok(())),
-            TrySend::Closed => return Poll::Ready(Err(OutputClosed)),
-            TrySend::Full(element) => Box::pin(output.send_waiting(element)),
-        };
-        this.waiting.insert(waiting).as_mut().poll(cx)
+        match this.output.start_send(element) {
+            Ok(None) => Poll::Ready(Ok(())),
+            Ok(Some(waiting)) => this.waiting.insert(waiting).as_mut().poll(cx),
+            Err(closed) => Poll::Ready(Err(closed)),
+        }
     }
 }
 
@@ -814,11 +811,7 @@ impl StageOutput {
         &self,
         element: Element,
     ) -> impl Future<Output = Result<(), OutputClosed>> + Send + '_ {
-        let sent: Result<Option<BoxFuture<'_, _>>, _> = match self.try_send(element) {
-            TrySend::Sent => Ok(None),
-            TrySend::Closed => Err(OutputClosed),
-            TrySend::Full(element) => Ok(Some(Box::pin(self.send_waiting(element)))),
-        };
+        let sent = self.start_send(element);
         async move {
             match sent? {
                 Some(wait) => wait.await,
@@ -827,24 +820,35 @@ impl StageOutput {
         }
     }
 
-    /// Sends `element` now if that needs no wait: one target with room in its channel, or
-    /// no target. Otherwise hands the element back ([`TrySend::Full`]) for
-    /// [`send_waiting`](Self::send_waiting).
-    pub(crate) fn try_send(&self, element: Element) -> TrySend {
+    /// The one way every send starts: sends `element` at once when that needs no wait (one
+    /// target with room in its channel, or no target) and returns `None`; otherwise returns
+    /// the wait, boxed ([`send_waiting`](Self::send_waiting)), so that the caller's own
+    /// future does not hold it.
+    ///
+    /// # Errors
+    /// [`OutputClosed`] when the one target has stopped receiving.
+    pub(crate) fn start_send(
+        &self,
+        element: Element,
+    ) -> Result<Option<BoxFuture<'_, Result<(), OutputClosed>>>, OutputClosed> {
         let sent = match self.targets.as_slice() {
             [] => TrySend::Sent,
             [only] => only.try_send(element),
             _ => TrySend::Full(element),
         };
-        if matches!(sent, TrySend::Sent) {
-            self.progress.tick();
+        match sent {
+            TrySend::Sent => {
+                self.progress.tick();
+                Ok(None)
+            }
+            TrySend::Closed => Err(OutputClosed),
+            TrySend::Full(element) => Ok(Some(Box::pin(self.send_waiting(element)))),
         }
-        sent
     }
 
-    /// Sends `element` after [`try_send`](Self::try_send) handed it back: waits for room
+    /// Sends `element` after [`start_send`](Self::start_send) found no room: waits for room
     /// in the one target's channel, or broadcasts to several, in order.
-    pub(crate) async fn send_waiting(&self, element: Element) -> Result<(), OutputClosed> {
+    async fn send_waiting(&self, element: Element) -> Result<(), OutputClosed> {
         self.progress.tick();
         match self.targets.as_slice() {
             [only] => only.send_waiting(element).await,
@@ -880,8 +884,8 @@ impl StageOutput {
 
     /// Whether every target has stopped receiving.
     pub fn is_closed(&self) -> bool {
-        !self.targets.as_slice().is_empty()
-            && self.targets.as_slice().iter().all(|t| t.tx.is_closed())
+        let targets = self.targets.as_slice();
+        !targets.is_empty() && targets.iter().all(|t| t.tx.is_closed())
     }
 }
 

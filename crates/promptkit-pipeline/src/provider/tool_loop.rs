@@ -16,7 +16,7 @@ use super::{Approval, PENDING_APPROVAL, ProviderStage};
 use crate::element::Element;
 use crate::events::EventKind;
 use crate::hooks::{Decision, OnDeny, Violation};
-use crate::stage::{OutputClosed, StageContext, StageOutput, TrySend};
+use crate::stage::{OutputClosed, StageContext, StageOutput};
 use crate::turn::name_matches;
 
 /// How a turn ended without error.
@@ -592,21 +592,15 @@ impl ProviderStage {
             };
             let mut element = element.with_source(Arc::clone(&self.name));
             element.meta.streaming_delta = true;
-            // As `SendElement` does: with room in the one target's channel a send is no wait,
-            // and the stage stays busy on its model stream. Otherwise (a full channel; with
-            // several targets, every send) the wait is boxed, since its future (a channel
-            // reservation or a broadcast) would otherwise sit in every round's state. That
-            // wait is on the pipeline, which the run's idle timeout must see, so the busy mark
-            // is lifted for it.
-            match output.try_send(element) {
-                TrySend::Sent => {}
-                TrySend::Closed => return Err(OutputClosed.into()),
-                TrySend::Full(element) => {
-                    drop(busy);
-                    let sent = Box::pin(output.send_waiting(element)).await;
-                    busy = cx.mark_busy();
-                    sent?;
-                }
+            // With room in the one target's channel a send is no wait, and the stage stays busy
+            // on its model stream. Otherwise (a full channel; with several targets, every
+            // send) the wait comes back boxed, and it is a wait on the pipeline, which the
+            // run's idle timeout must see: the busy mark is lifted for it.
+            if let Some(wait) = output.start_send(element)? {
+                drop(busy);
+                let sent = wait.await;
+                busy = cx.mark_busy();
+                sent?;
             }
         }
         drop(busy);
