@@ -105,6 +105,14 @@ fn unanswered_calls(conversation: &[Message]) -> Vec<ToolCall> {
         .collect()
 }
 
+/// A round's request, and whether it borrows the conversation and the tool definitions
+/// (moved back once the call is over).
+struct RoundRequest {
+    request: ProviderRequest,
+    lent_conversation: bool,
+    lent_tools: bool,
+}
+
 fn identity_key(call: &ToolCall) -> Vec<u8> {
     // serde_json's map is ordered, so re-serialising canonicalises key order. Written
     // directly rather than through `format!`, which runs every byte through the formatter.
@@ -164,70 +172,25 @@ impl ProviderStage {
             // while the tools run: only what outlives a round is kept across its awaits.
             let calls = {
                 let called = {
-                    let (system, model, allowed) = {
-                        let turn = cx.turn().read();
-                        (
-                            turn.system_prompt.clone(),
-                            turn.model.clone(),
-                            turn.allowed_tools.clone(),
-                        )
-                    };
-                    let offers = |d: &ToolDef| {
-                        !excluded.contains(&d.name)
-                            && allowed
-                                .as_ref()
-                                .is_none_or(|a| a.iter().any(|p| name_matches(p, &d.name)))
-                    };
-                    // The request borrows the conversation and the tool definitions for the
-                    // call: moved in and back, rather than cloned every round (a long history
-                    // is most of a request, and a tool's schema is a tree of small
-                    // allocations). Only when nothing can rewrite them on the way: no provider
-                    // hook; for the conversation, no system message for
-                    // `lift_system_messages` to take out; for the tools, every tool offered.
-                    let unhooked = self.hooks.provider.is_empty();
-                    let lend = unhooked && !conversation.iter().any(|m| m.role == Role::System);
-                    let lend_tools = unhooked
-                        && tool_choice != promptkit_core::ToolChoice::None
-                        && definitions.iter().all(offers);
-                    let offered: Vec<ToolDef> = if lend_tools {
-                        std::mem::take(&mut definitions)
-                    } else if tool_choice == promptkit_core::ToolChoice::None {
-                        Vec::new()
-                    } else {
-                        definitions.iter().filter(|d| offers(d)).cloned().collect()
-                    };
-                    let messages = if lend {
-                        std::mem::take(conversation)
-                    } else {
-                        conversation.clone()
-                    };
-                    let mut request = ProviderRequest::new(messages);
-                    request.system = system;
-                    request.tool_choice = if offered.is_empty() {
-                        promptkit_core::ToolChoice::Auto
-                    } else {
-                        tool_choice.clone()
-                    };
-                    request.tools = offered;
-                    request.model = model;
-                    request.temperature = config.request.temperature;
-                    request.top_p = config.request.top_p;
-                    request.max_tokens = config.request.max_tokens;
-                    request.seed = config.request.seed;
-                    request.stop.clone_from(&config.request.stop);
-                    request
-                        .response_format
-                        .clone_from(&config.request.response_format);
-                    request.lift_system_messages();
-
+                    let RoundRequest {
+                        mut request,
+                        lent_conversation,
+                        lent_tools,
+                    } = self.round_request(
+                        cx,
+                        conversation,
+                        &mut definitions,
+                        &excluded,
+                        &tool_choice,
+                    );
                     if let Decision::Deny(v) = self.hooks.before_call(&mut request).await {
                         return self.deny(conversation, output, v).await;
                     }
                     let called = self.call_model(cx, &request, output).await;
-                    if lend {
+                    if lent_conversation {
                         *conversation = std::mem::take(&mut request.messages);
                     }
-                    if lend_tools {
+                    if lent_tools {
                         definitions = std::mem::take(&mut request.tools);
                     }
                     called
@@ -340,6 +303,78 @@ impl ProviderStage {
             }
         }
         Err(TurnError::MaxRounds(config.max_rounds))
+    }
+
+    /// Builds a round's request from the turn's data, the conversation and the tool
+    /// definitions (less those `excluded`).
+    fn round_request(
+        &self,
+        cx: &StageContext,
+        conversation: &mut Vec<Message>,
+        definitions: &mut Vec<ToolDef>,
+        excluded: &HashSet<String>,
+        tool_choice: &promptkit_core::ToolChoice,
+    ) -> RoundRequest {
+        let config = &self.config;
+        let (system, model, allowed) = {
+            let turn = cx.turn().read();
+            (
+                turn.system_prompt.clone(),
+                turn.model.clone(),
+                turn.allowed_tools.clone(),
+            )
+        };
+        let offers = |d: &ToolDef| {
+            !excluded.contains(&d.name)
+                && allowed
+                    .as_ref()
+                    .is_none_or(|a| a.iter().any(|p| name_matches(p, &d.name)))
+        };
+        // The request borrows the conversation and the tool definitions for the call: moved
+        // in and back, rather than cloned every round (a long history is most of a request,
+        // and a tool's schema is a tree of small allocations). Only when nothing can rewrite
+        // them on the way: no provider hook; for the conversation, no system message for
+        // `lift_system_messages` to take out; for the tools, every tool offered.
+        let unhooked = self.hooks.provider.is_empty();
+        let lend = unhooked && !conversation.iter().any(|m| m.role == Role::System);
+        let lend_tools = unhooked
+            && *tool_choice != promptkit_core::ToolChoice::None
+            && definitions.iter().all(offers);
+        let offered: Vec<ToolDef> = if lend_tools {
+            std::mem::take(definitions)
+        } else if *tool_choice == promptkit_core::ToolChoice::None {
+            Vec::new()
+        } else {
+            definitions.iter().filter(|d| offers(d)).cloned().collect()
+        };
+        let messages = if lend {
+            std::mem::take(conversation)
+        } else {
+            conversation.clone()
+        };
+        let mut request = ProviderRequest::new(messages);
+        request.system = system;
+        request.tool_choice = if offered.is_empty() {
+            promptkit_core::ToolChoice::Auto
+        } else {
+            tool_choice.clone()
+        };
+        request.tools = offered;
+        request.model = model;
+        request.temperature = config.request.temperature;
+        request.top_p = config.request.top_p;
+        request.max_tokens = config.request.max_tokens;
+        request.seed = config.request.seed;
+        request.stop.clone_from(&config.request.stop);
+        request
+            .response_format
+            .clone_from(&config.request.response_format);
+        request.lift_system_messages();
+        RoundRequest {
+            request,
+            lent_conversation: lend,
+            lent_tools: lend_tools,
+        }
     }
 
     /// Runs or denies the calls of the last assistant message that waited for approval, as
