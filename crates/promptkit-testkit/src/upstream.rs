@@ -27,12 +27,15 @@
 //!   Gemini `GenerateContentResponse` chunks (framed as plain `data:` lines by
 //!   [`SseStep::Json`]).
 //!
-//! Every request is recorded ([`MockUpstream::requests`]).
+//! Every request is recorded ([`MockUpstream::requests`]) unless recording is switched off
+//! ([`MockUpstream::record_requests`]), as the benchmark binary does: a load run sends
+//! millions of requests that no one reads back.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -530,6 +533,8 @@ impl RecordedRequest {
 struct Shared {
     profile: Profile,
     script: Mutex<VecDeque<Scripted>>,
+    /// Whether requests are kept for [`MockUpstream::requests`].
+    recording: AtomicBool,
     requests: Mutex<Vec<RecordedRequest>>,
 }
 
@@ -567,6 +572,7 @@ impl MockUpstream {
         let shared = Arc::new(Shared {
             profile,
             script: Mutex::default(),
+            recording: AtomicBool::new(true),
             requests: Mutex::default(),
         });
         let app = Router::new()
@@ -617,7 +623,16 @@ impl MockUpstream {
         lock(&self.shared.script).push_back(response);
     }
 
-    /// The requests received so far.
+    /// Switches the recording of requests on (the default) or off.
+    ///
+    /// A recorded request keeps its headers and parsed body until the server is dropped; a
+    /// long load run should switch recording off, or the server's memory grows with every
+    /// request and the copying competes with the system under test for the CPU.
+    pub fn record_requests(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::Relaxed);
+    }
+
+    /// The requests received while recording was on.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.requests).clone()
     }
@@ -669,21 +684,23 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    lock(&shared.requests).push(RecordedRequest {
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers: headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: json_body.clone(),
-    });
+    if shared.recording.load(Ordering::Relaxed) {
+        lock(&shared.requests).push(RecordedRequest {
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: json_body.clone(),
+        });
+    }
     let profile = shared.profile;
     if uri.path() == "/tool" {
         tokio::time::sleep(profile.tool_delay).await;

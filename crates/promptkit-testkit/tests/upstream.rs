@@ -84,3 +84,23 @@ async fn benchmark_mode_behaviour() -> anyhow::Result<()> {
     server.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn requests_are_recorded_only_while_recording_is_on() -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    post(&server, "/tool", r#"{"n":1}"#).await?;
+    server.record_requests(false);
+    let unrecorded = post(&server, "/tool", r#"{"n":2}"#).await?;
+    // Answered all the same.
+    assert!(unrecorded.contains(r#""status":"shipped""#), "{unrecorded}");
+    server.record_requests(true);
+    post(&server, "/tool", r#"{"n":3}"#).await?;
+
+    let bodies: Vec<_> = server.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        bodies,
+        [serde_json::json!({"n": 1}), serde_json::json!({"n": 3})]
+    );
+    server.shutdown().await?;
+    Ok(())
+}

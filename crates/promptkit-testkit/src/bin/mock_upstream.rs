@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Listens on 127.0.0.1 (port 0 picks a free one), prints the address, and serves until
-//! interrupted.
+//! interrupted. It keeps no record of the requests: a load run sends millions.
 
 #![expect(
     clippy::print_stdout,
@@ -53,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let server = MockUpstream::bind(SocketAddr::from(([127, 0, 0, 1], port)), profile)
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    server.record_requests(false);
     println!("mock upstream listening on http://{}", server.addr());
     server.run_until_ctrl_c().await?;
     Ok(())
