@@ -63,7 +63,8 @@ struct Cli {
     /// Base URL of an OpenAI-compatible server (with `--provider openai-compatible`).
     #[arg(long, global = true, env = "PROMPTKIT_BASE_URL")]
     base_url: Option<String>,
-    /// The system prompt (default: "You are a helpful assistant.").
+    /// The system prompt (default for `chat` and `run`: "You are a helpful assistant.";
+    /// `serve` adds none unless one is given).
     #[arg(long, global = true)]
     system: Option<String>,
     /// A configuration file (YAML, or JSON by extension): provider, state, system prompt,
@@ -463,16 +464,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let demo = provider.id() == "demo";
     let toolbox = Toolbox::new(&cli, &file, demo, http)?;
     let tools = toolbox.set();
-    let system = cli
-        .system
-        .clone()
-        .or_else(|| file.system.clone())
-        .unwrap_or_else(|| DEFAULT_SYSTEM.to_owned());
+    let configured_system = cli.system.clone().or_else(|| file.system.clone());
     let agent = Agent::builder(Arc::clone(&provider))
-        .system(system.clone())
         .tools(Arc::clone(&tools))
-        .state(Arc::clone(&store))
-        .build()?;
+        .state(Arc::clone(&store));
+    // `serve` forwards what its clients send: it adds a system prompt only when one is
+    // configured. The interactive commands have a default.
+    let system = match (&cli.command, configured_system) {
+        (Command::Serve { .. }, system) => system,
+        (_, system) => Some(system.unwrap_or_else(|| DEFAULT_SYSTEM.to_owned())),
+    };
+    let agent = match &system {
+        Some(system) => agent.system(system.clone()),
+        None => agent,
+    }
+    .build()?;
     let outcome = match cli.command {
         Command::Run {
             prompt,
@@ -518,10 +524,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             queue_timeout,
             shutdown_grace,
         } => {
-            let stateless = Agent::builder(Arc::clone(&provider))
-                .system(system)
-                .tools(tools)
-                .build()?;
+            let stateless = Agent::builder(Arc::clone(&provider)).tools(tools);
+            let stateless = match system {
+                Some(system) => stateless.system(system),
+                None => stateless,
+            }
+            .build()?;
             let defaults = &file.serve;
             let options = serve::ServeOptions {
                 addr: addr

@@ -197,8 +197,8 @@ async fn serves_openai_style_streams_answers_models_and_health() {
         .collect();
     assert_eq!(
         roles,
-        ["system", "user", "assistant", "user"],
-        "server system prompt, then the client's conversation: {sent}"
+        ["user", "assistant", "user"],
+        "no system prompt is configured, so the server adds none: {sent}"
     );
     drop(server);
     upstream.shutdown().await.unwrap();
@@ -284,7 +284,11 @@ async fn runs_configured_tools_inside_the_turn() {
 async fn a_session_header_keeps_the_conversation_in_the_store() {
     let upstream = MockUpstream::start(Profile::INSTANT).await.unwrap();
     let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path(), &upstream.base_url(), &[]);
+    let server = Server::start(
+        home.path(),
+        &upstream.base_url(),
+        &["--system", "Answer briefly."],
+    );
     let http = client();
     for text in ["first question", "second question"] {
         let response = http
@@ -306,6 +310,9 @@ async fn a_session_header_keeps_the_conversation_in_the_store() {
         .map(|m| m["content"].to_string())
         .collect();
     assert_eq!(texts.len(), 4, "system, user, assistant, user: {sent}");
+    // The configured system prompt goes first.
+    assert_eq!(sent["messages"][0]["role"], "system", "{sent}");
+    assert!(texts[0].contains("Answer briefly."), "{sent}");
     assert!(texts[1].contains("first question"), "{sent}");
     assert!(texts[3].contains("second question"), "{sent}");
     drop(server);
