@@ -1,6 +1,6 @@
 //! Running a built pipeline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -163,7 +163,7 @@ impl Pipeline {
     /// # Errors
     /// [`PipelineError::ShuttingDown`] after [`Pipeline::shutdown`].
     pub fn start(&self, turn: TurnData) -> Result<(InputSender, Execution), PipelineError> {
-        let (root_txs, execution) = self.launch(turn, None)?;
+        let (root_txs, execution) = self.launch(turn, Feed::Senders)?;
         Ok((InputSender { txs: root_txs }, execution))
     }
 
@@ -175,8 +175,21 @@ impl Pipeline {
     where
         S: Stream<Item = Element> + Send + 'static,
     {
-        let pump: PumpFn = Box::new(move |txs| prefill(Box::pin(input), txs));
-        self.launch(turn, Some(pump)).map(|(_, e)| e)
+        let mut input = Box::pin(input);
+        let limit = self.inner.topology.config.channel_capacity;
+        let (ready, ended) = take_ready(input.as_mut(), limit);
+        let feed = if ended {
+            Feed::Ready(ready)
+        } else if ready.is_empty() {
+            Feed::Stream(Box::new(move |txs| prefill(input, txs)))
+        } else {
+            let input = Box::pin(futures_util::StreamExt::chain(
+                futures_util::stream::iter(ready),
+                input,
+            ));
+            Feed::Stream(Box::new(move |txs| prefill(input, txs)))
+        };
+        self.launch(turn, feed).map(|(_, e)| e)
     }
 
     /// Runs to completion on `elements` and collects the result.
@@ -257,7 +270,7 @@ impl Pipeline {
     fn launch(
         &self,
         turn: TurnData,
-        pump: Option<PumpFn>,
+        feed: Feed,
     ) -> Result<(Vec<mpsc::Sender<Element>>, Execution), PipelineError> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(PipelineError::ShuttingDown);
@@ -308,15 +321,34 @@ impl Pipeline {
         }
         let (out_tx, out_rx) = mpsc::channel(cap);
         let signal = Arc::new(OutputSignal::default());
+        let roots = inputs.iter().filter(|ins| ins.is_empty()).count();
+        // A whole input already in memory goes to a single root stage as it is: no channel.
+        let (mut ready, pump) = match feed {
+            Feed::Ready(elements) if roots == 1 => (Some(elements), None),
+            Feed::Ready(elements) => {
+                let queued = elements;
+                let fill: PumpFn = Box::new(move |txs| {
+                    queue_all(queued, &txs);
+                    None
+                });
+                (None, Some(fill))
+            }
+            Feed::Stream(pump) => (None, Some(pump)),
+            Feed::Senders => (None, None),
+        };
         let mut root_txs = Vec::new();
         let mut stage_io = Vec::with_capacity(n);
         for i in 0..n {
             let mut ins = std::mem::take(&mut inputs[i]);
             let is_root = ins.is_empty();
             if is_root {
-                let (tx, rx) = mpsc::channel(cap);
-                root_txs.push(tx);
-                ins.push((0, InputSource::Single(rx)));
+                if let Some(elements) = ready.take() {
+                    ins.push((0, InputSource::Ready(elements)));
+                } else {
+                    let (tx, rx) = mpsc::channel(cap);
+                    root_txs.push(tx);
+                    ins.push((0, InputSource::Single(rx)));
+                }
             }
             if topo.outgoing[i].is_empty() {
                 targets[i].push(Target {
@@ -329,6 +361,7 @@ impl Pipeline {
                 match ins.pop().map(|(_, s)| s) {
                     Some(InputSource::Single(rx)) => Inputs::Single(rx),
                     Some(InputSource::Shared(rx)) => Inputs::Shared(rx),
+                    Some(InputSource::Ready(elements)) => Inputs::Ready(elements),
                     None => Inputs::None,
                 }
             } else {
@@ -338,8 +371,8 @@ impl Pipeline {
                         .into_iter()
                         .filter_map(|(slot, s)| match s {
                             InputSource::Single(rx) => Some((slot, rx)),
-                            // Rejected at build time.
-                            InputSource::Shared(_) => None,
+                            // Rejected at build time; a ready input feeds a root only.
+                            InputSource::Shared(_) | InputSource::Ready(_) => None,
                         })
                         .collect(),
                     next: 0,
@@ -497,6 +530,52 @@ impl Pipeline {
     }
 }
 
+/// How a run's input reaches its root stages.
+enum Feed {
+    /// Through the senders [`Pipeline::start`] returns.
+    Senders,
+    /// The whole input, already in memory. A single root stage reads it as it is, with no
+    /// channel (the common case: a turn's one message); several roots get it queued in
+    /// their channels.
+    Ready(VecDeque<Element>),
+    /// A stream that was still pending: fed by [`prefill`] and [`pump`].
+    Stream(PumpFn),
+}
+
+/// Takes what `input` has ready, up to `limit` elements, without waiting; `true` with them
+/// when the input has ended. Past `limit` the rest is left to the channel and its
+/// backpressure.
+fn take_ready<S: Stream<Item = Element>>(
+    mut input: Pin<&mut S>,
+    limit: usize,
+) -> (VecDeque<Element>, bool) {
+    let mut ready = VecDeque::new();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    while ready.len() < limit {
+        match input.as_mut().poll_next(&mut cx) {
+            Poll::Ready(Some(element)) => ready.push_back(element),
+            Poll::Ready(None) => return (ready, true),
+            Poll::Pending => break,
+        }
+    }
+    (ready, false)
+}
+
+/// Queues a whole input (at most a channel's capacity, as [`take_ready`] takes) in every
+/// root's channel, then closes them.
+fn queue_all(elements: VecDeque<Element>, txs: &[mpsc::Sender<Element>]) {
+    let Some((first, rest)) = txs.split_first() else {
+        return;
+    };
+    for element in elements {
+        for tx in rest {
+            // Cannot be full: the input holds no more than a channel's capacity.
+            let _ = tx.try_send(element.clone());
+        }
+        let _ = first.try_send(element);
+    }
+}
+
 /// Feeds the input stream to the root stages: returns the task still to run, if any.
 type PumpFn = Box<
     dyn FnOnce(Vec<mpsc::Sender<Element>>) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>>
@@ -546,6 +625,7 @@ type SharedReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Element>>>;
 enum InputSource {
     Single(mpsc::Receiver<Element>),
     Shared(SharedReceiver),
+    Ready(VecDeque<Element>),
 }
 
 enum Outcome {

@@ -414,6 +414,8 @@ pub struct StageInput {
 
 pub(crate) enum Inputs {
     None,
+    /// A root stage's whole input, in memory before the run started.
+    Ready(std::collections::VecDeque<Element>),
     Single(mpsc::Receiver<Element>),
     Shared(Arc<tokio::sync::Mutex<mpsc::Receiver<Element>>>),
     FanIn {
@@ -427,6 +429,7 @@ impl fmt::Debug for StageInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.inner {
             Inputs::None => "none",
+            Inputs::Ready(_) => "ready",
             Inputs::Single(_) => "single",
             Inputs::Shared(_) => "shared",
             Inputs::FanIn { .. } => "fan-in",
@@ -462,6 +465,7 @@ impl StageInput {
     pub async fn recv(&mut self) -> Option<Element> {
         let mut element = match &mut self.inner {
             Inputs::None => None,
+            Inputs::Ready(elements) => elements.pop_front(),
             Inputs::Single(rx) => rx.recv().await,
             Inputs::Shared(rx) => rx.lock().await.recv().await,
             Inputs::FanIn { sources, next } => {

@@ -218,6 +218,59 @@ async fn a_chain_streams_elements_in_order() {
     assert_eq!(out, ["A", "A", "C", "C"]);
 }
 
+/// However the input arrives (all in memory, more than a channel holds, still pending, or
+/// for several root stages), every root stage gets all of it, in order.
+#[tokio::test]
+async fn every_root_gets_the_whole_input_however_it_arrives() {
+    let tagging = |tag: &'static str| {
+        stages::map(tag, move |e: Element| {
+            Ok(Element::text(format!(
+                "{tag}{}",
+                e.as_text().unwrap_or_default()
+            )))
+        })
+    };
+    let one_root = Pipeline::builder()
+        .channel_capacity(2)
+        .then(tagging("a"))
+        .build()
+        .unwrap();
+    let two_roots = Pipeline::builder()
+        .channel_capacity(8)
+        .stage(tagging("a"))
+        .stage(tagging("b"))
+        .build()
+        .unwrap();
+    let numbers =
+        |n: usize| -> Vec<Element> { (0..n).map(|i| Element::text(i.to_string())).collect() };
+    let expected =
+        |tag: &str, n: usize| -> Vec<String> { (0..n).map(|i| format!("{tag}{i}")).collect() };
+
+    // In memory, within and beyond the channel's capacity.
+    assert_eq!(run_texts(&one_root, numbers(2)).await, expected("a", 2));
+    assert_eq!(run_texts(&one_root, numbers(9)).await, expected("a", 9));
+    // Several roots: each gets every element.
+    let out = run_texts(&two_roots, numbers(5)).await;
+    let of =
+        |tag: &str| -> Vec<String> { out.iter().filter(|t| t.starts_with(tag)).cloned().collect() };
+    assert_eq!(of("a"), expected("a", 5));
+    assert_eq!(of("b"), expected("b", 5));
+    // Still pending when the run starts: fed as it comes.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let input =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    let execution = one_root.execute(TurnData::default(), input).unwrap();
+    let feeder = tokio::spawn(async move {
+        for e in numbers(4) {
+            tx.send(e).await.unwrap();
+        }
+    });
+    let (elements, result) = execution.finish().await;
+    result.unwrap();
+    feeder.await.unwrap();
+    assert_eq!(texts(&elements), expected("a", 4));
+}
+
 #[tokio::test]
 async fn broadcast_delivers_every_element_to_every_branch_in_order() {
     let pipeline = Pipeline::builder()
