@@ -163,23 +163,42 @@ impl Transport {
     }
 
     /// A POST of the JSON `body` to `url` with `headers` (and `Accept: text/event-stream`
-    /// for a stream). Pass a parsed `Url` where the address is fixed: parsing one (host,
-    /// IDNA, path) costs about as much as the rest of building the request.
+    /// for a stream; `headers` may override either). The address is a parsed `Url`: parsing
+    /// one (host, IDNA, path) costs about as much as the rest of building the request.
+    ///
+    /// The request is assembled whole and handed to reqwest at once: its builder methods
+    /// each move the request (a few hundred bytes, into memory that is cold at every call),
+    /// and adding headers one by one re-inserts what one clone of `headers` copies.
     pub(crate) fn post(
         &self,
-        url: impl reqwest::IntoUrl,
+        url: reqwest::Url,
         headers: &reqwest::header::HeaderMap,
         body: &Bytes,
         streaming: bool,
     ) -> reqwest::RequestBuilder {
-        let mut builder = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        if streaming {
-            builder = builder.header(reqwest::header::ACCEPT, "text/event-stream");
+        use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+        if !url.username().is_empty() || url.password().is_some() {
+            // reqwest's own builder turns credentials in the address into basic auth.
+            let mut builder = self.client.post(url).headers(headers.clone());
+            if !headers.contains_key(CONTENT_TYPE) {
+                builder = builder.header(CONTENT_TYPE, "application/json");
+            }
+            if streaming && !headers.contains_key(ACCEPT) {
+                builder = builder.header(ACCEPT, "text/event-stream");
+            }
+            return builder.body(body.clone());
         }
-        builder.headers(headers.clone()).body(body.clone())
+        let mut request = reqwest::Request::new(reqwest::Method::POST, url);
+        let map = request.headers_mut();
+        map.clone_from(headers);
+        map.entry(CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/json"));
+        if streaming {
+            map.entry(ACCEPT)
+                .or_insert(HeaderValue::from_static("text/event-stream"));
+        }
+        *request.body_mut() = Some(body.clone().into());
+        reqwest::RequestBuilder::from_parts(self.client.clone(), request)
     }
 
     async fn permit(&self) -> Result<Option<OwnedSemaphorePermit>, ProviderError> {

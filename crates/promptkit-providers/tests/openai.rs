@@ -62,6 +62,52 @@ fn fold(events: &[StreamEvent]) -> Message {
     acc.finish()
 }
 
+/// Each call carries the JSON content type, `Accept: text/event-stream` when streamed, and
+/// the configured headers, which win over either; credentials in the base URL become basic
+/// authentication, as reqwest's builder makes them.
+#[tokio::test]
+async fn requests_carry_their_headers_and_configured_ones_win() -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    let config = OpenAiConfig::openai("gpt-4o-mini", "sk-test")
+        .with_base_url(server.base_url())
+        .with_http(http())
+        .with_header("accept", "text/event-stream; charset=utf-8")
+        .with_header("x-team", "orders");
+    let custom = OpenAiProvider::new(config)?;
+    let (_, error) = collect(&custom, &request()).await;
+    assert!(error.is_none(), "{error:?}");
+    custom.predict(&request()).await?;
+    let plain = provider(&server, "gpt-4o-mini");
+    plain.predict(&request()).await?;
+    let with_credentials = OpenAiConfig::compatible(
+        server.base_url().replace("http://", "http://ada:secret@"),
+        "gpt-4o-mini",
+    )
+    .with_http(http());
+    OpenAiProvider::new(with_credentials)?
+        .predict(&request())
+        .await?;
+
+    let recorded = server.requests();
+    let [streamed, unary, plain_unary, credentials] = &recorded[..] else {
+        panic!("four requests: {recorded:?}");
+    };
+    for r in [streamed, unary] {
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("accept"), Some("text/event-stream; charset=utf-8"));
+        assert_eq!(r.header("x-team"), Some("orders"));
+        assert_eq!(r.header("authorization"), Some("Bearer sk-test"));
+    }
+    assert_eq!(plain_unary.header("content-type"), Some("application/json"));
+    assert_ne!(plain_unary.header("accept"), Some("text/event-stream"));
+    // "ada:secret", base64.
+    assert_eq!(
+        credentials.header("authorization"),
+        Some("Basic YWRhOnNlY3JldA==")
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn text_stream_in_benchmark_mode() -> anyhow::Result<()> {
     let server = MockUpstream::start(Profile::INSTANT).await?;
