@@ -151,3 +151,27 @@ async fn a_stream_without_message_events_yields_text_and_still_keeps_the_message
     assert_eq!(reply.messages[1].tool_calls[0].name, "lookup_order");
     assert_eq!(reply.text(), "Order 12345 has shipped.");
 }
+
+/// `poll_finish` ends a turn in place, as a response body does: whatever output was not read
+/// is absorbed, the reply comes whole, and polling again says the result was taken.
+#[tokio::test]
+async fn a_turn_can_be_finished_in_place_without_reading_its_output() {
+    let agent = Agent::builder(order_lookup_model())
+        .tools(tools())
+        .build()
+        .unwrap();
+    let mut stream = agent.stream("s-1", "Where is order 12345?").unwrap();
+    // Nothing read: the text deltas and messages are still in the output.
+    let reply = std::future::poll_fn(|cx| stream.poll_finish(cx))
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), "Order 12345 has shipped.");
+    let roles: Vec<Role> = reply.messages.iter().map(|m| m.role).collect();
+    assert_eq!(
+        roles,
+        [Role::User, Role::Assistant, Role::Tool, Role::Assistant]
+    );
+    let again = std::future::poll_fn(|cx| stream.poll_finish(cx)).await;
+    let error = again.expect_err("the result was taken");
+    assert!(error.partial.messages.is_empty(), "{error:?}");
+}

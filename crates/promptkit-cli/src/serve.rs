@@ -23,7 +23,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use futures_util::StreamExt as _;
-use futures_util::future::BoxFuture;
 use futures_util::stream::{self, Stream};
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
 use promptkit::pipeline::{PipelineError, TurnData};
@@ -485,7 +484,7 @@ async fn chat_completions(
         let state = SseState::new(reply, &id, created, &app.model_json, include_usage, permit);
         let mut frames = SseFrames {
             state,
-            closing: None,
+            ending: false,
         };
         let first = frames.first().await?;
         let frames = stream::iter(first.map(Ok)).chain(frames);
@@ -679,8 +678,8 @@ fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
 /// where it is instead of moving into a new future for every frame.
 struct SseFrames {
     state: SseState,
-    /// The turn's result, awaited once its output has ended.
-    closing: Option<BoxFuture<'static, Result<Reply, AgentError>>>,
+    /// The turn's output has ended: its result is awaited next, in place.
+    ending: bool,
 }
 
 /// What a response sends next.
@@ -696,24 +695,20 @@ impl SseFrames {
     /// that stops waiting loses nothing.
     fn poll_step(&mut self, cx: &mut task::Context<'_>) -> Poll<Option<Step>> {
         loop {
-            if let Some(closing) = &mut self.closing {
-                let result = ready!(closing.as_mut().poll(cx));
-                self.closing = None;
-                return Poll::Ready(Some(Step::End(result)));
-            }
             let Some(reply) = self.state.reply.as_mut() else {
                 return Poll::Ready(None);
             };
+            if self.ending {
+                let result = ready!(reply.poll_finish(cx));
+                self.state.reply = None;
+                return Poll::Ready(Some(Step::End(result)));
+            }
             match ready!(Pin::new(reply).poll_next(cx)) {
                 Some(AgentEvent::Text(text)) if !text.is_empty() => {
                     return Poll::Ready(Some(Step::Content(self.state.content(&text))));
                 }
                 Some(_) => {}
-                None => {
-                    if let Some(reply) = self.state.reply.take() {
-                        self.closing = Some(Box::pin(reply.finish()));
-                    }
-                }
+                None => self.ending = true,
             }
         }
     }

@@ -1161,8 +1161,17 @@ impl RunHandle {
     ///
     /// # Errors
     /// The run's [`PipelineError`].
-    pub async fn wait(self) -> Result<RunSummary, PipelineError> {
-        self.result.await.unwrap_or(Err(PipelineError::Lost))
+    pub async fn wait(mut self) -> Result<RunSummary, PipelineError> {
+        std::future::poll_fn(|cx| self.poll_wait(cx)).await
+    }
+
+    /// Polls for the run's result, as [`wait`](Self::wait) does, without taking the handle:
+    /// for a caller that keeps the handle in its own state instead of boxing a future. Once
+    /// it has returned the result, it returns [`PipelineError::Lost`].
+    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<RunSummary, PipelineError>> {
+        Pin::new(&mut self.result)
+            .poll(cx)
+            .map(|result| result.unwrap_or(Err(PipelineError::Lost)))
     }
 }
 

@@ -468,23 +468,36 @@ impl ReplyStream {
     /// # Errors
     /// An [`AgentError`] with what the turn produced before failing.
     pub async fn finish(mut self) -> Result<Reply, AgentError> {
+        std::future::poll_fn(|cx| self.poll_finish(cx)).await
+    }
+
+    /// Polls for the turn's end, as [`finish`](Self::finish) does, without taking the
+    /// stream: for a caller that keeps the stream in its own state (a response body, say)
+    /// instead of boxing a future. What is left of the output is absorbed into the reply, not
+    /// handed out. Polled again after that, it returns [`PipelineError::Lost`] with an empty
+    /// reply.
+    ///
+    /// # Errors
+    /// An [`AgentError`] with what the turn produced before failing.
+    pub fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reply, AgentError>> {
         // Everything left is collected: only the end of the turn needs this task.
         self.output.set_wake(OutputWake::End);
-        // What is left is kept, not handed out: no copies for events nobody reads.
-        while let Some(element) = self.output.recv().await {
+        while let Some(element) = std::task::ready!(Pin::new(&mut self.output).poll_next(cx)) {
             self.reply.absorb(element, false);
         }
-        let result = match self.handle.take() {
-            Some(h) => h.wait().await,
+        let result = match &mut self.handle {
+            Some(handle) => std::task::ready!(handle.poll_wait(cx)),
             None => Err(PipelineError::Lost),
         };
-        match result {
-            Ok(_) => Ok(self.reply),
+        self.handle = None;
+        let reply = std::mem::take(&mut self.reply);
+        Poll::Ready(match result {
+            Ok(_) => Ok(reply),
             Err(error) => Err(AgentError {
                 error,
-                partial: Box::new(self.reply),
+                partial: Box::new(reply),
             }),
-        }
+        })
     }
 }
 
