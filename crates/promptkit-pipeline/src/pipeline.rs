@@ -180,14 +180,8 @@ impl Pipeline {
         let (ready, ended) = take_ready(input.as_mut(), limit);
         let feed = if ended {
             Feed::Ready(ready)
-        } else if ready.is_empty() {
-            Feed::Stream(Box::new(move |txs| prefill(input, txs)))
         } else {
-            let input = Box::pin(futures_util::StreamExt::chain(
-                futures_util::stream::iter(ready),
-                input,
-            ));
-            Feed::Stream(Box::new(move |txs| prefill(input, txs)))
+            Feed::Stream(Box::new(move |txs| queue_then_pump(ready, input, txs)))
         };
         self.launch(turn, feed).map(|(_, e)| e)
     }
@@ -326,10 +320,8 @@ impl Pipeline {
         let (mut ready, pump) = match feed {
             Feed::Ready(elements) if roots == 1 => (Some(elements), None),
             Feed::Ready(elements) => {
-                let queued = elements;
                 let fill: PumpFn = Box::new(move |txs| {
-                    queue_all(queued, &txs);
-                    None
+                    queue_then_pump(elements, Box::pin(futures_util::stream::empty()), txs)
                 });
                 (None, Some(fill))
             }
@@ -401,7 +393,7 @@ impl Pipeline {
         emitter.emit(EventKind::PipelineStarted { stages: n });
 
         // The input is queued before anything is spawned; what is left needs a feeding task.
-        let pump = pump.and_then(|pump| pump(std::mem::take(&mut root_txs)));
+        let pump = pump.map(|pump| pump(std::mem::take(&mut root_txs)));
         let (result_tx, result_rx) = oneshot::channel();
         let run = Arc::new(RunShared {
             inner: Arc::clone(&self.inner),
@@ -535,10 +527,10 @@ enum Feed {
     /// Through the senders [`Pipeline::start`] returns.
     Senders,
     /// The whole input, already in memory. A single root stage reads it as it is, with no
-    /// channel (the common case: a turn's one message); several roots get it queued in
-    /// their channels.
+    /// channel (the common case: a turn's one message); several roots are fed by [`pump`].
     Ready(VecDeque<Element>),
-    /// A stream that was still pending: fed by [`prefill`] and [`pump`].
+    /// A stream that was still pending: what it had ready is queued, the rest pumped
+    /// ([`queue_then_pump`]).
     Stream(PumpFn),
 }
 
@@ -561,51 +553,32 @@ fn take_ready<S: Stream<Item = Element>>(
     (ready, false)
 }
 
-/// Queues a whole input (at most a channel's capacity, as [`take_ready`] takes) in every
-/// root's channel, then closes them.
-fn queue_all(elements: VecDeque<Element>, txs: &[mpsc::Sender<Element>]) {
-    let Some((first, rest)) = txs.split_first() else {
-        return;
-    };
-    for element in elements {
-        for tx in rest {
-            // Cannot be full: the input holds no more than a channel's capacity.
-            let _ = tx.try_send(element.clone());
-        }
-        let _ = first.try_send(element);
-    }
-}
+/// Feeds the input stream to the root stages: returns the task still to run.
+type PumpFn =
+    Box<dyn FnOnce(Vec<mpsc::Sender<Element>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
-/// Feeds the input stream to the root stages: returns the task still to run, if any.
-type PumpFn = Box<
-    dyn FnOnce(Vec<mpsc::Sender<Element>>) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>>
-        + Send,
->;
-
-/// Moves what the input stream has ready into the root stage's channel before any task is
-/// spawned, so a turn whose input is already in memory (the common case: one message) needs
-/// no feeding task and no extra hop through the scheduler before its first stage runs. What
-/// is left (an input still pending, a full channel, several roots) goes to [`pump`].
-fn prefill<S: Stream<Item = Element> + Send + 'static>(
-    mut input: Pin<Box<S>>,
+/// Queues `ready`, what the input had ready ([`take_ready`]), in the root stage's channel
+/// before any task is spawned, so that the stage can start at once and the pump's first poll
+/// finds the input waiting; returns the task that feeds the rest ([`pump`]). With several
+/// roots (or elements that do not fit) the pump feeds everything.
+fn queue_then_pump<S: Stream<Item = Element> + Send + 'static>(
+    mut ready: VecDeque<Element>,
+    input: Pin<Box<S>>,
     txs: Vec<mpsc::Sender<Element>>,
-) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     if let [only] = txs.as_slice() {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        loop {
-            // Reserve first so an element is never taken without a place to put it.
-            let Ok(permit) = only.try_reserve() else {
+        while let Some(element) = ready.pop_front() {
+            if let Err(unsent) = only.try_send(element) {
+                ready.push_front(unsent.into_inner());
                 break;
-            };
-            match input.as_mut().poll_next(&mut cx) {
-                Poll::Ready(Some(element)) => permit.send(element),
-                // The whole input is queued: dropping the sender closes it.
-                Poll::Ready(None) => return None,
-                Poll::Pending => break,
             }
         }
+        if ready.is_empty() {
+            return Box::pin(pump(input, txs));
+        }
     }
-    Some(Box::pin(pump(input, txs)))
+    let rest = futures_util::StreamExt::chain(futures_util::stream::iter(ready), input);
+    Box::pin(pump(Box::pin(rest), txs))
 }
 
 async fn pump<S: Stream<Item = Element> + Send + 'static>(
