@@ -1139,8 +1139,10 @@ impl RunHandle {
     }
 
     /// Polls for the run's result, as [`wait`](Self::wait) does, without taking the handle:
-    /// for a caller that keeps the handle in its own state instead of boxing a future. Once
-    /// it has returned the result, it returns [`PipelineError::Lost`].
+    /// for a caller that keeps the handle in its own state instead of boxing a future.
+    ///
+    /// # Panics
+    /// When polled again after it returned the result, as a completed future does.
     pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<RunSummary, PipelineError>> {
         Pin::new(&mut self.result)
             .poll(cx)
