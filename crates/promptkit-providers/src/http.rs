@@ -177,26 +177,19 @@ impl Transport {
         streaming: bool,
     ) -> reqwest::RequestBuilder {
         use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-        if !url.username().is_empty() || url.password().is_some() {
-            // reqwest's own builder turns credentials in the address into basic auth.
-            let mut builder = self.client.post(url).headers(headers.clone());
-            if !headers.contains_key(CONTENT_TYPE) {
-                builder = builder.header(CONTENT_TYPE, "application/json");
-            }
-            if streaming && !headers.contains_key(ACCEPT) {
-                builder = builder.header(ACCEPT, "text/event-stream");
-            }
-            return builder.body(body.clone());
-        }
-        let mut request = reqwest::Request::new(reqwest::Method::POST, url);
-        let map = request.headers_mut();
-        map.clone_from(headers);
+        let mut map = headers.clone();
         map.entry(CONTENT_TYPE)
             .or_insert(HeaderValue::from_static("application/json"));
         if streaming {
             map.entry(ACCEPT)
                 .or_insert(HeaderValue::from_static("text/event-stream"));
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            // reqwest's own builder turns credentials in the address into basic auth.
+            return self.client.post(url).headers(map).body(body.clone());
+        }
+        let mut request = reqwest::Request::new(reqwest::Method::POST, url);
+        *request.headers_mut() = map;
         *request.body_mut() = Some(body.clone().into());
         reqwest::RequestBuilder::from_parts(self.client.clone(), request)
     }
