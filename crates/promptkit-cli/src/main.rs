@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use promptkit::agent::{Agent, AgentEvent};
+use promptkit::agent::{Agent, AgentBuilder, AgentEvent};
 use promptkit::mcp::McpRegistry;
 use promptkit::providers::config::ProviderSpec;
 use promptkit::providers::openai::{OpenAiConfig, OpenAiProvider};
@@ -465,19 +465,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let toolbox = Toolbox::new(&cli, &file, demo, http)?;
     let tools = toolbox.set();
     let configured_system = cli.system.clone().or_else(|| file.system.clone());
-    let agent = Agent::builder(Arc::clone(&provider))
-        .tools(Arc::clone(&tools))
-        .state(Arc::clone(&store));
     // `serve` forwards what its clients send: it adds a system prompt only when one is
     // configured. The interactive commands have a default.
     let system = match (&cli.command, configured_system) {
         (Command::Serve { .. }, system) => system,
         (_, system) => Some(system.unwrap_or_else(|| DEFAULT_SYSTEM.to_owned())),
     };
-    let agent = match &system {
-        Some(system) => agent.system(system.clone()),
-        None => agent,
-    }
+    let with_system = |builder: AgentBuilder| match &system {
+        Some(system) => builder.system(system.clone()),
+        None => builder,
+    };
+    let agent = with_system(
+        Agent::builder(Arc::clone(&provider))
+            .tools(Arc::clone(&tools))
+            .state(Arc::clone(&store)),
+    )
     .build()?;
     let outcome = match cli.command {
         Command::Run {
@@ -524,12 +526,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             queue_timeout,
             shutdown_grace,
         } => {
-            let stateless = Agent::builder(Arc::clone(&provider)).tools(tools);
-            let stateless = match system {
-                Some(system) => stateless.system(system),
-                None => stateless,
-            }
-            .build()?;
+            let stateless =
+                with_system(Agent::builder(Arc::clone(&provider)).tools(tools)).build()?;
             let defaults = &file.serve;
             let options = serve::ServeOptions {
                 addr: addr
