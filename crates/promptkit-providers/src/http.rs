@@ -448,15 +448,29 @@ pub(crate) fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Dur
     Some(Duration::try_from(span).unwrap_or(Duration::ZERO))
 }
 
+/// How far one SSE event brought a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// More events are to come.
+    More,
+    /// The protocol's last event (OpenAI's `[DONE]`, Anthropic's `message_stop`): nothing
+    /// but the end of the body follows.
+    End,
+    /// The answer is complete, its usage and finish pushed, but the protocol still sends
+    /// trailing events (OpenAI's `[DONE]` after the usage chunk, Anthropic's `message_stop`
+    /// after `message_delta`). The stream ends here; the rest of the body is read apart from
+    /// the consumer (see `Driver::drain_rest`).
+    Answered,
+}
+
 /// Turns SSE events of one vendor into [`StreamEvent`]s.
 pub(crate) trait SseHandler: Send + 'static {
-    /// Handles one event, pushing what it produces. Returns `Ok(true)` when the stream is
-    /// complete (for example at OpenAI's `[DONE]`).
+    /// Handles one event, pushing what it produces, and says whether the stream is complete.
     fn on_event(
         &mut self,
         event: SseEvent,
         out: &mut VecDeque<StreamEvent>,
-    ) -> Result<bool, ProviderError>;
+    ) -> Result<Progress, ProviderError>;
 
     /// The body ended (`error` is the read error, if it ended by one). Pushes the closing
     /// events or fails with [`ProviderError::StreamTruncated`].
@@ -513,13 +527,16 @@ impl<H: SseHandler> BodyDecoder<H> {
             if self.done {
                 continue;
             }
-            if self.handler.on_event(event, out)? {
+            if self.handler.on_event(event, out)? != Progress::More {
                 self.done = true;
             }
         }
         Ok(())
     }
 }
+
+/// The most of a finished answer's trailing body that is read to keep its connection.
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 struct Driver<H> {
     body: BoxStream<'static, reqwest::Result<Bytes>>,
@@ -546,25 +563,62 @@ enum Read {
 }
 
 impl<H: SseHandler> Driver<H> {
-    fn handle_events(&mut self) {
+    /// Handles the decoded events; `true` when one completed the answer before the protocol's
+    /// end ([`Progress::Answered`]), so that the rest of the body is to be drained.
+    fn handle_events(&mut self) -> bool {
+        let mut answered = false;
         for event in self.scratch.drain(..) {
             if self.done {
                 break;
             }
             match self.handler.on_event(event, &mut self.queue) {
-                Ok(false) => {}
-                Ok(true) => self.done = true,
+                Ok(Progress::More) => {}
+                Ok(Progress::End) => self.done = true,
+                Ok(Progress::Answered) => {
+                    self.done = true;
+                    answered = true;
+                }
                 Err(e) => {
                     self.error = Some(e);
                     self.done = true;
                 }
             }
         }
+        answered
+    }
+
+    /// Hands what is left of the body, the protocol's trailing frames, to a task that reads
+    /// it to its end, for at most the idle timeout and [`DRAIN_LIMIT`] bytes. A body dropped
+    /// with more than its end unread closes its connection instead of returning it to the
+    /// pool; waiting for those frames here would hold the finished answer back by a round
+    /// trip through the runtime (under load, a turn of its whole run queue).
+    fn drain_rest(&mut self) {
+        // Outside a runtime (a stream polled by another executor) the body is dropped with
+        // the stream, and its connection closed, as before.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut body = std::mem::replace(&mut self.body, Box::pin(futures_util::stream::empty()));
+        let idle = self.idle;
+        runtime.spawn(async move {
+            let read = async {
+                let mut left = DRAIN_LIMIT;
+                while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut body).await {
+                    match left.checked_sub(chunk.len()) {
+                        Some(rest) => left = rest,
+                        None => break,
+                    }
+                }
+            };
+            // Past the limit or the timeout, the body is dropped and its connection closed.
+            let _ = tokio::time::timeout(idle, read).await;
+        });
     }
 
     fn end(&mut self, read_error: Option<&reqwest::Error>) {
         if let Some(event) = self.decoder.finish() {
             self.scratch.push(event);
+            // The body has ended: nothing is left to drain.
             self.handle_events();
         }
         if !self.done {
@@ -620,7 +674,9 @@ impl<H: SseHandler + Unpin> Stream for Driver<H> {
                 Read::Chunk(Some(Ok(chunk))) => {
                     this.last_chunk = tokio::time::Instant::now();
                     this.decoder.feed_into(&chunk, &mut this.scratch);
-                    this.handle_events();
+                    if this.handle_events() {
+                        this.drain_rest();
+                    }
                 }
                 Read::Chunk(Some(Err(e))) => this.end(Some(&e)),
                 Read::Chunk(None) => this.end(None),
@@ -650,7 +706,9 @@ fn sse_stream<H: SseHandler + Unpin>(
         scratch: opened.events,
         permit,
     };
-    driver.handle_events();
+    if driver.handle_events() {
+        driver.drain_rest();
+    }
     Box::pin(driver)
 }
 

@@ -283,18 +283,36 @@ async fn stream_error_event_is_a_typed_error() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn early_end_without_message_stop_is_truncated() -> anyhow::Result<()> {
+async fn a_stream_cut_before_its_stop_reason_is_truncated() -> anyhow::Result<()> {
     let server = MockUpstream::start(Profile::INSTANT).await?;
     server.push(script(vec![
         one(a::message_start(5, 0, 0)),
         a::text_block(0, &["Partial"]),
-        one(a::message_delta("end_turn", 1)),
     ]));
     let (_, error) = collect(&provider(&server), &request()).await;
     assert!(
         matches!(error, Some(ProviderError::StreamTruncated { .. })),
         "{error:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_answer_is_complete_at_its_stop_reason_without_message_stop() -> anyhow::Result<()> {
+    let server = MockUpstream::start(Profile::INSTANT).await?;
+    server.push(script(vec![
+        one(a::message_start(5, 0, 0)),
+        a::text_block(0, &["Whole"]),
+        one(a::message_delta("end_turn", 1)),
+    ]));
+    let (events, error) = collect(&provider(&server), &request()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert!(matches!(
+        events.last(),
+        Some(StreamEvent::Finish {
+            reason: FinishReason::Stop
+        })
+    ));
     Ok(())
 }
 

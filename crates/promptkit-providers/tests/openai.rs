@@ -241,6 +241,147 @@ async fn usage_only_final_chunk_keeps_the_finish_reason() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// One streamed Chat Completions response written by hand, chunk by chunk, so that a test
+/// decides when `[DONE]` goes out.
+mod held_done {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{mpsc, oneshot};
+
+    /// What the server saw of the client's connection after it sent `[DONE]`.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) enum After {
+        /// The client closed it.
+        Closed,
+        /// It stayed open, and the next request came on it.
+        Reused,
+    }
+
+    /// Serves one connection: answers its first request up to the usage chunk, waits for
+    /// `release`, sends `[DONE]` and the end of the body, then reports whether the
+    /// connection is closed or carries the next request (answered in full).
+    pub(super) async fn serve(
+        listener: TcpListener,
+        release: oneshot::Receiver<()>,
+        report: mpsc::Sender<After>,
+    ) -> std::io::Result<()> {
+        let (mut socket, _) = listener.accept().await?;
+        if !read_request(&mut socket).await? {
+            return Ok(());
+        }
+        write_head(&mut socket).await?;
+        for frame in [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Shipped."}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#,
+        ] {
+            write_chunk(&mut socket, &format!("data: {frame}\n\n")).await?;
+        }
+        let _ = release.await;
+        write_chunk(&mut socket, "data: [DONE]\n\n").await?;
+        socket.write_all(b"0\r\n\r\n").await?;
+        let after = if read_request(&mut socket).await? {
+            write_head(&mut socket).await?;
+            write_chunk(&mut socket, "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Again.\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n").await?;
+            socket.write_all(b"0\r\n\r\n").await?;
+            After::Reused
+        } else {
+            After::Closed
+        };
+        let _ = report.send(after).await;
+        Ok(())
+    }
+
+    /// Reads one request (head and `content-length` body); `false` at the end of the
+    /// connection.
+    async fn read_request(socket: &mut TcpStream) -> std::io::Result<bool> {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                if data.len() >= end + 4 + length {
+                    return Ok(true);
+                }
+            }
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return Ok(false),
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    async fn write_head(socket: &mut TcpStream) -> std::io::Result<()> {
+        socket
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            )
+            .await
+    }
+
+    async fn write_chunk(socket: &mut TcpStream, data: &str) -> std::io::Result<()> {
+        socket
+            .write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
+            .await?;
+        socket.flush().await
+    }
+}
+
+/// The answer is complete at the usage chunk, which comes after the finish reason: the
+/// stream ends there without waiting for `[DONE]` (under load, each further frame is a
+/// round trip through the runtime before a tool can run), and the trailing frames are still
+/// read, so the connection goes back to the pool and carries the next call.
+#[tokio::test]
+async fn the_stream_ends_at_the_usage_chunk_and_its_connection_is_kept() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/v1", listener.local_addr()?);
+    let (release, released) = tokio::sync::oneshot::channel();
+    let (report, mut reported) = tokio::sync::mpsc::channel(1);
+    let server = tokio::spawn(held_done::serve(listener, released, report));
+    let config = OpenAiConfig::openai("gpt-4o-mini", "sk-test")
+        .with_base_url(base)
+        .with_http(http());
+    let provider = OpenAiProvider::new(config)?;
+
+    // `[DONE]` is held back until the stream has ended: waiting for it would never end.
+    let (events, error) =
+        tokio::time::timeout(Duration::from_secs(20), collect(&provider, &request()))
+            .await
+            .map_err(|_| anyhow::anyhow!("the stream waited for [DONE] after its usage chunk"))?;
+    assert!(error.is_none(), "{error:?}");
+    let message = fold(&events);
+    assert_eq!(message.text(), "Shipped.");
+    assert_eq!(message.finish_reason, Some(FinishReason::Stop));
+    assert_eq!(message.usage.and_then(|u| u.output_tokens), Some(2));
+    assert!(matches!(events.last(), Some(StreamEvent::Finish { .. })));
+
+    release
+        .send(())
+        .map_err(|()| anyhow::anyhow!("server gone"))?;
+    // The next call finds the connection in the pool once the trailing frames are read. A
+    // call made before that opens a second connection, which this server never accepts, so
+    // calls (their results do not matter) are repeated until the server reports.
+    let mut tries = 0;
+    let again = request();
+    let outcome = loop {
+        tokio::select! {
+            after = reported.recv() => break after,
+            _ = tokio::time::timeout(Duration::from_millis(100), provider.predict(&again)) => {}
+        }
+        tries += 1;
+        if tries == 200 {
+            break None;
+        }
+    };
+    assert_eq!(outcome, Some(held_done::After::Reused));
+    server.await??;
+    Ok(())
+}
+
 #[tokio::test]
 async fn malformed_frame_is_skipped_and_missing_done_tolerated() -> anyhow::Result<()> {
     let server = MockUpstream::start(Profile::INSTANT).await?;

@@ -6,7 +6,7 @@ use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent};
 use serde::Deserialize;
 
 use super::wire::{Block, MessagesResponse, REDACTED_KEY, SIGNATURE_KEY, WireError, WireUsage};
-use crate::http::{SseHandler, parse_frame, push_close};
+use crate::http::{Progress, SseHandler, parse_frame, push_close};
 use crate::sse::SseEvent;
 use crate::vendor::body_decoder;
 
@@ -48,8 +48,10 @@ enum Open {
 /// Folds Messages stream events into stream events.
 ///
 /// Usage is merged (input counts from `message_start`, output from `message_delta`) and,
-/// with the finish reason, emitted once at `message_stop`. An `error` event fails the stream
-/// with the mapped error (the Go original ignored it and ended silently).
+/// with the finish reason, emitted once: at the `message_delta` that carries the stop reason
+/// (the stream ends there; `message_stop` is read apart from the consumer), or at
+/// `message_stop` when no stop reason came. An `error` event fails the stream with the mapped
+/// error (the Go original ignored it and ended silently).
 #[derive(Debug)]
 pub(crate) struct EventDecoder {
     // Open content blocks by their content-block index.
@@ -57,7 +59,6 @@ pub(crate) struct EventDecoder {
     // Tool calls started so far: the next call's ordinal.
     calls: u32,
     usage: WireUsage,
-    stop_reason: Option<String>,
     pub(crate) model: Option<String>,
     span: tracing::Span,
 }
@@ -68,7 +69,6 @@ impl EventDecoder {
             blocks: Vec::new(),
             calls: 0,
             usage: WireUsage::default(),
-            stop_reason: None,
             model: None,
             span,
         }
@@ -82,12 +82,14 @@ impl EventDecoder {
             .map(|(_, b)| b)
     }
 
-    /// Applies one decoded event; `Ok(true)` at `message_stop`.
+    /// Applies one decoded event. The answer is complete at the `message_delta` that carries
+    /// the stop reason and final usage ([`Progress::Answered`]: `message_stop` follows), or
+    /// else at `message_stop`.
     fn apply(
         &mut self,
         event: WireEvent,
         out: &mut VecDeque<StreamEvent>,
-    ) -> Result<bool, ProviderError> {
+    ) -> Result<Progress, ProviderError> {
         match event.kind.as_str() {
             "message_start" => {
                 if let Some(message) = event.message {
@@ -128,24 +130,21 @@ impl EventDecoder {
                 }
             }
             "message_delta" => {
+                if let Some(usage) = event.usage {
+                    self.usage.overlay(usage);
+                }
                 if let Some(reason) = event
                     .delta
                     .and_then(|d| d.stop_reason)
                     .filter(|r| !r.is_empty())
                 {
-                    self.stop_reason = Some(reason);
-                }
-                if let Some(usage) = event.usage {
-                    self.usage.overlay(usage);
+                    self.close(FinishReason::from_anthropic(&reason), out);
+                    return Ok(Progress::Answered);
                 }
             }
             "message_stop" => {
-                let reason = self
-                    .stop_reason
-                    .take()
-                    .map_or(FinishReason::Stop, |r| FinishReason::from_anthropic(&r));
-                self.close(reason, out);
-                return Ok(true);
+                self.close(FinishReason::Stop, out);
+                return Ok(Progress::End);
             }
             "error" => {
                 return Err(event.error.unwrap_or_default().to_error(None, None));
@@ -153,7 +152,7 @@ impl EventDecoder {
             // `ping` and event types added later.
             _ => {}
         }
-        Ok(false)
+        Ok(Progress::More)
     }
 
     fn start_block(&mut self, block: Block, out: &mut VecDeque<StreamEvent>) -> Open {
@@ -264,7 +263,7 @@ impl SseHandler for EventDecoder {
         &mut self,
         event: SseEvent,
         out: &mut VecDeque<StreamEvent>,
-    ) -> Result<bool, ProviderError> {
+    ) -> Result<Progress, ProviderError> {
         match parse_frame::<WireEvent>(&event.data, &self.span) {
             Some(mut wire) => {
                 if wire.kind.is_empty()
@@ -274,7 +273,7 @@ impl SseHandler for EventDecoder {
                 }
                 self.apply(wire, out)
             }
-            None => Ok(false),
+            None => Ok(Progress::More),
         }
     }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::stream::EventDecoder;
 use super::wire::{WireUsage, build_body, error_from_body};
 use super::{AnthropicConfig, anthropic_pricing};
-use crate::http::SseHandler;
+use crate::http::{Progress, SseHandler};
 use crate::sse::SseDecoder;
 
 fn tool(name: &str) -> ToolDef {
@@ -215,8 +215,8 @@ fn decode(input: &str) -> (Vec<StreamEvent>, Option<ProviderError>) {
     events.extend(sse.finish());
     for event in events {
         match decoder.on_event(event, &mut out) {
-            Ok(true) => return (out.into(), None),
-            Ok(false) => {}
+            Ok(Progress::End | Progress::Answered) => return (out.into(), None),
+            Ok(Progress::More) => {}
             Err(e) => return (out.into(), Some(e)),
         }
     }
@@ -312,10 +312,32 @@ fn stream_error_event_and_truncation() {
         decode(&input).1,
         Some(ProviderError::Server { status: 500, .. })
     ));
-    let input = frame(&json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}}));
+    // Cut off before the stop reason: truncated.
+    let input = frame(&json!({"type": "message_start", "message": {}}))
+        + &frame(&json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}))
+        + &frame(&json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": "Hel"}}));
     assert!(matches!(
         decode(&input).1,
         Some(ProviderError::StreamTruncated { .. })
+    ));
+    // The `message_delta` with the stop reason completes the answer; `message_stop` is not
+    // waited for.
+    let input = frame(
+        &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+        "usage": {"output_tokens": 3}}),
+    );
+    let (events, error) = decode(&input);
+    assert!(error.is_none(), "{error:?}");
+    assert!(matches!(
+        events[..],
+        [
+            StreamEvent::Usage { .. },
+            StreamEvent::Finish {
+                reason: FinishReason::Stop
+            }
+        ]
     ));
 }
 

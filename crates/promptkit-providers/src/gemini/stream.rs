@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent, Usage};
 
 use super::wire::{CALL_ID_KEY, GenerateResponse, Part, SIGNATURE_KEY};
-use crate::http::{SseHandler, parse_frame, push_close};
+use crate::http::{Progress, SseHandler, parse_frame, push_close};
 use crate::sse::SseEvent;
 use crate::vendor::body_decoder;
 
@@ -183,10 +183,11 @@ impl SseHandler for ChunkDecoder {
         &mut self,
         event: SseEvent,
         out: &mut VecDeque<StreamEvent>,
-    ) -> Result<bool, ProviderError> {
+    ) -> Result<Progress, ProviderError> {
+        // Gemini has no closing event: its stream ends with the body (`on_end`).
         match parse_frame::<GenerateResponse>(&event.data, &self.span) {
-            Some(chunk) => self.apply(chunk, out).map(|()| false),
-            None => Ok(false),
+            Some(chunk) => self.apply(chunk, out).map(|()| Progress::More),
+            None => Ok(Progress::More),
         }
     }
 

@@ -6,15 +6,20 @@ use std::collections::VecDeque;
 use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent, Usage};
 
 use super::wire::{ChatChunk, finish_reason};
-use crate::http::{SseHandler, parse_frame, push_close};
+use crate::http::{Progress, SseHandler, parse_frame, push_close};
 use crate::sse::SseEvent;
 use crate::vendor::body_decoder;
 
 /// Folds Chat Completions chunks into stream events.
 ///
-/// The finish reason and usage are remembered and emitted once, at `[DONE]` or at the end of
-/// the body (the real wire sends the finish reason, then a usage-only chunk with empty
-/// `choices`, then `[DONE]`; the Go original lost the finish reason there).
+/// The finish reason and usage are remembered and emitted once: at the first chunk that
+/// carries usage at or after the finish reason, else at `[DONE]` or at the end of the body.
+/// The real wire sends the finish reason, then a usage-only chunk with empty `choices`
+/// (asked for with `stream_options.include_usage`), then `[DONE]`; the Go original lost the
+/// finish reason there. The answer is complete at the usage chunk, so the stream ends there
+/// and `[DONE]` is read apart from the consumer ([`Progress::Answered`]). A server that
+/// reports usage on every chunk (vLLM's continuous usage) ends at its finish chunk, whose
+/// usage is the final count.
 #[derive(Debug)]
 pub(crate) struct ChunkDecoder {
     finish: Option<FinishReason>,
@@ -37,20 +42,22 @@ impl ChunkDecoder {
         }
     }
 
-    /// Applies one decoded chunk.
+    /// Applies one decoded chunk; `true` when it carried usage.
     pub(crate) fn apply(
         &mut self,
         chunk: ChatChunk<'_>,
         out: &mut VecDeque<StreamEvent>,
-    ) -> Result<(), ProviderError> {
+    ) -> Result<bool, ProviderError> {
         if let Some(error) = chunk.error {
             return Err(error.to_error(500, None));
         }
         if self.model.is_none() {
             self.model = chunk.model.map(Cow::into_owned);
         }
-        if let Some(usage) = chunk.usage.and_then(|u| u.to_usage()) {
-            self.usage = Some(usage);
+        let usage = chunk.usage.and_then(|u| u.to_usage());
+        let carried_usage = usage.is_some();
+        if usage.is_some() {
+            self.usage = usage;
         }
         // Only the first choice is an answer (`n` is never set, but a server may ignore that).
         for choice in chunk
@@ -89,7 +96,7 @@ impl ChunkDecoder {
                 self.finish = Some(reason);
             }
         }
-        Ok(())
+        Ok(carried_usage)
     }
 
     fn start_call(
@@ -140,21 +147,27 @@ impl SseHandler for ChunkDecoder {
         &mut self,
         event: SseEvent,
         out: &mut VecDeque<StreamEvent>,
-    ) -> Result<bool, ProviderError> {
+    ) -> Result<Progress, ProviderError> {
         let data = event.data.trim();
         if data.is_empty() {
-            return Ok(false);
+            return Ok(Progress::More);
         }
         if data == "[DONE]" {
             // `[DONE]` without a finish reason: the server says the answer is complete.
             let reason = self.finish.take().unwrap_or(FinishReason::Stop);
             self.close(reason, out);
-            return Ok(true);
+            return Ok(Progress::End);
         }
-        match parse_frame::<ChatChunk<'_>>(data, &self.span) {
-            Some(chunk) => self.apply(chunk, out).map(|()| false),
-            None => Ok(false),
+        let Some(chunk) = parse_frame::<ChatChunk<'_>>(data, &self.span) else {
+            return Ok(Progress::More);
+        };
+        if self.apply(chunk, out)?
+            && let Some(reason) = self.finish.take()
+        {
+            self.close(reason, out);
+            return Ok(Progress::Answered);
         }
+        Ok(Progress::More)
     }
 
     fn on_end(

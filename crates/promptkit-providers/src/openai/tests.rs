@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::stream::ChunkDecoder;
 use super::wire::{Shape, build_body, error_from_body};
 use super::{OpenAiConfig, openai_pricing};
-use crate::http::SseHandler;
+use crate::http::{Progress, SseHandler};
 use crate::sse::SseDecoder;
 
 const OPENAI: Shape = Shape {
@@ -253,6 +253,41 @@ fn error_bodies_map_to_typed_errors() {
     );
 }
 
+/// What each frame of a stream makes the decoder say.
+fn progress(frames: &[&str]) -> Vec<Progress> {
+    let mut handler = ChunkDecoder::new(tracing::Span::none());
+    let mut out = VecDeque::new();
+    frames
+        .iter()
+        .map(|data| {
+            let event = SseDecoder::new()
+                .feed(format!("data: {data}\n\n").as_bytes())
+                .remove(0);
+            handler.on_event(event, &mut out).expect("decodes")
+        })
+        .collect()
+}
+
+/// The answer is complete at the first chunk with usage at or after the finish reason;
+/// usage reported before the finish (continuous usage) does not end it.
+#[test]
+fn the_answer_is_complete_at_usage_after_the_finish_reason() {
+    use Progress::{Answered, End, More};
+    let text = r#"{"choices":[{"index":0,"delta":{"content":"Hi"}}]}"#;
+    let finish = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    let usage = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+    let text_with_usage = r#"{"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+    let finish_with_usage = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+    assert_eq!(progress(&[text, finish, usage]), [More, More, Answered]);
+    assert_eq!(progress(&[text, finish_with_usage]), [More, Answered]);
+    assert_eq!(
+        progress(&[text_with_usage, text_with_usage, finish_with_usage]),
+        [More, More, Answered]
+    );
+    // Without usage, `[DONE]` ends it, as before.
+    assert_eq!(progress(&[text, finish, "[DONE]"]), [More, More, End]);
+}
+
 fn decode(frames: &str) -> (Vec<StreamEvent>, Result<(), ProviderError>) {
     let mut sse = SseDecoder::new();
     let mut handler = ChunkDecoder::new(tracing::Span::none());
@@ -261,8 +296,8 @@ fn decode(frames: &str) -> (Vec<StreamEvent>, Result<(), ProviderError>) {
     events.extend(sse.finish());
     for event in events {
         match handler.on_event(event, &mut out) {
-            Ok(true) => return (out.into(), Ok(())),
-            Ok(false) => {}
+            Ok(Progress::End | Progress::Answered) => return (out.into(), Ok(())),
+            Ok(Progress::More) => {}
             Err(e) => return (out.into(), Err(e)),
         }
     }
