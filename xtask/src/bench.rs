@@ -359,6 +359,54 @@ fn measure(
     Ok(line)
 }
 
+/// How the runs of promptkit compare with the runs of `reference` (the baseline or the
+/// `--versus` build) made beside them: for a gap of a few per cent on a noisy machine, the
+/// median of the per-pair differences is steadier than the difference of two medians.
+fn pair_line(reference: &[Value], promptkit: &[Value]) -> Value {
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let pairs: Vec<_> = reference.iter().zip(promptkit).collect();
+    let gaps: Vec<f64> = pairs
+        .iter()
+        .map(|(r, p)| f(p, &["ttft_ms", "p50"]) - f(r, &["ttft_ms", "p50"]))
+        .collect();
+    let ratios: Vec<f64> = pairs
+        .iter()
+        .map(|(r, p)| f(p, &["cpu_ms_per_request"]) / f(r, &["cpu_ms_per_request"]))
+        .collect();
+    let first = promptkit.first().unwrap_or(&Value::Null);
+    json!({
+        "scenario": first["scenario"],
+        "concurrency": first["concurrency"],
+        "pairs": pairs.len(),
+        "ttft_p50_gap_ms": median(gaps.clone()),
+        "within_2_ms": gaps.iter().filter(|g| **g <= 2.0).count(),
+        "cpu_ratio": median(ratios),
+    })
+}
+
+fn pair_table(pairs: &[Value]) -> String {
+    let mut out = String::from(
+        "| scenario | C | pairs | TTFT p50 gap ms | pairs within 2 ms | CPU ms/req ratio |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for p in pairs {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:+.1} | {} | {:.3}x |",
+            p["scenario"].as_str().unwrap_or("?"),
+            p["concurrency"],
+            p["pairs"],
+            f(p, &["ttft_p50_gap_ms"]),
+            p["within_2_ms"],
+            f(p, &["cpu_ratio"]),
+        );
+    }
+    out
+}
+
 /// One line from several runs of the same cell: the median of each figure, errors summed.
 fn median_line(lines: &[Value]) -> Value {
     let Some(first) = lines.first() else {
@@ -477,13 +525,19 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
     let mut runs = Vec::new();
     let mut results = Vec::new();
     let mut clean = true;
+    let mut pairs = Vec::new();
     for &scenario in &options.scenarios {
         for &concurrency in &options.tiers {
             let mut per_target: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
             // The baseline (or the --versus build) and promptkit alternate, so drift on a
-            // shared machine hits both.
-            for _ in 0..options.repeat.max(1) {
-                for (slot, target) in [first, Target::Promptkit].into_iter().enumerate() {
+            // shared machine hits both, and which of a pair runs first alternates too: the
+            // second run of a pair meets a mock and a page cache the first has warmed.
+            for repeat in 0..options.repeat.max(1) {
+                let mut order = [(0, first), (1, Target::Promptkit)];
+                if repeat % 2 == 1 {
+                    order.reverse();
+                }
+                for (slot, target) in order {
                     let requests = concurrency * options.per_worker;
                     let line = measure(&setup, scenario, target, concurrency, requests)
                         .with_context(|| {
@@ -500,6 +554,7 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
             for lines in &per_target {
                 results.push(median_line(lines));
             }
+            pairs.push(pair_line(&per_target[0], &per_target[1]));
         }
     }
     mock.stop()?;
@@ -512,6 +567,13 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
         options.per_worker,
         options.repeat.max(1)
     );
+    if options.repeat > 1 {
+        println!(
+            "\npromptkit against the {} run beside it (pair medians)\n\n{}",
+            first.name(),
+            pair_table(&pairs)
+        );
+    }
     if let Some(out) = &options.out {
         let mut text = String::new();
         for r in &runs {
@@ -552,6 +614,31 @@ mod tests {
         assert_eq!(line["ttft_ms"]["p50"], 20.0);
         assert_eq!(line["errors"], 3);
         assert_eq!(line["runs"], 3);
+    }
+
+    #[test]
+    fn pairs_report_the_median_gap_and_ratio() {
+        let run = |target: &str, ttft: f64, cpu: f64| {
+            json!({"scenario": "tools", "concurrency": 500, "target": target,
+                "ttft_ms": {"p50": ttft}, "cpu_ms_per_request": cpu})
+        };
+        let reference = [
+            run("baseline", 80.0, 0.4),
+            run("baseline", 90.0, 0.5),
+            run("baseline", 70.0, 0.4),
+        ];
+        let promptkit = [
+            run("promptkit", 81.0, 0.44),
+            run("promptkit", 99.0, 0.5),
+            run("promptkit", 75.0, 0.48),
+        ];
+        let line = pair_line(&reference, &promptkit);
+        // Gaps +1, +9 and +5 ms; ratios 1.1, 1.0 and 1.2.
+        assert_eq!(line["pairs"], 3);
+        assert!((f(&line, &["ttft_p50_gap_ms"]) - 5.0).abs() < 1e-9);
+        assert_eq!(line["within_2_ms"], 1);
+        assert!((f(&line, &["cpu_ratio"]) - 1.1).abs() < 1e-9);
+        assert!(pair_table(&[line]).contains("| tools | 500 | 3 | +5.0 | 1 | 1.100x |"));
     }
 
     #[test]

@@ -54,7 +54,8 @@ OPTIONS (bench round1):
     --per-worker <N>        Requests per concurrent worker (default 10)
     --profile <NAME>        Mock upstream profile: fast (default) or realistic
     --scenario <NAME>       plain or tools (default: both)
-    --repeat <N>            Runs per cell; the table shows medians (default 1)
+    --repeat <N>            Runs per cell, in pairs whose order alternates; the table shows
+                            medians, and a second table the pair medians of the gaps (default 1)
     --out <FILE>            Also write the JSON lines to FILE
     --versus <BINARY>       Run another promptkit build (an earlier commit's, copied out of
                             target/release) in the baseline's place: paired runs of two builds
