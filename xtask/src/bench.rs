@@ -359,14 +359,16 @@ fn measure(
     Ok(line)
 }
 
+/// The median of `values` (the upper one of an even count); `NaN` for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// How the runs of promptkit compare with the runs of `reference` (the baseline or the
 /// `--versus` build) made beside them: for a gap of a few per cent on a noisy machine, the
 /// median of the per-pair differences is steadier than the difference of two medians.
 fn pair_line(reference: &[Value], promptkit: &[Value]) -> Value {
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     let pairs: Vec<_> = reference.iter().zip(promptkit).collect();
     let gaps: Vec<f64> = pairs
         .iter()
@@ -412,11 +414,7 @@ fn median_line(lines: &[Value]) -> Value {
     let Some(first) = lines.first() else {
         return Value::Null;
     };
-    let median = |path: &[&str]| {
-        let mut values: Vec<f64> = lines.iter().map(|l| f(l, path)).collect();
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
+    let median_of = |path: &[&str]| median(lines.iter().map(|l| f(l, path)).collect());
     let mut out = first.clone();
     for path in [
         &["throughput_rps"][..],
@@ -427,7 +425,7 @@ fn median_line(lines: &[Value]) -> Value {
         &["cpu_ms_per_request"],
         &["peak_rss_mb"],
     ] {
-        let value = median(path);
+        let value = median_of(path);
         match path {
             [key] => out[*key] = json!(value),
             [outer, inner] => out[*outer][*inner] = json!(value),
