@@ -190,11 +190,12 @@ fn init_logging() {
         .try_init();
 }
 
-/// mimalloc rather than the system allocator: a server's requests make many small, short-lived
-/// allocations on every worker thread, which mimalloc serves from thread-local pages (decision
-/// 0012 has the measurements). Only the binary chooses; the library crates leave it to users.
+/// jemalloc rather than the system allocator: a server's requests make many small, short-lived
+/// allocations on every worker thread, which jemalloc serves from thread caches (decision 0012
+/// has the measurements). Only the binary chooses; the library crates leave it to users.
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
