@@ -378,13 +378,14 @@ fn pair_line(reference: &[Value], promptkit: &[Value]) -> Value {
         .iter()
         .map(|(r, p)| f(p, &["cpu_ms_per_request"]) / f(r, &["cpu_ms_per_request"]))
         .collect();
+    let within_2_ms = gaps.iter().filter(|g| **g <= 2.0).count();
     let first = promptkit.first().unwrap_or(&Value::Null);
     json!({
         "scenario": first["scenario"],
         "concurrency": first["concurrency"],
         "pairs": pairs.len(),
-        "ttft_p50_gap_ms": median(gaps.clone()),
-        "within_2_ms": gaps.iter().filter(|g| **g <= 2.0).count(),
+        "ttft_p50_gap_ms": median(gaps),
+        "within_2_ms": within_2_ms,
         "cpu_ratio": median(ratios),
     })
 }

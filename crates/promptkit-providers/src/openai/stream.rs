@@ -54,11 +54,13 @@ impl ChunkDecoder {
         if self.model.is_none() {
             self.model = chunk.model.map(Cow::into_owned);
         }
-        let usage = chunk.usage.and_then(|u| u.to_usage());
-        let carried_usage = usage.is_some();
-        if usage.is_some() {
-            self.usage = usage;
-        }
+        let carried_usage = match chunk.usage.and_then(|u| u.to_usage()) {
+            Some(usage) => {
+                self.usage = Some(usage);
+                true
+            }
+            None => false,
+        };
         // Only the first choice is an answer (`n` is never set, but a server may ignore that).
         for choice in chunk
             .choices
