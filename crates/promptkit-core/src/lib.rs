@@ -104,6 +104,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod error;
 mod finish;
 mod future;
 mod message;
@@ -115,6 +116,7 @@ mod time;
 mod tool;
 mod usage;
 
+pub use error::ErrorChain;
 pub use finish::FinishReason;
 pub use future::{BoxError, BoxFuture, BoxStream};
 pub use message::{
@@ -141,6 +143,7 @@ pub use state::{
 pub use time::{Timestamp, TimestampError};
 pub use tool::{
     ToolChoice, ToolContext, ToolDef, ToolError, ToolExecutor, ToolSet, empty_object_schema,
+    name_matches,
 };
 pub use usage::{Cost, ModelPricing, PricingTable, Usage};
 

@@ -463,6 +463,9 @@ pub enum ToolErrorKind {
     Denied,
     /// The call was rate limited.
     RateLimited,
+    /// The call never completed: its turn was interrupted or cut off (a barge-in, a
+    /// cancelled request, a budget or loop limit), so it has this result instead of none.
+    Interrupted,
 }
 
 /// The outcome of a tool call, sent back to the model.

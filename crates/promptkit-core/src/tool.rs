@@ -64,6 +64,23 @@ impl ToolDef {
     }
 }
 
+/// Matches a tool name against an allow-list entry: exactly, or by prefix when the entry
+/// ends in `*` (`mcp__files__*` allows every tool of the `files` MCP server).
+///
+/// ```
+/// use promptkit_core::name_matches;
+///
+/// assert!(name_matches("search", "search"));
+/// assert!(name_matches("mcp__files__*", "mcp__files__read"));
+/// assert!(!name_matches("search", "searcher"));
+/// ```
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
 /// Whether and which tools the model must call.
 ///
 /// Serialised as `"auto"`, `"none"`, `"required"` or `{"tool":"name"}`.
