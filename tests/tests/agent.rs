@@ -126,19 +126,18 @@ async fn a_streamed_conversation_with_a_tool_survives_a_restart() {
 }
 
 #[tokio::test]
-async fn a_stream_without_message_events_yields_text_and_still_keeps_the_messages() {
+async fn a_stream_yields_text_and_messages_and_the_reply_keeps_them() {
     let model = order_lookup_model();
     let agent = Agent::builder(model).tools(tools()).build().unwrap();
 
-    let mut stream = agent
-        .stream("s-1", "Where is order 12345?")
-        .unwrap()
-        .message_events(false);
+    let mut stream = agent.stream("s-1", "Where is order 12345?").unwrap();
     let mut text = String::new();
+    let mut messages = Vec::new();
     while let Some(event) = stream.next_event().await {
         match event {
             AgentEvent::Text(t) => text.push_str(&t),
-            other => panic!("only text was asked for, got {other:?}"),
+            AgentEvent::Message(m) => messages.push(m.role),
+            other => panic!("unexpected event {other:?}"),
         }
     }
     assert_eq!(text, "Order 12345 has shipped.");
@@ -148,30 +147,25 @@ async fn a_stream_without_message_events_yields_text_and_still_keeps_the_message
         roles,
         [Role::User, Role::Assistant, Role::Tool, Role::Assistant]
     );
+    assert_eq!(roles, messages, "every message was also an event");
     assert_eq!(reply.messages[1].tool_calls[0].name, "lookup_order");
     assert_eq!(reply.text(), "Order 12345 has shipped.");
 }
 
-/// `poll_finish` ends a turn in place, as a response body does: whatever output was not read
-/// is absorbed, the reply comes whole, and polling again says the result was taken.
+/// A turn finished without reading its output: whatever was not read is absorbed, and the
+/// reply comes whole.
 #[tokio::test]
-async fn a_turn_can_be_finished_in_place_without_reading_its_output() {
+async fn a_turn_can_be_finished_without_reading_its_output() {
     let agent = Agent::builder(order_lookup_model())
         .tools(tools())
         .build()
         .unwrap();
-    let mut stream = agent.stream("s-1", "Where is order 12345?").unwrap();
-    // Nothing read: the text deltas and messages are still in the output.
-    let reply = std::future::poll_fn(|cx| stream.poll_finish(cx))
-        .await
-        .unwrap();
+    let stream = agent.stream("s-1", "Where is order 12345?").unwrap();
+    let reply = stream.finish().await.unwrap();
     assert_eq!(reply.text(), "Order 12345 has shipped.");
     let roles: Vec<Role> = reply.messages.iter().map(|m| m.role).collect();
     assert_eq!(
         roles,
         [Role::User, Role::Assistant, Role::Tool, Role::Assistant]
     );
-    let again = std::future::poll_fn(|cx| stream.poll_finish(cx)).await;
-    let error = again.expect_err("the result was taken");
-    assert!(error.partial.messages.is_empty(), "{error:?}");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use promptkit::pipeline::provider::{ProviderStage, ProviderStageConfig};
 use promptkit::pipeline::stages::{IncrementalSave, StateStoreLoad};
-use promptkit::pipeline::{Element, Pipeline, TurnData};
+use promptkit::pipeline::{Element, Pipeline, RunData};
 use promptkit::providers::mock::{MockProvider, MockTurn};
 use promptkit::state::{MemoryStore, SqliteStore};
 use promptkit::{Message, ProviderError, Role, StateStore};
@@ -37,7 +37,7 @@ async fn turn(
     let pipeline = text_pipeline(store, provider);
     let (elements, result) = pipeline
         .execute(
-            TurnData::for_session("conv-1").with_user("alice"),
+            RunData::for_session("conv-1").with_user("alice"),
             futures_util::stream::iter([Element::message(Message::user(text))]),
         )
         .unwrap()
@@ -222,7 +222,7 @@ async fn a_run_without_a_session_id_passes_through_and_stores_nothing() {
     let provider = Arc::new(MockProvider::new("mock", "mock-1").with_turn(MockTurn::text("Hi.")));
     let (elements, result) = text_pipeline(&store, &provider)
         .execute(
-            TurnData::default(),
+            RunData::default(),
             futures_util::stream::iter([Element::message(Message::user("hello"))]),
         )
         .unwrap()

@@ -25,7 +25,7 @@ use axum::serve::ListenerExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::{self, Stream};
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
-use promptkit::pipeline::{PipelineError, TurnData};
+use promptkit::pipeline::{PipelineError, RunData};
 use promptkit::{ContentPart, Media, Message, ProviderError, Role, ToolResult, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -271,7 +271,7 @@ impl ApiError {
         Self {
             status,
             kind,
-            message: error.to_string(),
+            message: promptkit::ErrorChain(error).to_string(),
         }
     }
 }
@@ -461,8 +461,8 @@ async fn chat_completions(
         })?;
 
     let mut turn = match &session {
-        Some(id) => TurnData::for_session(id.clone()),
-        None => TurnData::default(),
+        Some(id) => RunData::for_session(id.clone()),
+        None => RunData::default(),
     };
     turn.user_id = request.user;
     turn.system_prompt = conversation.system;
@@ -471,11 +471,10 @@ async fn chat_completions(
         Some(_) => (&app.agents.stateful, Vec::new()),
         None => (&app.agents.stateless, conversation.history),
     };
-    // The response is built from text events and the finished reply: no message events.
+    // The response is built from text events and the finished reply.
     let reply = agent
         .stream_with_history(turn, history, conversation.message)
-        .map_err(|e| ApiError::from_turn(&e))?
-        .message_events(false);
+        .map_err(|e| ApiError::from_turn(&e))?;
 
     let id = app.completion_id();
     let created = promptkit::Timestamp::now().as_unix_millis() / 1000;
@@ -484,7 +483,7 @@ async fn chat_completions(
         let state = SseState::new(reply, &id, created, &app.model_json, include_usage, permit);
         let mut frames = SseFrames {
             state,
-            ending: false,
+            ending: None,
         };
         let first = frames.first().await?;
         let frames = stream::iter(first.map(Ok)).chain(frames);
@@ -678,8 +677,8 @@ fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
 /// where it is instead of moving into a new future for every frame.
 struct SseFrames {
     state: SseState,
-    /// The turn's output has ended: its result is awaited next, in place.
-    ending: bool,
+    /// The turn's output has ended: its result, awaited next.
+    ending: Option<promptkit::BoxFuture<'static, Result<Reply, AgentError>>>,
 }
 
 /// What a response sends next.
@@ -695,20 +694,24 @@ impl SseFrames {
     /// that stops waiting loses nothing.
     fn poll_step(&mut self, cx: &mut task::Context<'_>) -> Poll<Option<Step>> {
         loop {
+            if let Some(ending) = self.ending.as_mut() {
+                let result = ready!(ending.as_mut().poll(cx));
+                self.ending = None;
+                return Poll::Ready(Some(Step::End(result)));
+            }
             let Some(reply) = self.state.reply.as_mut() else {
                 return Poll::Ready(None);
             };
-            if self.ending {
-                let result = ready!(reply.poll_finish(cx));
-                self.state.reply = None;
-                return Poll::Ready(Some(Step::End(result)));
-            }
             match ready!(Pin::new(reply).poll_next(cx)) {
                 Some(AgentEvent::Text(text)) if !text.is_empty() => {
                     return Poll::Ready(Some(Step::Content(self.state.content(&text))));
                 }
                 Some(_) => {}
-                None => self.ending = true,
+                None => {
+                    if let Some(reply) = self.state.reply.take() {
+                        self.ending = Some(Box::pin(reply.finish()));
+                    }
+                }
             }
         }
     }

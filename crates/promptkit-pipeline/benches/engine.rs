@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use promptkit_pipeline::{Element, InputSender, OutputStream, Pipeline, TurnData, stages};
+use promptkit_pipeline::{Element, InputSender, OutputStream, Pipeline, RunData, stages};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 
@@ -105,7 +105,7 @@ fn broadcast_pipeline(branches: usize) -> Pipeline {
 
 fn start(rt: &Runtime, p: &Pipeline) -> (InputSender, OutputStream) {
     rt.block_on(async {
-        let (input, execution) = p.start(TurnData::default()).expect("start");
+        let (input, execution) = p.start(RunData::default()).expect("start");
         let (output, _handle) = execution.into_parts();
         (input, output)
     })
@@ -283,7 +283,7 @@ fn run(c: &mut Criterion) {
                         for _ in 0..iters {
                             let execution = pipeline
                                 .execute(
-                                    TurnData::default(),
+                                    RunData::default(),
                                     futures_util::stream::iter([Element::text("x")]),
                                 )
                                 .expect("execute");

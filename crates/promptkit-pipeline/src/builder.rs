@@ -7,13 +7,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::events::EventBus;
-use crate::pipeline::{Pipeline, Topology};
-use crate::stage::{DynStage, Stage};
+use crate::pipeline::{Edge, Pipeline, Topology};
+use crate::{DynStage, Stage};
 
 /// Default capacity of every channel between stages.
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 32;
-/// Suggested capacity for audio edges (about 1.3 s of 20 ms frames).
-pub const AUDIO_CHANNEL_CAPACITY: usize = 64;
 
 /// Run-time settings of a pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,8 +22,12 @@ pub struct PipelineConfig {
     /// Hard ceiling on a run's duration; `None` for no limit.
     pub execution_timeout: Option<Duration>,
     /// A run in which no stage receives, sends or reports a heartbeat for this long is
-    /// cancelled; `None` disables the check.
+    /// cancelled; `None` disables the check. For runs of [`Pipeline::execute`].
     pub idle_timeout: Option<Duration>,
+    /// The idle timeout of live runs ([`Pipeline::start`]); `None` (the default) disables it:
+    /// a caller who says nothing for minutes is not a hang, and the transport that owns the
+    /// session decides when it has been quiet too long.
+    pub session_idle_timeout: Option<Duration>,
     /// How long [`Pipeline::shutdown`] waits for in-flight runs before cancelling them.
     pub shutdown_grace: Duration,
 }
@@ -36,6 +38,7 @@ impl Default for PipelineConfig {
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             execution_timeout: None,
             idle_timeout: Some(Duration::from_secs(30)),
+            session_idle_timeout: None,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -183,6 +186,12 @@ impl PipelineBuilder {
     /// Sets (or disables, with `None`) the idle timeout.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets (or disables, with `None`) the idle timeout of live runs.
+    pub fn session_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.session_idle_timeout = timeout;
         self
     }
 
@@ -372,13 +381,11 @@ impl PipelineBuilder {
         let edges = self
             .edges
             .iter()
-            .map(|e| {
-                (
-                    index[e.from.as_str()],
-                    index[e.to.as_str()],
-                    e.capacity,
-                    e.competing,
-                )
+            .map(|e| Edge {
+                from: index[e.from.as_str()],
+                to: index[e.to.as_str()],
+                capacity: e.capacity,
+                competing: e.competing,
             })
             .collect();
         Ok(Pipeline::from_parts(Topology {

@@ -15,7 +15,7 @@
 //!   rejects cycles (naming the path), duplicate names, dangling edges and fan-in without a
 //!   merge.
 //! - **Runs** ([`Pipeline::execute`], [`Pipeline::start`], [`Pipeline::execute_sync`]): a
-//!   fresh [`TurnContext`] per run; the first fatal stage error or panic cancels the run and
+//!   fresh [`RunContext`] per run; the first fatal stage error or panic cancels the run and
 //!   is returned; execution and idle timeouts; dropping the output cancels; shutdown with a
 //!   grace period. No task outlives its run.
 //! - **Events** ([`events`]): typed lifecycle events on a bounded [`EventBus`](events::EventBus),
@@ -28,7 +28,7 @@
 //!
 //! ```
 //! use promptkit_pipeline::{
-//!     Element, Pipeline, Stage, StageContext, StageError, StageInput, StageOutput, TurnData,
+//!     Element, Pipeline, Stage, StageContext, StageError, StageInput, StageOutput, RunData,
 //!     stages,
 //! };
 //!
@@ -73,7 +73,7 @@
 //!     .build()?;
 //!
 //! let result = pipeline
-//!     .execute_sync(TurnData::default(), [Element::text("stages run concurrently")])
+//!     .execute_sync(RunData::default(), [Element::text("stages run concurrently")])
 //!     .await?;
 //! assert_eq!(result.text, "STAGES RUN CONCURRENTLY ");
 //! # Ok(())
@@ -84,28 +84,31 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod builder;
+mod context;
 mod element;
 pub mod events;
 pub mod hooks;
+mod input;
+mod output;
 mod pipeline;
 pub mod prompt;
 pub mod provider;
+mod run;
+mod run_context;
 mod stage;
 pub mod stages;
-mod turn;
 
-pub use builder::{
-    AUDIO_CHANNEL_CAPACITY, BuildError, DEFAULT_CHANNEL_CAPACITY, PipelineBuilder, PipelineConfig,
-};
+pub use builder::{BuildError, DEFAULT_CHANNEL_CAPACITY, PipelineBuilder, PipelineConfig};
+pub use context::{Busy, StageContext};
 pub use element::{
-    Control, Element, ElementError, ElementMeta, ImageFrame, Payload, Priority, VideoFrame,
+    Control, Element, ElementError, ElementMeta, ErrorClass, ErrorKind, ImageFrame, Interrupt,
+    Payload, VideoFrame,
 };
+pub use input::{StageInput, TryRecvError};
+pub use output::{OutputClosed, StageOutput, TrySendError};
 pub use pipeline::{
     Execution, ExecutionResult, InputClosed, InputSender, OutputStream, Pipeline, PipelineError,
     RunFailure, RunHandle, RunSummary,
 };
-pub use stage::{
-    Busy, DynStage, OutputClosed, OutputWake, SendElement, Stage, StageContext, StageError,
-    StageInput, StageKind, StageOutput,
-};
-pub use turn::{TurnContext, TurnData, name_matches};
+pub use run_context::{Extensions, Playback, RunContext, RunData};
+pub use stage::{DynStage, Stage, StageError, StageKind};

@@ -1,6 +1,6 @@
-//! Running a built pipeline.
+//! Running a built pipeline: starting runs, their input, their output and their handle.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -13,24 +13,23 @@ use futures_core::Stream;
 use promptkit_core::{Cost, Message, Role, Usage};
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::AbortHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::builder::{PipelineBuilder, PipelineConfig};
-use crate::element::{Element, ElementError, Payload};
+use crate::context::{Progress, StageContext};
+use crate::element::{Control, Element, ElementError, Interrupt, Payload};
 use crate::events::{Emitter, EventBus, EventKind};
-use crate::stage::{
-    DynStage, Inputs, OutputSignal, OutputTap, OutputWake, Progress, StageContext, StageError,
-    StageInput, StageOutput, Target,
-};
-use crate::turn::{TurnContext, TurnData};
+use crate::input::{Closing, Inputs, StageInput};
+use crate::output::{StageOutput, Target, TrySendError, broadcast, send_one};
+use crate::run::{Outcome, RunShared, Runs, millis};
+use crate::run_context::{RunContext, RunData};
+use crate::{DynStage, StageError};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
     /// A stage returned an error; the run was cancelled.
-    #[error("stage `{stage}` failed: {source}")]
+    #[error("stage `{stage}` failed")]
     StageFailed {
         /// The stage.
         stage: String,
@@ -63,27 +62,39 @@ pub enum PipelineError {
     Lost,
 }
 
+/// An edge of the built graph.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Edge {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    /// Its channel's capacity; the pipeline's default when `None`.
+    pub(crate) capacity: Option<usize>,
+    /// Its consumers compete for elements instead of each getting every one.
+    pub(crate) competing: bool,
+}
+
 /// The built topology, shared by every run.
 pub(crate) struct Topology {
     pub(crate) stages: Vec<Arc<dyn DynStage>>,
-    /// (from, to, capacity, competing)
-    pub(crate) edges: Vec<(usize, usize, Option<usize>, bool)>,
+    pub(crate) edges: Vec<Edge>,
+    /// Per stage, the indices of its outgoing edges.
     pub(crate) outgoing: Vec<Vec<usize>>,
+    /// Per stage, the indices of its incoming edges.
     pub(crate) incoming: Vec<Vec<usize>>,
     pub(crate) config: PipelineConfig,
     pub(crate) bus: Option<EventBus>,
     pub(crate) base_metadata: Option<Arc<Map<String, Value>>>,
 }
 
-struct Inner {
-    topology: Topology,
-    names: Vec<Arc<str>>,
+pub(crate) struct Inner {
+    pub(crate) topology: Topology,
+    pub(crate) names: Vec<Arc<str>>,
     /// The name of the run's output as a target ("output"), shared by every run.
     output_name: Arc<str>,
-    shutting_down: AtomicBool,
+    pub(crate) shutting_down: AtomicBool,
     /// The runs in flight, and the idle watchdog while any is.
-    runs: Mutex<Runs>,
-    runs_changed: Notify,
+    pub(crate) runs: Mutex<Runs>,
+    pub(crate) runs_changed: Notify,
     next_run: AtomicU64,
 }
 
@@ -105,11 +116,28 @@ impl fmt::Debug for Pipeline {
 
 static PROCESS_RUNS: AtomicU64 = AtomicU64::new(0);
 
-/// This process's id, read once: `std::process::id()` is a system call, and every run's id
-/// starts with it.
+/// This process's id, read once: every run's id starts with it.
 fn process_id() -> u32 {
     static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *PID.get_or_init(std::process::id)
+}
+
+/// How a run's input reaches its root stages: always through their channels.
+enum Feed {
+    /// The caller sends through an [`InputSender`] (a live run).
+    Live,
+    /// A feeder task forwards this stream.
+    Stream(Pin<Box<dyn Stream<Item = Element> + Send>>),
+}
+
+/// The channels of one run, wired per the topology.
+struct Wiring {
+    /// Each stage's input and output, by stage index.
+    stages: Vec<(StageInput, StageOutput)>,
+    /// The senders into the root stages' inputs.
+    roots: Vec<mpsc::Sender<Element>>,
+    /// The run's output: every leaf stage sends here.
+    output: mpsc::Receiver<Element>,
 }
 
 impl Pipeline {
@@ -157,33 +185,30 @@ impl Pipeline {
             .len()
     }
 
-    /// Starts a run fed through the returned [`InputSender`]; closing (dropping) the sender
-    /// ends the input. Must be called inside a tokio runtime.
+    /// Starts a live run (a session) fed through the returned [`InputSender`]; closing
+    /// (dropping) every sender ends the input. Its root stages first receive
+    /// [`Control::Start`]; its idle timeout is
+    /// [`PipelineConfig::session_idle_timeout`]. Must be called inside a tokio runtime.
     ///
     /// # Errors
     /// [`PipelineError::ShuttingDown`] after [`Pipeline::shutdown`].
-    pub fn start(&self, turn: TurnData) -> Result<(InputSender, Execution), PipelineError> {
-        let (root_txs, execution) = self.launch(turn, Feed::Senders)?;
-        Ok((InputSender { txs: root_txs }, execution))
+    pub fn start(&self, data: RunData) -> Result<(InputSender, Execution), PipelineError> {
+        let (sender, execution) = self.launch(data, Feed::Live)?;
+        let sender = sender.ok_or(PipelineError::Lost)?;
+        Ok((sender, execution))
     }
 
-    /// Starts a run fed by `input`. Must be called inside a tokio runtime.
+    /// Starts a run fed by `input`, which a task forwards to the root stages. Must be called
+    /// inside a tokio runtime.
     ///
     /// # Errors
     /// [`PipelineError::ShuttingDown`] after [`Pipeline::shutdown`].
-    pub fn execute<S>(&self, turn: TurnData, input: S) -> Result<Execution, PipelineError>
+    pub fn execute<S>(&self, data: RunData, input: S) -> Result<Execution, PipelineError>
     where
         S: Stream<Item = Element> + Send + 'static,
     {
-        let mut input = Box::pin(input);
-        let limit = self.inner.topology.config.channel_capacity;
-        let (ready, ended) = take_ready(input.as_mut(), limit);
-        let feed = if ended {
-            Feed::Ready(ready)
-        } else {
-            Feed::Stream(Box::new(move |txs| queue_then_pump(ready, input, txs)))
-        };
-        self.launch(turn, feed).map(|(_, e)| e)
+        self.launch(data, Feed::Stream(Box::pin(input)))
+            .map(|(_, execution)| execution)
     }
 
     /// Runs to completion on `elements` and collects the result.
@@ -192,11 +217,11 @@ impl Pipeline {
     /// A [`RunFailure`] with the error and everything collected before it.
     pub async fn execute_sync(
         &self,
-        turn: TurnData,
+        data: RunData,
         elements: impl IntoIterator<Item = Element, IntoIter: Send + 'static>,
     ) -> Result<ExecutionResult, RunFailure> {
         let started = Instant::now();
-        let execution = match self.execute(turn, futures_util::stream::iter(elements)) {
+        let execution = match self.execute(data, futures_util::stream::iter(elements)) {
             Ok(e) => e,
             Err(error) => {
                 return Err(RunFailure {
@@ -220,8 +245,9 @@ impl Pipeline {
         }
     }
 
-    /// Stops taking runs, waits up to the configured grace period for runs in flight, then
-    /// cancels the rest and waits for their tasks to end.
+    /// Stops taking runs, closes the input of every run in flight and waits up to the
+    /// configured grace period for them to finish, then cancels the rest and waits for their
+    /// tasks to end.
     pub async fn shutdown(&self) {
         self.shutdown_with_grace(self.inner.topology.config.shutdown_grace)
             .await;
@@ -230,28 +256,34 @@ impl Pipeline {
     /// [`shutdown`](Self::shutdown) with an explicit grace period.
     pub async fn shutdown_with_grace(&self, grace: Duration) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let notified = self.inner.runs_changed.notified();
-            if self.active_runs() == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                break;
-            }
+        for run in self.runs_in_flight() {
+            run.close_input();
         }
-        let runs: Vec<Arc<RunShared>> = self
-            .inner
+        let deadline = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(deadline, self.all_runs_ended())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        for run in self.runs_in_flight() {
+            run.cancel();
+        }
+        self.all_runs_ended().await;
+    }
+
+    fn runs_in_flight(&self) -> Vec<Arc<RunShared>> {
+        self.inner
             .runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .map
             .values()
             .cloned()
-            .collect();
-        for run in runs {
-            run.cancel();
-        }
+            .collect()
+    }
+
+    async fn all_runs_ended(&self) {
         loop {
             let notified = self.inner.runs_changed.notified();
             if self.active_runs() == 0 {
@@ -261,211 +293,200 @@ impl Pipeline {
         }
     }
 
+    /// Starts one run: its context, its channels, its shared state, its tasks, its input.
     fn launch(
         &self,
-        turn: TurnData,
+        data: RunData,
         feed: Feed,
-    ) -> Result<(Vec<mpsc::Sender<Element>>, Execution), PipelineError> {
+    ) -> Result<(Option<InputSender>, Execution), PipelineError> {
         if self.inner.shutting_down.load(Ordering::SeqCst) {
             return Err(PipelineError::ShuttingDown);
         }
         let topo = &self.inner.topology;
-        let cap = topo.config.channel_capacity;
-        let n = topo.stages.len();
-        let run_no = self.inner.next_run.fetch_add(1, Ordering::Relaxed);
+        let live = matches!(feed, Feed::Live);
         let run_id = format!(
             "run-{:x}-{:x}",
             process_id(),
             PROCESS_RUNS.fetch_add(1, Ordering::Relaxed)
         );
-        let emitter = Emitter::new(topo.bus.clone(), run_id, turn.session_id.as_deref());
-        let turn = Arc::new(TurnContext::new(turn));
-        let token = CancellationToken::new();
-        let progress: Vec<Arc<Progress>> = (0..n).map(|_| Arc::default()).collect();
+        let emitter = Emitter::new(topo.bus.clone(), run_id, data.session_id.as_deref());
+        let context = Arc::new(RunContext::new(data));
+        let progress: Vec<Arc<Progress>> =
+            (0..=topo.stages.len()).map(|_| Arc::default()).collect();
+        let closing = live.then(|| Arc::new(Closing::default()));
+        let wiring = self.wire(&context, &progress, closing.as_ref());
+        emitter.emit(EventKind::PipelineStarted {
+            stages: topo.stages.len(),
+        });
 
-        // Wire channels.
-        let mut targets: Vec<Vec<Target>> = vec![Vec::new(); n];
-        let mut inputs: Vec<Vec<(u32, InputSource)>> = (0..n).map(|_| Vec::new()).collect();
-        let mut competing: HashMap<usize, (Target, SharedReceiver)> = HashMap::new();
-        for (from, edge_ids) in topo.outgoing.iter().enumerate() {
-            for &e in edge_ids {
-                let (_, to, capacity, is_competing) = topo.edges[e];
-                let slot =
-                    u32::try_from(topo.incoming[to].iter().position(|&x| x == e).unwrap_or(0))
-                        .unwrap_or(u32::MAX);
-                if is_competing {
-                    let entry = competing.entry(from).or_insert_with(|| {
-                        let (tx, rx) = mpsc::channel(capacity.unwrap_or(cap));
-                        (
-                            Target::stage(Vec::new(), tx),
-                            Arc::new(tokio::sync::Mutex::new(rx)),
-                        )
-                    });
-                    entry.0.names.push(Arc::clone(&self.inner.names[to]));
-                    inputs[to].push((slot, InputSource::Shared(Arc::clone(&entry.1))));
-                } else {
-                    let (tx, rx) = mpsc::channel(capacity.unwrap_or(cap));
-                    targets[from].push(Target::stage(vec![Arc::clone(&self.inner.names[to])], tx));
-                    inputs[to].push((slot, InputSource::Single(rx)));
+        let idle_limit = if live {
+            topo.config.session_idle_timeout
+        } else {
+            topo.config.idle_timeout
+        };
+        let (result_tx, result_rx) = oneshot::channel();
+        let run = Arc::new(RunShared::new(
+            Arc::clone(&self.inner),
+            self.inner.next_run.fetch_add(1, Ordering::Relaxed),
+            progress,
+            emitter.clone(),
+            closing,
+            idle_limit,
+            topo.stages.len() + usize::from(!live),
+            result_tx,
+        ));
+        run.register();
+
+        let sender = match feed {
+            Feed::Live => {
+                for root in &wiring.roots {
+                    // The channels are new and empty, so this never waits.
+                    let _ = root.try_send(Element::control(Control::Start));
                 }
+                Some(InputSender {
+                    txs: wiring.roots.into(),
+                    context: Arc::clone(&context),
+                })
+            }
+            Feed::Stream(input) => {
+                let roots = wiring.roots;
+                run.spawn_task(crate::run::FEEDER, async move {
+                    feed_roots(input, roots).await;
+                    Outcome::Done
+                });
+                None
+            }
+        };
+        self.spawn_stages(&run, &context, &emitter, wiring.stages);
+
+        let output = OutputStream {
+            rx: wiring.output,
+            base: topo.base_metadata.clone(),
+            progress: Arc::clone(run.consumer_progress()),
+            run: Arc::clone(&run),
+            context: Arc::clone(&context),
+            announced: 0,
+            waiting_for_interrupt: None,
+            live,
+            exhausted: false,
+        };
+        let handle = RunHandle {
+            run,
+            result: result_rx,
+            context,
+        };
+        Ok((sender, Execution { output, handle }))
+    }
+
+    /// Creates the run's channels: one per edge (one shared by each group of competing
+    /// consumers), one into each root stage, and the output every leaf stage sends to.
+    fn wire(
+        &self,
+        context: &Arc<RunContext>,
+        progress: &[Arc<Progress>],
+        closing: Option<&Arc<Closing>>,
+    ) -> Wiring {
+        let topo = &self.inner.topology;
+        let capacity = topo.config.channel_capacity;
+        let n = topo.stages.len();
+        let mut targets: Vec<Vec<Target>> = vec![Vec::new(); n];
+        // Per stage: (slot among its incoming edges, where that edge's elements arrive).
+        let mut sources: Vec<Vec<(u32, Source)>> = (0..n).map(|_| Vec::new()).collect();
+        // Competing consumers of one stage share a channel: (target, receiver) per source.
+        let mut competing: HashMap<usize, (Target, SharedReceiver)> = HashMap::new();
+        for (e, edge) in topo.edges.iter().enumerate() {
+            let slot = topo.incoming[edge.to]
+                .iter()
+                .position(|&x| x == e)
+                .and_then(|p| u32::try_from(p).ok())
+                .unwrap_or(u32::MAX);
+            let name = Arc::clone(&self.inner.names[edge.to]);
+            let cap = edge.capacity.unwrap_or(capacity);
+            if edge.competing {
+                let (target, rx) = competing.entry(edge.from).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(cap);
+                    (
+                        Target::new(Vec::new(), tx),
+                        Arc::new(tokio::sync::Mutex::new(rx)),
+                    )
+                });
+                target.names.push(name);
+                sources[edge.to].push((slot, Source::Shared(Arc::clone(rx))));
+            } else {
+                let (tx, rx) = mpsc::channel(cap);
+                targets[edge.from].push(Target::new(vec![name], tx));
+                sources[edge.to].push((slot, Source::Single(rx)));
             }
         }
         for (from, (target, _)) in competing {
             targets[from].push(target);
         }
-        let (out_tx, out_rx) = mpsc::channel(cap);
-        let signal = Arc::new(OutputSignal::default());
-        let roots = inputs.iter().filter(|ins| ins.is_empty()).count();
-        // A whole input already in memory goes to a single root stage as it is: no channel.
-        let (mut ready, pump) = match feed {
-            Feed::Ready(elements) if roots == 1 => (Some(elements), None),
-            Feed::Ready(elements) => {
-                let fill: PumpFn = Box::new(move |txs| {
-                    queue_then_pump(elements, Box::pin(futures_util::stream::empty()), txs)
-                });
-                (None, Some(fill))
-            }
-            Feed::Stream(pump) => (None, Some(pump)),
-            Feed::Senders => (None, None),
-        };
-        let mut root_txs = Vec::new();
-        let mut stage_io = Vec::with_capacity(n);
-        for i in 0..n {
-            let mut ins = std::mem::take(&mut inputs[i]);
+
+        let (out_tx, output) = mpsc::channel(capacity);
+        let mut roots = Vec::new();
+        let mut stages = Vec::with_capacity(n);
+        for (i, stage_targets) in targets.into_iter().enumerate() {
+            let mut ins = std::mem::take(&mut sources[i]);
             let is_root = ins.is_empty();
             if is_root {
-                if let Some(elements) = ready.take() {
-                    ins.push((0, InputSource::Ready(elements)));
-                } else {
-                    let (tx, rx) = mpsc::channel(cap);
-                    root_txs.push(tx);
-                    ins.push((0, InputSource::Single(rx)));
-                }
+                let (tx, rx) = mpsc::channel(capacity);
+                roots.push(tx);
+                ins.push((0, Source::Single(rx)));
             }
+            let mut stage_targets = stage_targets;
             if topo.outgoing[i].is_empty() {
-                targets[i].push(Target {
-                    names: vec![Arc::clone(&self.inner.output_name)],
-                    tx: out_tx.clone(),
-                    tap: Some(OutputTap(Arc::clone(&signal))),
-                });
+                stage_targets.push(Target::new(
+                    vec![Arc::clone(&self.inner.output_name)],
+                    out_tx.clone(),
+                ));
             }
-            let input_inner = if ins.len() == 1 {
-                match ins.pop().map(|(_, s)| s) {
-                    Some(InputSource::Single(rx)) => Inputs::Single(rx),
-                    Some(InputSource::Shared(rx)) => Inputs::Shared(rx),
-                    Some(InputSource::Ready(elements)) => Inputs::Ready(elements),
-                    None => Inputs::None,
-                }
-            } else {
-                ins.sort_by_key(|(slot, _)| *slot);
-                Inputs::FanIn {
-                    sources: ins
-                        .into_iter()
-                        .filter_map(|(slot, s)| match s {
-                            InputSource::Single(rx) => Some((slot, rx)),
-                            // Rejected at build time; a ready input feeds a root only.
-                            InputSource::Shared(_) | InputSource::Ready(_) => None,
-                        })
-                        .collect(),
-                    next: 0,
-                }
-            };
-            let base = if is_root {
-                topo.base_metadata.clone()
-            } else {
-                None
-            };
-            let input = StageInput::new(input_inner, Arc::clone(&progress[i]), base);
-            let output =
-                StageOutput::new(std::mem::take(&mut targets[i]), Arc::clone(&progress[i]));
-            stage_io.push((input, output));
+            let input = StageInput::new(
+                Source::into_inputs(ins),
+                Arc::clone(&progress[i]),
+                topo.base_metadata.clone(),
+                Arc::clone(context),
+                closing.filter(|_| is_root).cloned(),
+            );
+            let output = StageOutput::new(stage_targets, Arc::clone(&progress[i]));
+            stages.push((input, output));
         }
-        drop(out_tx);
-
-        let consumer_progress: Arc<Progress> = Arc::default();
-        let mut all_progress = progress.clone();
-        all_progress.push(Arc::clone(&consumer_progress));
-
-        // One token per stage (children of the run's), so a failure can stop the failed
-        // stage's upstream at once while its downstream drains what it already received.
-        let stage_tokens: Vec<Arc<CancellationToken>> =
-            (0..n).map(|_| Arc::new(token.child_token())).collect();
-        emitter.emit(EventKind::PipelineStarted { stages: n });
-
-        // The input is queued before anything is spawned; what is left needs a feeding task.
-        let pump = pump.map(|pump| pump(std::mem::take(&mut root_txs)));
-        let (result_tx, result_rx) = oneshot::channel();
-        let run = Arc::new(RunShared {
-            inner: Arc::clone(&self.inner),
-            run_no,
-            token,
-            stage_tokens,
-            progress: all_progress,
-            emitter: emitter.clone(),
-            started: Instant::now(),
-            state: Mutex::new(RunState {
-                error: None,
-                remaining: n + usize::from(pump.is_some()),
-                tasks: Vec::with_capacity(n + 1),
-                cancelled: false,
-                draining: None,
-                timers: Vec::new(),
-                result: Some(result_tx),
-            }),
-        });
-
-        // Register the run before anything can finish; start the idle watchdog if it is not
-        // running.
-        {
-            let mut runs = self
-                .inner
-                .runs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            runs.map.insert(run_no, Arc::clone(&run));
-            if let Some(limit) = topo.config.idle_timeout
-                && runs.watchdog.is_none()
-            {
-                let period = (limit / 4).max(Duration::from_millis(1));
-                let watchdog = tokio::spawn(watch_idle(Arc::downgrade(&self.inner), limit, period));
-                runs.watchdog = Some(watchdog.abort_handle());
-            }
+        Wiring {
+            stages,
+            roots,
+            output,
         }
-        if let Some(timeout) = topo.config.execution_timeout {
-            let timed = Arc::clone(&run);
-            let timer = tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                timed.fail_if_ok(PipelineError::ExecutionTimeout(timeout));
-            });
-            run.add_timer(timer.abort_handle());
-        }
+    }
 
-        // No supervisor task: each task reports its end (or its abort, through a guard it
-        // drops) to the run, and the last one to end reports the run's result. The root stage
-        // is spawned last: tokio runs the task spawned last next on this worker (its LIFO
-        // slot), and the stage whose input is ready should start at once.
-        for (i, (input, output)) in stage_io.into_iter().enumerate().rev() {
+    /// Spawns one task per stage. Each reports its end to the run (see [`reported`]); the
+    /// first failure stops the run, the last task to end reports its result.
+    fn spawn_stages(
+        &self,
+        run: &Arc<RunShared>,
+        context: &Arc<RunContext>,
+        emitter: &Emitter,
+        stages: Vec<(StageInput, StageOutput)>,
+    ) {
+        let topo = &self.inner.topology;
+        for (i, (input, output)) in stages.into_iter().enumerate() {
             let stage = Arc::clone(&topo.stages[i]);
             let name = Arc::clone(&self.inner.names[i]);
+            let token = Arc::clone(run.stage_token(i));
             let cx = StageContext {
                 name: Arc::clone(&name),
-                turn: Arc::clone(&turn),
+                run: Arc::clone(context),
                 emitter: emitter.clone(),
-                cancel: Arc::clone(&run.stage_tokens[i]),
-                progress: Arc::clone(&progress[i]),
+                cancel: Arc::clone(&token),
+                progress: Arc::clone(run.stage_progress(i)),
+                helpers: Arc::clone(run.helpers()),
             };
-            let token = Arc::clone(&run.stage_tokens[i]);
             let emitter = emitter.clone();
-            let kind = stage.kind();
-            let work = async move {
-                // Timed only for the stage events (a clock read is not free on every VM).
+            run.spawn_task(i, async move {
                 let started = emitter.is_enabled().then(Instant::now);
                 emitter.emit_with(|| EventKind::StageStarted {
                     stage: name.to_string(),
-                    kind: kind.as_str().to_owned(),
+                    kind: stage.kind().as_str().to_owned(),
                 });
-                // No select on the token here: polling it on every wake of every stage costs
-                // two lock round trips per element. The run aborts the task instead when it
+                // No select on the token around the stage: the run aborts the task when it
                 // cancels the stage, and stages that want to end gracefully watch
                 // `cx.cancelled()` themselves.
                 let result = stage.run_boxed(cx, input, output).await;
@@ -486,498 +507,149 @@ impl Pipeline {
                     }),
                     Outcome::Failed(e) => emitter.emit_with(|| EventKind::StageFailed {
                         stage: name.to_string(),
-                        error: e.to_string(),
+                        error: error_chain(e),
                         duration_ms,
                     }),
                     Outcome::Cancelled | Outcome::Panicked(_) | Outcome::Aborted => {}
                 }
                 outcome
+            });
+        }
+    }
+}
+
+/// `error` and its causes, joined with `: `, each once.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    promptkit_core::ErrorChain(error).to_string()
+}
+
+type SharedReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Element>>>;
+
+/// Where one incoming edge's elements arrive.
+enum Source {
+    Single(mpsc::Receiver<Element>),
+    Shared(SharedReceiver),
+}
+
+impl Source {
+    /// A stage's input from its edges, in slot order.
+    fn into_inputs(mut sources: Vec<(u32, Source)>) -> Inputs {
+        if sources.len() == 1 {
+            return match sources.pop() {
+                Some((_, Source::Single(rx))) => Inputs::Single(rx),
+                Some((_, Source::Shared(rx))) => Inputs::Shared(rx),
+                None => Inputs::None,
             };
-            let handle = tokio::spawn(reported(Arc::clone(&run), i, work));
-            run.add_task(i, handle.abort_handle());
         }
-        if let Some(fut) = pump {
-            // Aborted when the input is cancelled.
-            let handle = tokio::spawn(reported(Arc::clone(&run), usize::MAX, async move {
-                fut.await;
-                Outcome::Done
-            }));
-            run.add_task(usize::MAX, handle.abort_handle());
-        }
-
-        let output = OutputStream {
-            rx: out_rx,
-            signal,
-            base: topo.base_metadata.clone(),
-            progress: consumer_progress,
-            run: Arc::clone(&run),
-            exhausted: false,
-        };
-        let handle = RunHandle {
-            run,
-            result: result_rx,
-            turn,
-        };
-        Ok((root_txs, Execution { output, handle }))
-    }
-}
-
-/// How a run's input reaches its root stages.
-enum Feed {
-    /// Through the senders [`Pipeline::start`] returns.
-    Senders,
-    /// The whole input, already in memory. A single root stage reads it as it is, with no
-    /// channel (the common case: a turn's one message); several roots are fed by [`pump`].
-    Ready(VecDeque<Element>),
-    /// A stream that was still pending: what it had ready is queued, the rest pumped
-    /// ([`queue_then_pump`]).
-    Stream(PumpFn),
-}
-
-/// Takes what `input` has ready, up to `limit` elements, without waiting; `true` with them
-/// when the input has ended. Past `limit` the rest is left to the channel and its
-/// backpressure.
-fn take_ready<S: Stream<Item = Element>>(
-    mut input: Pin<&mut S>,
-    limit: usize,
-) -> (VecDeque<Element>, bool) {
-    let mut ready = VecDeque::new();
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    while ready.len() < limit {
-        match input.as_mut().poll_next(&mut cx) {
-            Poll::Ready(Some(element)) => ready.push_back(element),
-            Poll::Ready(None) => return (ready, true),
-            Poll::Pending => break,
+        sources.sort_by_key(|(slot, _)| *slot);
+        Inputs::FanIn {
+            sources: sources
+                .into_iter()
+                .filter_map(|(slot, source)| match source {
+                    Source::Single(rx) => Some((slot, rx)),
+                    // Competing consumers cannot fan in (the builder rejects it).
+                    Source::Shared(_) => None,
+                })
+                .collect(),
+            next: 0,
         }
     }
-    (ready, false)
 }
 
-/// Feeds the input stream to the root stages: returns the task still to run.
-type PumpFn =
-    Box<dyn FnOnce(Vec<mpsc::Sender<Element>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-
-/// Queues `ready`, what the input had ready ([`take_ready`]), in the root stage's channel
-/// before any task is spawned, so that the stage can start at once and the pump's first poll
-/// finds the input waiting; returns the task that feeds the rest ([`pump`]). With several
-/// roots (or elements that do not fit) the pump feeds everything.
-fn queue_then_pump<S: Stream<Item = Element> + Send + 'static>(
-    mut ready: VecDeque<Element>,
-    input: Pin<Box<S>>,
-    txs: Vec<mpsc::Sender<Element>>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    if let [only] = txs.as_slice() {
-        while let Some(element) = ready.pop_front() {
-            if let Err(unsent) = only.try_send(element) {
-                ready.push_front(unsent.into_inner());
-                break;
-            }
-        }
-        if ready.is_empty() {
-            return Box::pin(pump(input, txs));
-        }
-    }
-    let rest = futures_util::StreamExt::chain(futures_util::stream::iter(ready), input);
-    Box::pin(pump(Box::pin(rest), txs))
-}
-
-async fn pump<S: Stream<Item = Element> + Send + 'static>(
-    mut input: Pin<Box<S>>,
-    txs: Vec<mpsc::Sender<Element>>,
+/// Forwards `input` to every root stage, until it ends or no root reads any more.
+async fn feed_roots(
+    mut input: Pin<Box<dyn Stream<Item = Element> + Send>>,
+    roots: Vec<mpsc::Sender<Element>>,
 ) {
-    let sender = InputSender { txs };
     while let Some(element) = std::future::poll_fn(|cx| input.as_mut().poll_next(cx)).await {
-        if sender.send(element).await.is_err() {
+        let sent = match roots.as_slice() {
+            [only] => send_one(only, element).await,
+            many => broadcast(many.iter(), element).await,
+        };
+        if sent.is_err() {
             break;
         }
     }
 }
 
-type SharedReceiver = Arc<tokio::sync::Mutex<mpsc::Receiver<Element>>>;
-
-enum InputSource {
-    Single(mpsc::Receiver<Element>),
-    Shared(SharedReceiver),
-    Ready(VecDeque<Element>),
-}
-
-enum Outcome {
-    Done,
-    Failed(StageError),
-    Cancelled,
-    Panicked(String),
-    /// The task's future was dropped before it ended (aborted by the run, or dropped with
-    /// the runtime).
-    Aborted,
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The runs of a pipeline in flight.
-#[derive(Default)]
-struct Runs {
-    map: HashMap<u64, Arc<RunShared>>,
-    /// The idle watchdog, while any run is in flight.
-    watchdog: Option<AbortHandle>,
-}
-
-/// One run, shared by its tasks, its handle, its output and the pipeline. There is no
-/// supervisor task: each task reports its outcome when it ends, or, aborted, from the guard
-/// it drops (see [`reported`]); the first failure stops the run; the last task to end
-/// reports the result. Timers (execution timeout, draining after a failure) are small tasks
-/// that exist only while they are armed; the idle timeout is the pipeline's watchdog's.
-struct RunShared {
-    inner: Arc<Inner>,
-    run_no: u64,
-    /// The run's token; the stages' are its children, shared by each stage's task and
-    /// context (a `CancellationToken` clone or drop takes its tree's lock).
-    token: CancellationToken,
-    stage_tokens: Vec<Arc<CancellationToken>>,
-    /// Every stage's progress, and the consumer's (for the idle watchdog).
-    progress: Vec<Arc<Progress>>,
-    emitter: Emitter,
-    started: Instant,
-    state: Mutex<RunState>,
-}
-
-struct RunState {
-    /// The first fatal error.
-    error: Option<PipelineError>,
-    /// Tasks that have not ended.
-    remaining: usize,
-    /// Stage index (`usize::MAX` for the input pump) and abort handle of every task.
-    tasks: Vec<(usize, AbortHandle)>,
-    /// Every task is to be stopped (a task registered after this is stopped at once).
-    cancelled: bool,
-    /// After a stage failed: which stages are downstream of it and may drain (a task
-    /// registered after the failure that is not among them is stopped at once).
-    draining: Option<Vec<bool>>,
-    /// Armed timers, stopped when the run ends.
-    timers: Vec<AbortHandle>,
-    /// Taken by the report.
-    result: Option<oneshot::Sender<Result<RunSummary, PipelineError>>>,
-}
-
-impl RunShared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn add_task(&self, index: usize, task: AbortHandle) {
-        let mut state = self.lock();
-        let stopped = state.cancelled
-            || state
-                .draining
-                .as_ref()
-                .is_some_and(|downstream| !downstream.get(index).copied().unwrap_or(false));
-        if stopped {
-            task.abort();
-        }
-        state.tasks.push((index, task));
-    }
-
-    fn add_timer(&self, timer: AbortHandle) {
-        self.lock().timers.push(timer);
-    }
-
-    fn stage_name(&self, index: usize) -> String {
-        if index == usize::MAX {
-            "input".to_owned()
-        } else {
-            self.inner.names[index].to_string()
-        }
-    }
-
-    /// Cancels the run from outside (the caller, a dropped output, a shutdown).
-    fn cancel(&self) {
-        self.fail(PipelineError::Cancelled);
-    }
-
-    /// Records `error` unless the run already failed, and stops every task.
-    fn fail(&self, error: PipelineError) {
-        let mut state = self.lock();
-        state.error.get_or_insert(error);
-        self.stop_all(state);
-    }
-
-    /// Fails the run with `error` only if it has not failed yet (a timeout does not cut short
-    /// the drain of a run that failed already).
-    fn fail_if_ok(&self, error: PipelineError) {
-        let mut state = self.lock();
-        if state.error.is_none() {
-            state.error = Some(error);
-            self.stop_all(state);
-        }
-    }
-
-    /// Stops every task, those registered later included.
-    fn stop_all(&self, mut state: std::sync::MutexGuard<'_, RunState>) {
-        state.cancelled = true;
-        let tasks: Vec<AbortHandle> = state.tasks.iter().map(|(_, t)| t.clone()).collect();
-        drop(state);
-        self.token.cancel();
-        for task in tasks {
-            task.abort();
-        }
-    }
-
-    /// A task ended (or was aborted) with `outcome`.
-    fn task_done(self: &Arc<Self>, index: usize, outcome: Outcome) {
-        let mut state = self.lock();
-        state.remaining = state.remaining.saturating_sub(1);
-        if state.error.is_none() {
-            match outcome {
-                Outcome::Failed(source) => {
-                    state.error = Some(PipelineError::StageFailed {
-                        stage: self.stage_name(index),
-                        source,
-                    });
-                    self.stop_after_failure(&mut state, index);
-                }
-                Outcome::Panicked(message) => {
-                    let stage = self.stage_name(index);
-                    self.emitter.emit_with(|| EventKind::StageFailed {
-                        stage: stage.clone(),
-                        error: format!("panicked: {message}"),
-                        duration_ms: millis(self.started.elapsed()),
-                    });
-                    state.error = Some(PipelineError::StagePanicked { stage, message });
-                    self.stop_after_failure(&mut state, index);
-                }
-                // Dropped without the run stopping it: the runtime is going away.
-                Outcome::Aborted => state.error = Some(PipelineError::Lost),
-                Outcome::Done | Outcome::Cancelled => {}
-            }
-        }
-        if state.remaining > 0 {
-            return;
-        }
-        let error = state.error.take();
-        let result = state.result.take();
-        let timers = std::mem::take(&mut state.timers);
-        drop(state);
-        for timer in timers {
-            timer.abort();
-        }
-        self.report(error, result);
-    }
-
-    /// Stops everything that is not downstream of the failed stage at once; stages downstream
-    /// of it finish what they already received (a save stage persists the messages a failed
-    /// turn produced), within the shutdown grace period.
-    fn stop_after_failure(self: &Arc<Self>, state: &mut RunState, failed: usize) {
-        let topo = &self.inner.topology;
-        let mut downstream = vec![false; topo.stages.len()];
-        if failed != usize::MAX {
-            let mut queue = vec![failed];
-            while let Some(s) = queue.pop() {
-                for &e in &topo.outgoing[s] {
-                    let to = topo.edges[e].1;
-                    if !downstream[to] {
-                        downstream[to] = true;
-                        queue.push(to);
-                    }
-                }
-            }
-        }
-        for (i, token) in self.stage_tokens.iter().enumerate() {
-            if !downstream[i] {
-                token.cancel();
-            }
-        }
-        for (i, task) in &state.tasks {
-            if *i == usize::MAX || !downstream[*i] {
-                task.abort();
-            }
-        }
-        let drains = downstream.iter().any(|d| *d);
-        state.draining = Some(downstream);
-        if drains && state.remaining > 0 {
-            // Downstream stages that do not finish draining in time are stopped, with every
-            // task registered by then.
-            let grace = topo.config.shutdown_grace;
-            let run = Arc::clone(self);
-            let timer = tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                let state = run.lock();
-                run.stop_all(state);
-            });
-            state.timers.push(timer.abort_handle());
-        }
-    }
-
-    /// Emits the run's end, leaves the pipeline's runs and sends the result.
-    fn report(
-        &self,
-        error: Option<PipelineError>,
-        result_tx: Option<oneshot::Sender<Result<RunSummary, PipelineError>>>,
-    ) {
-        let duration = self.started.elapsed();
-        let result = match error {
-            None => {
-                self.emitter.emit(EventKind::PipelineCompleted {
-                    duration_ms: millis(duration),
-                });
-                Ok(RunSummary {
-                    run_id: self.emitter.run_id().to_owned(),
-                    duration,
-                })
-            }
-            Some(e) => {
-                self.emitter.emit_with(|| EventKind::PipelineFailed {
-                    error: e.to_string(),
-                    duration_ms: millis(duration),
-                });
-                Err(e)
-            }
-        };
-        {
-            let mut runs = self
-                .inner
-                .runs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            runs.map.remove(&self.run_no);
-            if runs.map.is_empty()
-                && let Some(watchdog) = runs.watchdog.take()
-            {
-                // No task outlives the runs: the next run starts another.
-                watchdog.abort();
-            }
-        }
-        // Only a shutdown waits for runs to end; it sets the flag before it looks at the runs
-        // (see `shutdown_with_grace`).
-        if self.inner.shutting_down.load(Ordering::SeqCst) {
-            self.inner.runs_changed.notify_waiters();
-        }
-        if let Some(tx) = result_tx {
-            let _ = tx.send(result);
-        }
-    }
-}
-
-/// Reports the end of `work`, a task of `run`, to the run: its outcome, a panic as a typed
-/// error, or, when the task's future is dropped first (even before its first poll), an
-/// abort. The work is always dropped before the report.
-fn reported<F: Future<Output = Outcome>>(
-    run: Arc<RunShared>,
-    index: usize,
-    work: F,
-) -> impl Future<Output = ()> {
-    struct Report {
-        run: Arc<RunShared>,
-        index: usize,
-        outcome: Option<Outcome>,
-    }
-    impl Drop for Report {
-        fn drop(&mut self) {
-            let outcome = self.outcome.take().unwrap_or(Outcome::Aborted);
-            self.run.task_done(self.index, outcome);
-        }
-    }
-    // Struct fields drop in declaration order: a future dropped before its first poll drops
-    // the work, then reports.
-    struct Task<F> {
-        work: F,
-        report: Report,
-    }
-    let task = Task {
-        work,
-        report: Report {
-            run,
-            index,
-            outcome: None,
-        },
-    };
-    async move {
-        // Locals drop in reverse order: once polled, the work (declared last) drops first.
-        let mut report = task.report;
-        let work = task.work;
-        let outcome =
-            futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work)).await;
-        report.outcome = Some(match outcome {
-            Ok(outcome) => outcome,
-            Err(payload) => Outcome::Panicked(panic_message(&*payload)),
-        });
-    }
-}
-
-/// Watches every run of a pipeline for the idle timeout: one task and one timer per pipeline
-/// while runs are in flight, not a timer per run. Every `period` it sums each run's progress;
-/// a run whose sum has not moved, with no stage busy (waiting on a model or a tool, which
-/// have their own timeouts), for `limit` fails with [`PipelineError::IdleTimeout`]. The
-/// last run to end stops it.
-async fn watch_idle(inner: std::sync::Weak<Inner>, limit: Duration, period: Duration) {
-    // Per run: the progress last seen and when it last changed.
-    let mut seen: HashMap<u64, (u64, tokio::time::Instant)> = HashMap::new();
-    loop {
-        tokio::time::sleep(period).await;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let now = tokio::time::Instant::now();
-        let mut idle = Vec::new();
-        {
-            let runs = inner.runs.lock().unwrap_or_else(PoisonError::into_inner);
-            seen.retain(|run, _| runs.map.contains_key(run));
-            for (&no, run) in &runs.map {
-                let total: u64 = run.progress.iter().map(|p| p.get()).sum();
-                let busy = run.progress.iter().any(|p| p.is_busy());
-                let last = seen.entry(no).or_insert((total, now));
-                if total != last.0 || busy {
-                    *last = (total, now);
-                } else if now.duration_since(last.1) >= limit {
-                    idle.push(Arc::clone(run));
-                }
-            }
-        }
-        for run in idle {
-            // A run that already failed is draining within the grace period instead.
-            run.fail_if_ok(PipelineError::IdleTimeout(limit));
-        }
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
-    }
-}
-
-/// Feeds a run started with [`Pipeline::start`]. Dropping it ends the input.
+/// Feeds a live run started with [`Pipeline::start`]. Dropping every clone ends the input.
 #[derive(Debug, Clone)]
 pub struct InputSender {
-    txs: Vec<mpsc::Sender<Element>>,
+    txs: Arc<[mpsc::Sender<Element>]>,
+    context: Arc<RunContext>,
 }
 
-/// The run's input is closed (the run ended or its root stages stopped reading).
+/// The run's input is closed (the run ended, a shutdown closed it, or its root stages stopped
+/// reading).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("pipeline input closed")]
 pub struct InputClosed;
 
 impl InputSender {
-    /// Sends an element to every root stage, waiting while they are busy.
+    /// Sends an element to every root stage, waiting while they are busy. Cancel-safe.
     ///
     /// # Errors
     /// [`InputClosed`] when no root stage is reading any more.
     pub async fn send(&self, element: Element) -> Result<(), InputClosed> {
-        match self.txs.as_slice() {
-            [] => Err(InputClosed),
-            [only] => only.send(element).await.map_err(|_| InputClosed),
+        match &*self.txs {
+            [only] => send_one(only, element).await,
+            many => broadcast(many.iter(), element).await,
+        }
+        .map_err(|_| InputClosed)
+    }
+
+    /// Sends an element to every root stage if each has room now; never waits. A transport
+    /// that must keep reading its socket can drop audio instead of stalling.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] (nothing sent) or [`TrySendError::Closed`], with the element.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the element comes back unboxed, as with tokio's `try_send`: boxing it would allocate on the path that must not wait"
+    )]
+    pub fn try_send(&self, element: Element) -> Result<(), TrySendError> {
+        match &*self.txs {
+            [only] => only.try_send(element).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(e) => TrySendError::Full(e),
+                mpsc::error::TrySendError::Closed(e) => TrySendError::Closed(e),
+            }),
             many => {
-                if crate::stage::broadcast(many, |tx| tx, element).await {
-                    Ok(())
-                } else {
-                    Err(InputClosed)
+                let mut permits = Vec::with_capacity(many.len());
+                for tx in many {
+                    match tx.try_reserve() {
+                        Ok(permit) => permits.push(permit),
+                        Err(mpsc::error::TrySendError::Full(())) => {
+                            return Err(TrySendError::Full(element));
+                        }
+                        Err(mpsc::error::TrySendError::Closed(())) => {}
+                    }
                 }
+                let Some(last) = permits.pop() else {
+                    return Err(TrySendError::Closed(element));
+                };
+                for permit in permits {
+                    permit.send(element.clone());
+                }
+                last.send(element);
+                Ok(())
             }
         }
+    }
+
+    /// Interrupts the run ([`RunContext::interrupt`]): stale output is dropped everywhere at
+    /// once. Then sends the interrupt marker into the input, in order with the rest of it.
+    ///
+    /// # Errors
+    /// [`InputClosed`] when the marker cannot be sent (the interrupt itself took effect).
+    pub async fn interrupt(&self, interrupt: Interrupt) -> Result<Interrupt, InputClosed> {
+        let recorded = self.context.interrupt(interrupt);
+        self.send(Element::interrupt(recorded)).await?;
+        Ok(recorded)
+    }
+
+    /// The run's shared state (its playback slot, say).
+    pub fn run(&self) -> &Arc<RunContext> {
+        &self.context
     }
 }
 
@@ -1011,8 +683,6 @@ impl Execution {
     /// The run's error, if it failed.
     pub async fn finish(self) -> (Vec<Element>, Result<RunSummary, PipelineError>) {
         let (mut output, handle) = self.into_parts();
-        // Everything is collected: only the end (or a full channel) needs this task.
-        output.set_wake(OutputWake::End);
         let mut elements = Vec::new();
         while let Some(e) = output.recv().await {
             elements.push(e);
@@ -1023,12 +693,22 @@ impl Execution {
 
 /// The output elements of a run. Dropping it before its end cancels the run, so an
 /// abandoned run never leaves tasks behind.
+///
+/// Stale elements of an interrupted answer are dropped, and after an interrupt the first
+/// element is the interrupt itself ([`Control::Interrupt`], once per interrupt), ahead of
+/// anything still queued. In a live run a consumer waiting for the next element is woken by
+/// an interrupt, so a transport can tell its client to stop playing at once.
 pub struct OutputStream {
     rx: mpsc::Receiver<Element>,
-    signal: Arc<OutputSignal>,
     base: Option<Arc<Map<String, Value>>>,
     progress: Arc<Progress>,
     run: Arc<RunShared>,
+    context: Arc<RunContext>,
+    /// The epoch of the last interrupt yielded.
+    announced: u64,
+    /// In a live run, while waiting: the wait for the next interrupt.
+    waiting_for_interrupt: Option<Pin<Box<dyn Future<Output = Interrupt> + Send>>>,
+    live: bool,
     exhausted: bool,
 }
 
@@ -1042,51 +722,83 @@ impl Drop for OutputStream {
 
 impl fmt::Debug for OutputStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OutputStream").finish_non_exhaustive()
+        f.debug_struct("OutputStream")
+            .field("live", &self.live)
+            .field("announced", &self.announced)
+            .finish_non_exhaustive()
     }
 }
 
 impl OutputStream {
-    /// The next element, or `None` when every leaf stage is done.
+    /// The next element, or `None` when every leaf stage is done. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Element> {
         std::future::poll_fn(|cx| self.poll_element(cx)).await
-    }
-
-    /// Which elements wake this consumer while it waits (see [`OutputWake`]); it may change
-    /// at any time. Every element arrives either way, in order.
-    pub fn set_wake(&self, wake: OutputWake) {
-        self.signal.set(wake);
     }
 
     fn poll_element(&mut self, cx: &mut Context<'_>) -> Poll<Option<Element>> {
         if self.exhausted {
             return Poll::Ready(None);
         }
-        // The channel is read without registering with it (its sends would wake this task
-        // for every element); the stages wake it through the signal, for the elements it
-        // asked for, a full channel and their end. Registered before the second look, so an
-        // element sent in between is not missed.
-        let mut registered = false;
         loop {
-            match self.rx.try_recv() {
-                Ok(mut e) => {
+            if let Some(interrupt) = self.unannounced() {
+                return Poll::Ready(Some(Element::interrupt(interrupt)));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(element)) => {
                     self.progress.tick();
-                    if let Some(base) = &self.base {
-                        e.meta.merge_base(base);
+                    if let Some(element) = self.accept(element) {
+                        return Poll::Ready(Some(element));
                     }
-                    return Poll::Ready(Some(e));
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => {
+                Poll::Ready(None) => {
                     self.exhausted = true;
                     return Poll::Ready(None);
                 }
-                Err(mpsc::error::TryRecvError::Empty) if registered => return Poll::Pending,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    self.signal.register(cx.waker());
-                    registered = true;
+                Poll::Pending if self.live => {
+                    let wait = self.waiting_for_interrupt.get_or_insert_with(|| {
+                        Box::pin(self.context.interrupted_after(self.announced))
+                    });
+                    if wait.as_mut().poll(cx).is_ready() {
+                        self.waiting_for_interrupt = None;
+                        continue;
+                    }
+                    return Poll::Pending;
                 }
+                Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// The latest interrupt, when it has not been yielded yet.
+    fn unannounced(&mut self) -> Option<Interrupt> {
+        if self.context.epoch() <= self.announced {
+            return None;
+        }
+        let interrupt = self.context.last_interrupt();
+        self.announced = interrupt.epoch;
+        self.waiting_for_interrupt = None;
+        Some(interrupt)
+    }
+
+    /// What the consumer gets of an element that reached the output.
+    fn accept(&self, mut element: Element) -> Option<Element> {
+        if element.is_stale(self.context.epoch()) {
+            return None;
+        }
+        match &element.payload {
+            Payload::Control(Control::Start) => return None,
+            // Yielded already, when the epoch moved.
+            Payload::Control(Control::Interrupt(i))
+                if i.epoch != 0 && i.epoch <= self.announced =>
+            {
+                return None;
+            }
+            _ => {}
+        }
+        if let Some(base) = &self.base {
+            element.meta.merge_base(base);
+        }
+        Some(element)
     }
 }
 
@@ -1102,7 +814,7 @@ impl Stream for OutputStream {
 pub struct RunHandle {
     run: Arc<RunShared>,
     result: oneshot::Receiver<Result<RunSummary, PipelineError>>,
-    turn: Arc<TurnContext>,
+    context: Arc<RunContext>,
 }
 
 impl fmt::Debug for RunHandle {
@@ -1116,7 +828,7 @@ impl fmt::Debug for RunHandle {
 impl RunHandle {
     /// The run id (also on the run's events).
     pub fn run_id(&self) -> &str {
-        self.run.emitter.run_id()
+        self.run.emitter().run_id()
     }
 
     /// Cancels the run: every stage future is dropped.
@@ -1124,9 +836,15 @@ impl RunHandle {
         self.run.cancel();
     }
 
-    /// The run's turn data (as the stages left it).
-    pub fn turn(&self) -> &Arc<TurnContext> {
-        &self.turn
+    /// Interrupts the run ([`RunContext::interrupt`]); no marker is sent into its input
+    /// (see [`InputSender::interrupt`]).
+    pub fn interrupt(&self, interrupt: Interrupt) -> Interrupt {
+        self.context.interrupt(interrupt)
+    }
+
+    /// The run's shared state (as the stages left it, once the run is over).
+    pub fn run(&self) -> &Arc<RunContext> {
+        &self.context
     }
 
     /// Waits until every task of the run has ended and returns its result: the first fatal
@@ -1134,19 +852,8 @@ impl RunHandle {
     ///
     /// # Errors
     /// The run's [`PipelineError`].
-    pub async fn wait(mut self) -> Result<RunSummary, PipelineError> {
-        std::future::poll_fn(|cx| self.poll_wait(cx)).await
-    }
-
-    /// Polls for the run's result, as [`wait`](Self::wait) does, without taking the handle:
-    /// for a caller that keeps the handle in its own state instead of boxing a future.
-    ///
-    /// # Panics
-    /// When polled again after it returned the result, as a completed future does.
-    pub fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<RunSummary, PipelineError>> {
-        Pin::new(&mut self.result)
-            .poll(cx)
-            .map(|result| result.unwrap_or(Err(PipelineError::Lost)))
+    pub async fn wait(self) -> Result<RunSummary, PipelineError> {
+        self.result.await.unwrap_or(Err(PipelineError::Lost))
     }
 }
 
@@ -1199,19 +906,30 @@ impl ExecutionResult {
                 self.messages.push(message);
             }
             Payload::Text(text) if !history => self.text.push_str(&text),
-            Payload::Control(crate::element::Control::Error(e)) => self.errors.push(e),
+            Payload::Control(Control::Error(e)) => self.errors.push(e),
             _ => {}
         }
     }
 }
 
-/// A failed [`Pipeline::execute_sync`]: the error and everything collected before it.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+/// A failed [`Pipeline::execute_sync`]: the error and everything collected before it. It
+/// displays as its error, and its causes are the error's.
+#[derive(Debug)]
 pub struct RunFailure {
     /// Why the run failed.
-    #[source]
     pub error: PipelineError,
     /// What reached the output before it failed.
     pub partial: ExecutionResult,
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for RunFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
 }

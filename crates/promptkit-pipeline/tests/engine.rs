@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use promptkit_core::{Message, Usage};
+use promptkit_core::{ErrorChain, Message, Usage};
 use promptkit_pipeline::{
-    BuildError, Element, OutputWake, Pipeline, PipelineError, Stage, StageContext, StageError,
-    StageInput, StageKind, StageOutput, TurnData, stages,
+    BuildError, Element, Pipeline, PipelineError, RunData, Stage, StageContext, StageError,
+    StageInput, StageKind, StageOutput, stages,
 };
 use serde_json::json;
 
@@ -112,7 +112,7 @@ fn texts(elements: &[Element]) -> Vec<String> {
 
 async fn run_texts(pipeline: &Pipeline, input: Vec<Element>) -> Vec<String> {
     let (elements, result) = pipeline
-        .execute(TurnData::default(), futures_util::stream::iter(input))
+        .execute(RunData::default(), futures_util::stream::iter(input))
         .unwrap()
         .finish()
         .await;
@@ -259,7 +259,7 @@ async fn every_root_gets_the_whole_input_however_it_arrives() {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let input =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-    let execution = one_root.execute(TurnData::default(), input).unwrap();
+    let execution = one_root.execute(RunData::default(), input).unwrap();
     let feeder = tokio::spawn(async move {
         for e in numbers(4) {
             tx.send(e).await.unwrap();
@@ -294,7 +294,7 @@ async fn broadcast_delivers_every_element_to_every_branch_in_order() {
         .unwrap();
     let input: Vec<Element> = (0..200).map(|i| Element::text(i.to_string())).collect();
     let (elements, result) = pipeline
-        .execute(TurnData::default(), futures_util::stream::iter(input))
+        .execute(RunData::default(), futures_util::stream::iter(input))
         .unwrap()
         .finish()
         .await;
@@ -342,7 +342,7 @@ async fn competing_consumers_each_get_a_share_and_nothing_twice() {
         .unwrap();
     let input: Vec<Element> = (0..400).map(|i| Element::text(i.to_string())).collect();
     let (elements, result) = pipeline
-        .execute(TurnData::default(), futures_util::stream::iter(input))
+        .execute(RunData::default(), futures_util::stream::iter(input))
         .unwrap()
         .finish()
         .await;
@@ -385,7 +385,7 @@ async fn backpressure_bounds_the_producer_to_the_channel_capacities() {
         .build()
         .unwrap();
     let mut execution = pipeline
-        .execute(TurnData::default(), futures_util::stream::empty())
+        .execute(RunData::default(), futures_util::stream::empty())
         .unwrap();
     // Read nothing for a while: the producer must stall.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -430,7 +430,7 @@ async fn per_edge_capacity_overrides_the_default() {
         .build()
         .unwrap();
     let execution = pipeline
-        .execute(TurnData::default(), futures_util::stream::empty())
+        .execute(RunData::default(), futures_util::stream::empty())
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let ahead = sent.load(Ordering::SeqCst);
@@ -486,7 +486,7 @@ async fn the_first_fatal_error_cancels_siblings_and_is_returned() {
     let (_, result) = tokio::time::timeout(
         Duration::from_secs(5),
         pipeline
-            .execute(TurnData::default(), futures_util::stream::iter(input))
+            .execute(RunData::default(), futures_util::stream::iter(input))
             .unwrap()
             .finish(),
     )
@@ -536,7 +536,7 @@ async fn a_panicking_stage_becomes_a_typed_error_naming_it() {
         .build()
         .unwrap();
     let failure = pipeline
-        .execute_sync(TurnData::default(), [Element::text("x")])
+        .execute_sync(RunData::default(), [Element::text("x")])
         .await
         .unwrap_err();
     match &failure.error {
@@ -568,7 +568,7 @@ async fn cancellation_leaves_no_task_running() {
         .chain(["a", "b", "c"])
         .build()
         .unwrap();
-    let (input, execution) = pipeline.start(TurnData::default()).unwrap();
+    let (input, execution) = pipeline.start(RunData::default()).unwrap();
     input.send(Element::text("hello")).await.unwrap();
     let (mut output, handle) = execution.into_parts();
     assert_eq!(output.recv().await.unwrap().as_text(), Some("hello"));
@@ -607,7 +607,7 @@ async fn dropping_the_output_cancels_an_abandoned_run() {
     let baseline = metrics.num_alive_tasks();
     let live = Live::default();
     let pipeline = forever_pipeline(&live);
-    let (input, execution) = pipeline.start(TurnData::default()).unwrap();
+    let (input, execution) = pipeline.start(RunData::default()).unwrap();
     input.send(Element::text("x")).await.unwrap();
     drop(execution);
     for _ in 0..200 {
@@ -683,10 +683,7 @@ async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
         })
         .build()
         .unwrap();
-    let result = pipeline
-        .execute_sync(TurnData::default(), [])
-        .await
-        .unwrap();
+    let result = pipeline.execute_sync(RunData::default(), []).await.unwrap();
     assert_eq!(result.elements, 10);
 
     // Heartbeats alone (a long model call) count as progress too.
@@ -699,10 +696,7 @@ async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
         })
         .build()
         .unwrap();
-    let result = pipeline
-        .execute_sync(TurnData::default(), [])
-        .await
-        .unwrap();
+    let result = pipeline.execute_sync(RunData::default(), []).await.unwrap();
     assert_eq!(result.text, "done");
 
     // A stage silent for longer than the limit is cut off.
@@ -716,7 +710,7 @@ async fn idle_timeout_is_reset_by_a_slow_but_progressing_stage() {
         .build()
         .unwrap();
     let failure = pipeline
-        .execute_sync(TurnData::default(), [])
+        .execute_sync(RunData::default(), [])
         .await
         .unwrap_err();
     assert!(
@@ -740,7 +734,7 @@ async fn a_wait_marked_busy_is_not_idle_and_an_unmarked_one_is() {
             })
             .build()
             .unwrap()
-            .execute_sync(TurnData::default(), [])
+            .execute_sync(RunData::default(), [])
             .await
     };
     assert_eq!(run(Report::Busy).await.unwrap().text, "done");
@@ -764,7 +758,7 @@ async fn execution_timeout_is_a_hard_ceiling() {
         .build()
         .unwrap();
     let failure = pipeline
-        .execute_sync(TurnData::default(), [])
+        .execute_sync(RunData::default(), [])
         .await
         .unwrap_err();
     assert!(matches!(failure.error, PipelineError::ExecutionTimeout(_)));
@@ -796,7 +790,7 @@ async fn base_metadata_is_merged_into_every_element_and_the_element_wins() {
         .unwrap();
     let (elements, result) = pipeline
         .execute(
-            TurnData::default(),
+            RunData::default(),
             futures_util::stream::iter([Element::text("own").with_attribute("region", "us")]),
         )
         .unwrap()
@@ -836,7 +830,7 @@ async fn execute_sync_collects_messages_response_usage_and_errors() {
     history.usage = Some(Usage::new(100, 100));
     let result = pipeline
         .execute_sync(
-            TurnData::default(),
+            RunData::default(),
             [
                 Element::message(history).as_history(),
                 Element::message(Message::user("hi")),
@@ -862,7 +856,7 @@ async fn a_failed_run_keeps_what_was_already_produced() {
         .unwrap();
     let failure = pipeline
         .execute_sync(
-            TurnData::default(),
+            RunData::default(),
             [
                 Element::message(Message::user("one")),
                 Element::message(Message::assistant("two")),
@@ -898,7 +892,7 @@ async fn routers_pick_targets_and_broadcast_control() {
         .unwrap();
     let (elements, result) = pipeline
         .execute(
-            TurnData::default(),
+            RunData::default(),
             futures_util::stream::iter(vec![
                 Element::text("1"),
                 Element::text("one"),
@@ -945,7 +939,7 @@ async fn distribution(router: stages::Router, n: usize) -> (usize, usize) {
         .map(|i| Element::text(format!("k{}", i % 7)))
         .collect();
     let (elements, result) = pipeline
-        .execute(TurnData::default(), futures_util::stream::iter(input))
+        .execute(RunData::default(), futures_util::stream::iter(input))
         .unwrap()
         .finish()
         .await;
@@ -990,11 +984,11 @@ async fn a_router_naming_a_missing_branch_fails_clearly() {
         .build()
         .unwrap();
     let failure = pipeline
-        .execute_sync(TurnData::default(), [Element::text("x")])
+        .execute_sync(RunData::default(), [Element::text("x")])
         .await
         .unwrap_err();
     assert_eq!(
-        failure.to_string(),
+        ErrorChain(&failure).to_string(),
         "stage `r` failed: router `r` has no edge to `ghost` (its targets: real)"
     );
 }
@@ -1010,7 +1004,7 @@ async fn metrics_count_by_kind() {
         .unwrap();
     pipeline
         .execute_sync(
-            TurnData::default(),
+            RunData::default(),
             [
                 Element::text("x"),
                 Element::text("y"),
@@ -1043,7 +1037,7 @@ async fn one_pipeline_runs_concurrently_with_separate_turn_contexts() {
     for i in 0..20 {
         let p = pipeline.clone();
         runs.push(tokio::spawn(async move {
-            p.execute_sync(TurnData::for_session(format!("s{i}")), [Element::text("x")])
+            p.execute_sync(RunData::for_session(format!("s{i}")), [Element::text("x")])
                 .await
                 .unwrap()
                 .text
@@ -1069,7 +1063,7 @@ impl Stage for TagSession {
         output: StageOutput,
     ) -> Result<(), StageError> {
         while input.recv().await.is_some() {
-            let session = cx.turn().read().session_id.clone().unwrap_or_default();
+            let session = cx.run().read().session_id.clone().unwrap_or_default();
             output.send(Element::text(session)).await?;
         }
         Ok(())
@@ -1082,8 +1076,8 @@ async fn shutdown_waits_for_the_grace_period_then_cancels() {
     let pipeline = forever_pipeline(&live);
     // A quick run finishes within the grace period.
     let quick = pipeline.clone();
-    let quick_run = tokio::spawn(async move { quick.execute_sync(TurnData::default(), []).await });
-    let (input, execution) = pipeline.start(TurnData::default()).unwrap();
+    let quick_run = tokio::spawn(async move { quick.execute_sync(RunData::default(), []).await });
+    let (input, execution) = pipeline.start(RunData::default()).unwrap();
     input.send(Element::text("x")).await.unwrap();
     let (_output, handle) = execution.into_parts();
     let started = std::time::Instant::now();
@@ -1102,7 +1096,7 @@ async fn shutdown_waits_for_the_grace_period_then_cancels() {
     assert!(quick_run.await.unwrap().is_err());
     // No new runs after shutdown.
     assert!(matches!(
-        pipeline.start(TurnData::default()),
+        pipeline.start(RunData::default()),
         Err(PipelineError::ShuttingDown)
     ));
 }
@@ -1153,7 +1147,7 @@ async fn after_a_failure_downstream_stages_drain_what_they_received_and_upstream
         .unwrap();
     let input: Vec<Element> = (0..5).map(|i| Element::text(i.to_string())).collect();
     let failure = pipeline
-        .execute_sync(TurnData::default(), input)
+        .execute_sync(RunData::default(), input)
         .await
         .unwrap_err();
     assert!(
@@ -1165,154 +1159,6 @@ async fn after_a_failure_downstream_stages_drain_what_they_received_and_upstream
     assert_eq!(live.count(), 0, "the upstream stage was cancelled");
 }
 
-/// Sends a message, then after 10 ms a text, then after 10 ms more ends.
-struct MessageThenText;
-
-impl Stage for MessageThenText {
-    fn name(&self) -> &str {
-        "message_then_text"
-    }
-
-    async fn run(
-        &self,
-        _cx: StageContext,
-        mut input: StageInput,
-        output: StageOutput,
-    ) -> Result<(), StageError> {
-        while input.recv().await.is_some() {}
-        output.send(Element::message(Message::user("hi"))).await?;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        output.send(Element::text("a")).await?;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok(())
-    }
-}
-
-/// Counts its wake-ups.
-#[derive(Default)]
-struct Wakes(AtomicUsize);
-
-impl std::task::Wake for Wakes {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// How often the consumer is woken, per [`OutputWake`], and that it gets every element in
-/// order whatever it chose.
-async fn wakes_and_elements(wake: OutputWake) -> (Vec<usize>, Vec<&'static str>) {
-    let pipeline = Pipeline::builder().then(MessageThenText).build().unwrap();
-    let (mut output, handle) = pipeline
-        .execute(TurnData::default(), futures_util::stream::empty())
-        .unwrap()
-        .into_parts();
-    output.set_wake(wake);
-    let wakes = Arc::new(Wakes::default());
-    let waker = std::task::Waker::from(Arc::clone(&wakes));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut pinned = std::pin::Pin::new(&mut output);
-    // Waiting: nothing sent yet.
-    assert!(futures_util::Stream::poll_next(pinned.as_mut(), &mut cx).is_pending());
-    let mut seen = Vec::new();
-    // After the message, after the text, after the end.
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(7)).await;
-        seen.push(wakes.0.load(Ordering::SeqCst));
-    }
-    let mut kinds = Vec::new();
-    while let std::task::Poll::Ready(next) =
-        futures_util::Stream::poll_next(pinned.as_mut(), &mut cx)
-    {
-        match next {
-            Some(e) => kinds.push(e.kind_name()),
-            None => {
-                kinds.push("end");
-                break;
-            }
-        }
-    }
-    handle.wait().await.unwrap();
-    (seen, kinds)
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_consumer_chooses_which_elements_wake_it_and_still_gets_them_all() {
-    let all = ["message", "text", "end"];
-    let (wakes, kinds) = wakes_and_elements(OutputWake::All).await;
-    assert!(wakes[0] >= 1, "the message wakes it: {wakes:?}");
-    assert_eq!(kinds, all);
-
-    let (wakes, kinds) = wakes_and_elements(OutputWake::SkipMessages).await;
-    assert_eq!(wakes[0], 0, "the message does not wake it: {wakes:?}");
-    assert!(wakes[1] >= 1, "the text does: {wakes:?}");
-    assert_eq!(
-        kinds, all,
-        "the message is still delivered, before the text"
-    );
-
-    let (wakes, kinds) = wakes_and_elements(OutputWake::End).await;
-    assert_eq!(&wakes[..2], [0, 0], "neither element wakes it: {wakes:?}");
-    assert!(wakes[2] >= 1, "the end does: {wakes:?}");
-    assert_eq!(kinds, all);
-}
-
-/// Emits `count` messages as fast as the channel takes them.
-struct Flood {
-    count: usize,
-}
-
-impl Stage for Flood {
-    fn name(&self) -> &str {
-        "flood"
-    }
-
-    async fn run(
-        &self,
-        _cx: StageContext,
-        mut input: StageInput,
-        output: StageOutput,
-    ) -> Result<(), StageError> {
-        while input.recv().await.is_some() {}
-        for i in 0..self.count {
-            output
-                .send(Element::message(Message::user(format!("{i}"))))
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn a_consumer_woken_only_at_the_end_is_still_woken_when_the_channel_fills() {
-    // 100 messages through a channel of 4, to a consumer that asked to be woken only at the
-    // end: the full channel wakes it, or the run would wait on it for ever.
-    let pipeline = Pipeline::builder()
-        .channel_capacity(4)
-        .idle_timeout(None)
-        .then(Flood { count: 100 })
-        .build()
-        .unwrap();
-    for wake in [OutputWake::End, OutputWake::SkipMessages] {
-        let (mut output, handle) = pipeline
-            .execute(TurnData::default(), futures_util::stream::empty())
-            .unwrap()
-            .into_parts();
-        output.set_wake(wake);
-        let received = tokio::time::timeout(Duration::from_secs(30), async {
-            let mut texts = Vec::new();
-            while let Some(e) = output.recv().await {
-                texts.push(e.as_message().unwrap().text());
-            }
-            texts
-        })
-        .await
-        .expect("the consumer is woken");
-        let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
-        assert_eq!(received, expected);
-        handle.wait().await.unwrap();
-    }
-}
-
 #[test]
 fn a_run_dropped_with_its_runtime_reports_it_was_lost_not_done() {
     let live = Live::default();
@@ -1322,7 +1168,7 @@ fn a_run_dropped_with_its_runtime_reports_it_was_lost_not_done() {
         .build()
         .unwrap();
     let (input, output, handle) = runtime.block_on(async {
-        let (input, execution) = pipeline.start(TurnData::default()).unwrap();
+        let (input, execution) = pipeline.start(RunData::default()).unwrap();
         input.send(Element::text("x")).await.unwrap();
         let (output, handle) = execution.into_parts();
         // The stage is running when the runtime goes.

@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use promptkit_core::ErrorChain;
 use promptkit_core::Message;
 use promptkit_pipeline::events::{EventBus, EventKind, EventStore, Replay, ReplaySpeed};
 use promptkit_pipeline::stages::{self, RecordedElement};
 use promptkit_pipeline::{
-    Element, Pipeline, Stage, StageContext, StageError, StageInput, StageOutput, TurnData,
+    Element, Pipeline, RunData, Stage, StageContext, StageError, StageInput, StageOutput,
 };
 
 struct Boom;
@@ -38,7 +39,7 @@ async fn lifecycle_events_with_a_monotonic_per_run_sequence() {
         .build()
         .unwrap();
     pipeline
-        .execute_sync(TurnData::for_session("s1"), [Element::text("x")])
+        .execute_sync(RunData::for_session("s1"), [Element::text("x")])
         .await
         .unwrap();
     let events = sub.drain();
@@ -63,10 +64,13 @@ async fn a_failing_stage_emits_stage_and_pipeline_failed() {
         .build()
         .unwrap();
     let failure = pipeline
-        .execute_sync(TurnData::default(), [Element::text("x")])
+        .execute_sync(RunData::default(), [Element::text("x")])
         .await
         .unwrap_err();
-    assert_eq!(failure.to_string(), "stage `boom` failed: exploded");
+    assert_eq!(
+        ErrorChain(&failure).to_string(),
+        "stage `boom` failed: exploded"
+    );
     let events = sub.drain();
     assert!(events.iter().any(|e| matches!(&e.data,
         EventKind::StageFailed { stage, error, .. } if stage == "boom" && error == "exploded")));
@@ -90,7 +94,7 @@ async fn replay_of_a_recorded_session_reproduces_its_events() {
     for turn in 0..3 {
         pipeline
             .execute_sync(
-                TurnData::for_session("session/../../1"),
+                RunData::for_session("session/../../1"),
                 [Element::message(Message::user(format!("turn {turn}")))],
             )
             .await
@@ -130,6 +134,7 @@ async fn replay_keeps_the_original_timing_scaled() {
             at: promptkit_core::Timestamp::from_unix_millis(1_700_000_000_000 + ms).unwrap(),
             run_id: "r".into(),
             session_id: Some("s".into()),
+            turn_id: None,
             data: EventKind::Custom {
                 name: format!("e{i}"),
                 data: serde_json::Value::Null,
@@ -180,7 +185,7 @@ async fn the_recording_stage_writes_elements_as_events() {
         .unwrap();
     let result = pipeline
         .execute_sync(
-            TurnData::for_session("rec"),
+            RunData::for_session("rec"),
             [
                 Element::message(Message::user("hello")),
                 Element::text("delta"),

@@ -4,14 +4,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use promptkit_core::{
-    BoxFuture, EventStream, FinishReason, Message, Provider, ProviderError, ProviderRequest,
-    ProviderResponse, StreamEvent, ToolCall, ToolContext, ToolDef, ToolError, ToolErrorKind,
-    ToolResult, ToolSet, empty_object_schema,
+    BoxFuture, ErrorChain, EventStream, FinishReason, Message, Provider, ProviderError,
+    ProviderRequest, ProviderResponse, StreamEvent, ToolCall, ToolContext, ToolDef, ToolError,
+    ToolErrorKind, ToolResult, ToolSet, empty_object_schema,
 };
 use promptkit_pipeline::hooks::guardrails::{self, Action, Direction, PiiKind};
 use promptkit_pipeline::hooks::{Decision, Hooks, OnDeny, ProviderHook, ToolHook};
 use promptkit_pipeline::provider::{ProviderStage, ProviderStageConfig};
-use promptkit_pipeline::{Element, Pipeline, TurnData};
+use promptkit_pipeline::{Element, Pipeline, RunData};
 use serde_json::json;
 
 /// Streams fixed chunks; the first answer may ask for a tool call.
@@ -157,7 +157,7 @@ async fn a_streaming_guardrail_stops_the_response_before_the_offending_chunk() {
         .with_hooks(Hooks::new().guardrail(guardrails::banned_words(["guarantee"])));
     let (elements, result) = run(stage)
         .execute(
-            TurnData::default(),
+            RunData::default(),
             futures_util::stream::iter([Element::message(Message::user("refund?"))]),
         )
         .unwrap()
@@ -165,7 +165,7 @@ async fn a_streaming_guardrail_stops_the_response_before_the_offending_chunk() {
         .await;
     let err = result.unwrap_err();
     assert_eq!(
-        err.to_string(),
+        ErrorChain(&err).to_string(),
         "stage `provider` failed: denied by banned_words: banned word `guarantee`"
     );
     let deltas: Vec<&str> = elements.iter().filter_map(Element::as_text).collect();
@@ -186,7 +186,7 @@ async fn a_denied_turn_can_answer_with_a_replacement_instead() {
     );
     let result = run(stage)
         .execute_sync(
-            TurnData::default(),
+            RunData::default(),
             [Element::message(Message::user("promise?"))],
         )
         .await
@@ -206,14 +206,17 @@ async fn an_input_guardrail_denies_before_the_model_is_called() {
     );
     let failure = run(stage)
         .execute_sync(
-            TurnData::default(),
+            RunData::default(),
             [Element::message(Message::user(
                 "my card is 4111 1111 1111 1111",
             ))],
         )
         .await
         .unwrap_err();
-    assert!(failure.to_string().contains("payment card"), "{failure}");
+    assert!(
+        ErrorChain(&failure).to_string().contains("payment card"),
+        "{failure}"
+    );
     assert!(provider.requests.lock().unwrap().is_empty());
     assert_eq!(
         failure.partial.messages.len(),
@@ -234,7 +237,7 @@ async fn output_redaction_rewrites_the_complete_answer() {
     );
     let result = run(stage)
         .execute_sync(
-            TurnData::default(),
+            RunData::default(),
             [Element::message(Message::user("contact?"))],
         )
         .await
@@ -266,7 +269,7 @@ async fn a_provider_hook_rewrites_the_request() {
         ProviderStage::new(provider.clone()).with_hooks(Hooks::new().provider(SystemSuffix));
     run(stage)
         .execute_sync(
-            TurnData::default().with_system_prompt("Be brief."),
+            RunData::default().with_system_prompt("Be brief."),
             [Element::message(Message::user("hi"))],
         )
         .await
@@ -324,7 +327,7 @@ async fn tool_hook_decisions_are_honoured() {
         .with_hooks(Hooks::new().tool(ToolPolicy));
     let result = run(stage)
         .execute_sync(
-            TurnData::default(),
+            RunData::default(),
             [Element::message(Message::user("clean up"))],
         )
         .await

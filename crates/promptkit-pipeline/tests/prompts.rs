@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use promptkit_core::ErrorChain;
 use promptkit_core::Message;
 use promptkit_pipeline::prompt::{
     PromptAssemblyStage, PromptConfig, PromptError, PromptRegistry, StaticVariables, TemplateStage,
     VariableProvider, VariableProviderStage,
 };
-use promptkit_pipeline::{Element, Pipeline, PipelineError, TurnData};
+use promptkit_pipeline::{Element, Pipeline, PipelineError, RunData};
 
 const SUPPORT_YAML: &str = r#"
 apiVersion: promptkit.altairalabs.ai/v1alpha1
@@ -143,7 +144,7 @@ async fn stages_render_the_system_prompt_once_per_execution() {
 
     // Per-request variables (already on the turn) win over providers.
     for (tone, want) in [(None, "formal"), (Some("playful"), "playful")] {
-        let mut turn = TurnData::for_session("s").with_user("u");
+        let mut turn = RunData::for_session("s").with_user("u");
         turn.model = Some("gpt-4o-mini".into());
         if let Some(t) = tone {
             turn = turn.with_variable("tone", t);
@@ -157,7 +158,7 @@ async fn stages_render_the_system_prompt_once_per_execution() {
             .into_parts();
         assert!(out.recv().await.is_some());
         assert!(out.recv().await.is_none());
-        let turn = Arc::clone(handle.turn());
+        let turn = Arc::clone(handle.run());
         handle.wait().await.unwrap();
         let prompt = turn.read().system_prompt.clone().unwrap();
         assert!(prompt.contains(&format!("Tone: {want}.")), "{prompt}");
@@ -168,7 +169,7 @@ async fn stages_render_the_system_prompt_once_per_execution() {
     }
 
     // Check what the stages left in the turn.
-    let mut turn = TurnData::for_session("s");
+    let mut turn = RunData::for_session("s");
     turn.allowed_tools = Some(vec!["lookup_order".into(), "delete_everything".into()]);
     let execution = pipeline
         .execute(
@@ -178,7 +179,7 @@ async fn stages_render_the_system_prompt_once_per_execution() {
         .unwrap();
     let (mut out, handle) = execution.into_parts();
     while out.recv().await.is_some() {}
-    let turn = Arc::clone(handle.turn());
+    let turn = Arc::clone(handle.run());
     handle.wait().await.unwrap();
     let data = turn.snapshot();
     assert_eq!(
@@ -199,7 +200,7 @@ async fn a_missing_required_variable_fails_the_run_clearly() {
         .unwrap();
     let pipeline = text_pipeline(Arc::new(registry), "sales", vec![]);
     let failure = pipeline
-        .execute_sync(TurnData::default(), [Element::message(Message::user("hi"))])
+        .execute_sync(RunData::default(), [Element::message(Message::user("hi"))])
         .await
         .unwrap_err();
     match &failure.error {
@@ -207,8 +208,8 @@ async fn a_missing_required_variable_fails_the_run_clearly() {
         other => panic!("unexpected {other}"),
     }
     assert_eq!(
-        failure.to_string(),
-        "stage `template` failed: template error: missing required variable(s): product"
+        ErrorChain(&failure).to_string(),
+        "stage `template` failed: prompt template could not be rendered: missing required variable(s): product"
     );
 }
 
@@ -216,11 +217,11 @@ async fn a_missing_required_variable_fails_the_run_clearly() {
 async fn an_unknown_task_type_fails_instead_of_using_a_default_prompt() {
     let pipeline = text_pipeline(Arc::new(PromptRegistry::new()), "nope", vec![]);
     let failure = pipeline
-        .execute_sync(TurnData::default(), [Element::text("hi")])
+        .execute_sync(RunData::default(), [Element::text("hi")])
         .await
         .unwrap_err();
     assert!(
-        failure
+        ErrorChain(&failure)
             .to_string()
             .contains("no prompt for task type `nope`"),
         "{failure}"

@@ -1,21 +1,22 @@
 //! The provider stage and its tool loop, against a scripted provider and an in-test tool set.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use promptkit_core::{
-    BoxFuture, Cost, EventStream, FinishReason, Message, ModelPricing, PricingTable, Provider,
-    ProviderError, ProviderRequest, ProviderResponse, Role, StreamEvent, ToolCall, ToolChoice,
-    ToolContext, ToolDef, ToolError, ToolErrorKind, ToolResult, ToolSet, Usage,
+    BoxFuture, Cost, ErrorChain, EventStream, FinishReason, Message, ModelPricing, PricingTable,
+    Provider, ProviderError, ProviderRequest, ProviderResponse, Role, StreamEvent, ToolCall,
+    ToolChoice, ToolContext, ToolDef, ToolError, ToolErrorKind, ToolResult, ToolSet, Usage,
     empty_object_schema,
 };
 use promptkit_pipeline::provider::{
-    Approval, ApproveTools, PENDING_APPROVAL, ProviderStage, ProviderStageConfig, TurnMode,
+    Approvals, ApproveTools, PENDING_APPROVAL, ProviderStage, ProviderStageConfig,
+    ToolInterruption, TurnMode,
 };
-use promptkit_pipeline::{Element, Payload, Pipeline, PipelineError, TurnData};
+use promptkit_pipeline::{Element, Interrupt, Payload, Pipeline, PipelineError, RunData};
 use serde_json::json;
 
 /// One scripted model answer.
@@ -178,12 +179,14 @@ struct Tools {
     executed: Mutex<Vec<String>>,
     running: AtomicUsize,
     max_running: AtomicUsize,
+    /// The `gated` tool finishes when this is notified.
+    gate: tokio::sync::Notify,
 }
 
 impl ToolSet for Tools {
     fn definitions(&self) -> BoxFuture<'_, Result<Vec<ToolDef>, ToolError>> {
         Box::pin(async {
-            Ok(["weather", "time", "fail", "search", "sleepy"]
+            Ok(["weather", "time", "fail", "search", "sleepy", "gated"]
                 .into_iter()
                 .map(|n| ToolDef::new(n, format!("the {n} tool"), empty_object_schema()))
                 .collect())
@@ -208,6 +211,10 @@ impl ToolSet for Tools {
                 "sleepy" => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     Ok(ToolResult::text(&call.id, &call.name, "late"))
+                }
+                "gated" => {
+                    self.gate.notified().await;
+                    Ok(ToolResult::text(&call.id, &call.name, "booked"))
                 }
                 "fail" => Err(ToolError::Execution {
                     name: call.name.clone(),
@@ -258,7 +265,7 @@ async fn streams_deltas_before_the_complete_message() {
     let p = pipeline(ProviderStage::new(provider.clone()));
     let (elements, result) = p
         .execute(
-            TurnData::default().with_system_prompt("Be kind."),
+            RunData::default().with_system_prompt("Be kind."),
             futures_util::stream::iter([user("hi")]),
         )
         .unwrap()
@@ -289,7 +296,7 @@ async fn the_tool_loop_runs_calls_in_parallel_and_returns_results_in_call_order(
     let tools = Arc::new(Tools::default());
     let p = pipeline(ProviderStage::new(provider.clone()).with_tools(tools.clone()));
     let result = p
-        .execute_sync(TurnData::default(), [user("weather?")])
+        .execute_sync(RunData::default(), [user("weather?")])
         .await
         .unwrap();
     let results = tool_results(&result.messages);
@@ -339,9 +346,9 @@ async fn tools_are_offered_sorted_and_filtered_and_the_allow_list_is_enforced_at
     ]);
     let tools = Arc::new(Tools::default());
     let p = pipeline(ProviderStage::new(provider.clone()).with_tools(tools.clone()));
-    let turn = TurnData {
+    let turn = RunData {
         allowed_tools: Some(vec!["weather".into(), "time".into(), "s*".into()]),
-        ..TurnData::default()
+        ..RunData::default()
     };
     let result = p.execute_sync(turn, [user("hi")]).await.unwrap();
     let offered: Vec<String> = provider.requests()[0]
@@ -377,7 +384,7 @@ async fn tool_failures_go_back_to_the_model_and_repeat_offenders_are_no_longer_o
     ]);
     let p = pipeline(ProviderStage::new(provider.clone()).with_tools(Arc::new(Tools::default())));
     let result = p
-        .execute_sync(TurnData::default(), [user("go")])
+        .execute_sync(RunData::default(), [user("go")])
         .await
         .unwrap();
     let results = tool_results(&result.messages);
@@ -407,22 +414,26 @@ async fn identical_calls_get_one_nudge_then_fail_the_turn() {
     let tools = Arc::new(Tools::default());
     let p = pipeline(ProviderStage::new(provider).with_tools(tools.clone()));
     let failure = p
-        .execute_sync(TurnData::default(), [user("loop")])
+        .execute_sync(RunData::default(), [user("loop")])
         .await
         .unwrap_err();
     assert!(
-        failure
+        ErrorChain(&failure)
             .to_string()
             .contains("tool `time` was called with the same arguments 4 times"),
         "{failure}"
     );
-    // Twice executed, the third skipped with a nudge, the fourth ends the turn.
+    // Twice executed, the third skipped with a nudge, the fourth ends the turn: it is not
+    // run, and it gets a result that says so, so the conversation is never left with a call
+    // without a result.
     assert_eq!(tools.executed.lock().unwrap().len(), 2);
     let results = tool_results(&failure.partial.messages);
-    assert_eq!(results.len(), 3);
+    assert_eq!(results.len(), 4);
     assert!(results[2].text_content().contains("was called 3 times"));
+    assert_eq!(results[3].error_kind, Some(ToolErrorKind::Interrupted));
+    assert!(results[3].text_content().contains("stopped repeating"));
     // Everything said before the failure is kept.
-    assert_eq!(failure.partial.messages.len(), 1 + 3 * 2 + 1);
+    assert_eq!(failure.partial.messages.len(), 1 + 4 * 2);
 }
 
 #[tokio::test]
@@ -440,11 +451,11 @@ async fn max_rounds_ends_the_turn_with_a_clear_error() {
             .with_config(config),
     );
     let failure = p
-        .execute_sync(TurnData::default(), [user("go")])
+        .execute_sync(RunData::default(), [user("go")])
         .await
         .unwrap_err();
     assert_eq!(
-        failure.to_string(),
+        ErrorChain(&failure).to_string(),
         "stage `provider` failed: turn stopped after 3 model calls (max_rounds) while the model still asked for tools"
     );
     assert_eq!(failure.partial.messages.len(), 1 + 3 * 2);
@@ -468,7 +479,7 @@ async fn run_priced(
             .with_config(config),
     );
     p.execute_sync(
-        TurnData::default(),
+        RunData::default(),
         [Element::message(earlier).as_history(), user("more")],
     )
     .await
@@ -489,16 +500,20 @@ async fn the_turn_cost_budget_stops_the_turn() {
     };
     let failure = run_priced(steps, config, 5.0).await;
     assert!(
-        failure
+        ErrorChain(&failure)
             .to_string()
             .contains("cost budget of $1.5000 exceeded: $2.0000 spent"),
         "history cost does not count against the turn budget: {failure}"
     );
     assert_eq!(
         failure.partial.messages.len(),
-        1 + 1 + 2 + 1,
-        "the turn's messages are kept"
+        1 + 1 + 2 + 2,
+        "the turn's messages are kept, with a result for the call the budget stopped"
     );
+    let closed = tool_results(&failure.partial.messages)[1].clone();
+    assert_eq!(closed.call_id, "c2");
+    assert_eq!(closed.error_kind, Some(ToolErrorKind::Interrupted));
+    assert!(closed.text_content().contains("cost budget"));
 }
 
 #[tokio::test]
@@ -513,7 +528,7 @@ async fn the_conversation_cost_budget_counts_history_and_stops_the_turn() {
     };
     let failure = run_priced(steps, config, 1.0).await;
     assert!(
-        failure
+        ErrorChain(&failure)
             .to_string()
             .contains("cost budget of $1.5000 exceeded: $2.0000 spent"),
         "{failure}"
@@ -543,7 +558,7 @@ async fn stop_on_tool_and_tool_choice_only_binds_the_first_round() {
             .with_config(config),
     );
     let result = p
-        .execute_sync(TurnData::default(), [user("go")])
+        .execute_sync(RunData::default(), [user("go")])
         .await
         .unwrap();
     let requests = provider.requests();
@@ -562,7 +577,7 @@ async fn stop_on_tool_and_tool_choice_only_binds_the_first_round() {
             .with_tools(Arc::new(Tools::default()))
             .with_config(config),
     );
-    p.execute_sync(TurnData::default(), [user("go")])
+    p.execute_sync(RunData::default(), [user("go")])
         .await
         .unwrap();
     assert!(
@@ -590,10 +605,7 @@ async fn calls_needing_approval_end_the_turn_pending_and_the_turn_resumes_with_d
         ])));
     let p = pipeline(stage);
     let (elements, result) = p
-        .execute(
-            TurnData::default(),
-            futures_util::stream::iter([user("go")]),
-        )
+        .execute(RunData::default(), futures_util::stream::iter([user("go")]))
         .unwrap()
         .finish()
         .await;
@@ -622,18 +634,8 @@ async fn calls_needing_approval_end_the_turn_pending_and_the_turn_resumes_with_d
         .filter_map(|e| e.as_message().cloned())
         .map(|m| Element::message(m).as_history())
         .collect();
-    let turn = TurnData {
-        approvals: BTreeMap::from([
-            ("c2".to_owned(), Approval::Approved),
-            (
-                "c3".to_owned(),
-                Approval::Denied {
-                    reason: "not today".into(),
-                },
-            ),
-        ]),
-        ..TurnData::default()
-    };
+    let turn = RunData::default()
+        .with_extension(Approvals::default().approve("c2").deny("c3", "not today"));
     let result = p.execute_sync(turn, history).await.unwrap();
     assert_eq!(*tools.executed.lock().unwrap(), ["time", "weather"]);
     let results = tool_results(&result.messages);
@@ -655,28 +657,37 @@ async fn a_failed_stream_keeps_what_was_said_and_says_why() {
     ]);
     let p = pipeline(ProviderStage::new(provider).with_tools(Arc::new(Tools::default())));
     let failure = p
-        .execute_sync(TurnData::default(), [user("time?")])
+        .execute_sync(RunData::default(), [user("time?")])
         .await
         .unwrap_err();
     assert!(
         matches!(failure.error, PipelineError::StageFailed { ref stage, .. } if stage == "provider")
     );
     assert!(
-        failure.to_string().contains("connection reset"),
+        ErrorChain(&failure)
+            .to_string()
+            .contains("connection reset"),
         "{failure}"
     );
-    // The user message, the first round's call and its result survive; so does the partial text.
-    assert_eq!(failure.partial.messages.len(), 3);
+    // The user message, the first round's call and its result survive, and so does the
+    // partial text: streamed to the caller, and kept as an assistant message that says it
+    // was cut off.
+    assert_eq!(failure.partial.messages.len(), 4);
     assert_eq!(failure.partial.text, "It is no");
+    let cut = failure.partial.messages.last().unwrap();
+    assert_eq!(cut.text(), "It is no");
+    assert_eq!(cut.finish_reason, Some(FinishReason::Error));
 
     let provider = Scripted::new([Step::Fail(401)]);
     let p = pipeline(ProviderStage::new(provider));
     let failure = p
-        .execute_sync(TurnData::default(), [user("hi")])
+        .execute_sync(RunData::default(), [user("hi")])
         .await
         .unwrap_err();
     assert!(
-        failure.to_string().contains("authentication failed"),
+        ErrorChain(&failure)
+            .to_string()
+            .contains("authentication failed"),
         "{failure}"
     );
 }
@@ -697,7 +708,7 @@ async fn non_streaming_mode_calls_predict() {
             .with_config(config),
     );
     let result = p
-        .execute_sync(TurnData::default(), [user("time?")])
+        .execute_sync(RunData::default(), [user("time?")])
         .await
         .unwrap();
     assert_eq!(result.text, "", "no deltas without streaming");
@@ -720,7 +731,7 @@ async fn a_hung_tool_times_out_into_an_error_result() {
             .with_config(config),
     );
     let result = p
-        .execute_sync(TurnData::default(), [user("go")])
+        .execute_sync(RunData::default(), [user("go")])
         .await
         .unwrap();
     let results = tool_results(&result.messages);
@@ -782,7 +793,7 @@ async fn a_tool_set_that_keeps_its_own_deadline_is_not_timed_twice() {
     );
     let before = std::time::Instant::now();
     let result = p
-        .execute_sync(TurnData::default(), [user("go")])
+        .execute_sync(RunData::default(), [user("go")])
         .await
         .unwrap();
     // The stage handed the set its deadline...
@@ -803,7 +814,7 @@ async fn continuous_mode_answers_each_turn_and_keeps_the_conversation() {
         ..ProviderStageConfig::default()
     };
     let p = pipeline(ProviderStage::new(provider.clone()).with_config(config));
-    let (input, execution) = p.start(TurnData::default()).unwrap();
+    let (input, execution) = p.start(RunData::default()).unwrap();
     let (mut output, handle) = execution.into_parts();
     input.send(user("one")).await.unwrap();
     input.send(Element::end_of_turn()).await.unwrap();
@@ -839,7 +850,7 @@ async fn continuous_mode_answers_each_turn_and_keeps_the_conversation() {
 }
 
 #[tokio::test]
-async fn an_interrupt_cancels_the_answer_in_progress_and_the_session_goes_on() {
+async fn an_interrupt_cancels_a_running_tool_when_asked_and_the_session_goes_on() {
     let provider = Scripted::new([
         Step::Calls(vec![call("c1", "sleepy", json!({}))]),
         Step::Text("after the interruption"),
@@ -847,6 +858,7 @@ async fn an_interrupt_cancels_the_answer_in_progress_and_the_session_goes_on() {
     let tools = Arc::new(Tools::default());
     let config = ProviderStageConfig {
         mode: TurnMode::Continuous,
+        interrupt_tools: ToolInterruption::Cancel,
         ..ProviderStageConfig::default()
     };
     let p = pipeline(
@@ -854,7 +866,7 @@ async fn an_interrupt_cancels_the_answer_in_progress_and_the_session_goes_on() {
             .with_tools(tools.clone())
             .with_config(config),
     );
-    let (input, execution) = p.start(TurnData::default()).unwrap();
+    let (input, execution) = p.start(RunData::default()).unwrap();
     let (mut output, handle) = execution.into_parts();
     input.send(user("slow question")).await.unwrap();
     input.send(Element::end_of_turn()).await.unwrap();
@@ -862,7 +874,7 @@ async fn an_interrupt_cancels_the_answer_in_progress_and_the_session_goes_on() {
     while tools.running.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    input.send(Element::interrupt()).await.unwrap();
+    input.interrupt(Interrupt::default()).await.unwrap();
     input.send(user("new question")).await.unwrap();
     input.send(Element::end_of_turn()).await.unwrap();
     drop(input);
@@ -878,7 +890,11 @@ async fn an_interrupt_cancels_the_answer_in_progress_and_the_session_goes_on() {
         }
     }
     handle.wait().await.unwrap();
-    assert!(kinds.contains(&"interrupt"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "interrupt").count(),
+        1,
+        "the interrupt is surfaced once: {kinds:?}"
+    );
     assert_eq!(
         tools.running.load(Ordering::SeqCst),
         1,
@@ -888,10 +904,64 @@ async fn an_interrupt_cancels_the_answer_in_progress_and_the_session_goes_on() {
         texts.last().map(String::as_str),
         Some("after the interruption")
     );
-    // The interrupted answer is not part of the conversation the next call sees.
+    // The next call sees the interrupted call, closed with an interrupted result, then the
+    // new question: a history every vendor accepts.
     let last = provider.requests().last().cloned().unwrap();
     let roles: Vec<Role> = last.messages.iter().map(|m| m.role).collect();
-    assert_eq!(roles, [Role::User, Role::User]);
+    assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::User]);
+    let closed = last.messages[2].tool_result.as_ref().unwrap();
+    assert_eq!(closed.call_id, "c1");
+    assert_eq!(closed.error_kind, Some(ToolErrorKind::Interrupted));
+}
+
+#[tokio::test]
+async fn an_interrupt_lets_a_running_tool_finish_and_keeps_its_result() {
+    let provider = Scripted::new([
+        Step::Calls(vec![call("c1", "gated", json!({}))]),
+        Step::Text("never asked for"),
+    ]);
+    let tools = Arc::new(Tools::default());
+    let config = ProviderStageConfig {
+        mode: TurnMode::Continuous,
+        ..ProviderStageConfig::default()
+    };
+    let p = pipeline(
+        ProviderStage::new(provider.clone())
+            .with_tools(tools.clone())
+            .with_config(config),
+    );
+    let (input, execution) = p.start(RunData::default()).unwrap();
+    let (mut output, handle) = execution.into_parts();
+    input.send(user("book it")).await.unwrap();
+    input.send(Element::end_of_turn()).await.unwrap();
+    while tools.running.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    input.interrupt(Interrupt::default()).await.unwrap();
+    tools.gate.notify_one();
+    drop(input);
+    let mut results = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(5), output.recv())
+        .await
+        .unwrap()
+    {
+        if let Some(result) = e.as_message().and_then(|m| m.tool_result.clone()) {
+            results.push(result);
+        }
+    }
+    handle.wait().await.unwrap();
+    assert_eq!(
+        *tools.executed.lock().unwrap(),
+        ["gated"],
+        "run exactly once"
+    );
+    assert_eq!(results.len(), 1);
+    assert!(!results[0].is_error, "the finished tool's result is kept");
+    assert_eq!(
+        provider.requests().len(),
+        1,
+        "no model call after the interrupt"
+    );
 }
 
 /// A model that streams `count` deltas `gap` apart.
@@ -971,7 +1041,7 @@ async fn a_slow_model_stream_is_not_idle_but_a_stalled_downstream_is() {
         .then(trickle())
         .build()
         .unwrap()
-        .execute_sync(TurnData::default(), [user("go")])
+        .execute_sync(RunData::default(), [user("go")])
         .await
         .unwrap();
     assert_eq!(result.text, "0 1 2 3 ");
@@ -989,7 +1059,7 @@ async fn a_slow_model_stream_is_not_idle_but_a_stalled_downstream_is() {
         .then(Stuck)
         .build()
         .unwrap();
-    let run = stalled.execute_sync(TurnData::default(), [user("go")]);
+    let run = stalled.execute_sync(RunData::default(), [user("go")]);
     let failure = tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("the idle timeout ends the run")

@@ -5,6 +5,7 @@
 //! waits for the reply, [`Agent::stream`] yields text as it is generated. Every crate stays
 //! usable on its own; this is only the shortcut for the common case.
 
+use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,12 +15,14 @@ use promptkit_core::{
     ContentPart, Cost, Message, Provider, Role, StateStore, ToolCall, ToolSet, Usage,
 };
 use promptkit_pipeline::hooks::Hooks;
-use promptkit_pipeline::prompt::{PromptAssemblyStage, PromptRegistry, TemplateStage};
+use promptkit_pipeline::prompt::{
+    PromptAssemblyStage, PromptRegistry, PromptTemplate, TemplateStage,
+};
 use promptkit_pipeline::provider::{PENDING_APPROVAL, ProviderStage, ProviderStageConfig};
 use promptkit_pipeline::stages::{IncrementalSave, StateStoreLoad};
 use promptkit_pipeline::{
-    BuildError, Element, OutputStream, OutputWake, Payload, Pipeline, PipelineError, RunHandle,
-    StageError, TurnData,
+    BuildError, Element, OutputStream, Payload, Pipeline, PipelineError, RunData, RunHandle,
+    StageError,
 };
 
 /// Builds an [`Agent`].
@@ -136,23 +139,21 @@ impl AgentBuilder {
         if let Some(store) = &self.state {
             builder = builder.then(IncrementalSave::new(Arc::clone(store)));
         }
-        let base = TurnData {
+        let base = RunData {
             variables: self.variables.iter().cloned().collect(),
             allowed_tools: self.allowed_tools.clone(),
-            template: if self.prompts.is_none() {
-                self.system
-                    .as_ref()
-                    .map(promptkit_pipeline::prompt::PromptTemplate::from_text)
-            } else {
-                None
-            },
-            ..TurnData::default()
+            ..RunData::default()
+        };
+        let template = if self.prompts.is_none() {
+            self.system.as_ref().map(PromptTemplate::from_text)
+        } else {
+            None
         };
         Ok(Agent {
             pipeline: builder.build()?,
             base,
+            template,
             provider: self.provider,
-            renders_in_pipeline: self.prompts.is_some(),
         })
     }
 }
@@ -160,7 +161,7 @@ impl AgentBuilder {
 /// A conversation agent. Cheap to clone; turns of different sessions run concurrently.
 ///
 /// ```
-/// # #[cfg(all(feature = "providers", feature = "state"))]
+/// # #[cfg(all(feature = "mock", feature = "memory"))]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
@@ -183,16 +184,17 @@ impl AgentBuilder {
 /// assert_eq!(reply.text(), "You told me your name is Ada.");
 /// # Ok(())
 /// # }
-/// # #[cfg(not(all(feature = "providers", feature = "state")))]
+/// # #[cfg(not(all(feature = "mock", feature = "memory")))]
 /// # fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct Agent {
     pipeline: Pipeline,
-    base: TurnData,
+    base: RunData,
+    /// The fixed system prompt, rendered by the agent per turn; `None` when there is none or
+    /// a prompt registry chooses the prompt in the pipeline.
+    template: Option<PromptTemplate>,
     provider: Arc<dyn Provider>,
-    /// Whether the pipeline has a template stage (a prompt registry chooses the prompt).
-    renders_in_pipeline: bool,
 }
 
 /// The result of one turn.
@@ -223,8 +225,8 @@ impl Reply {
         self.message().map(Message::text).unwrap_or_default()
     }
 
-    /// Takes in one output element. With `copies` off, messages and pending calls are kept
-    /// without an event (and so without the copy an event needs).
+    /// Takes in one output element; `copies` makes complete messages and pending calls events
+    /// too (each event is a copy).
     fn absorb(&mut self, element: Element, copies: bool) -> Option<AgentEvent> {
         if element.meta.from_history {
             return None;
@@ -282,15 +284,34 @@ pub enum AgentEvent {
 }
 
 /// Why a turn failed. `partial` holds what the turn produced before (already saved when the
-/// agent has a state store).
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+/// agent has a state store). It displays as its error, and its causes are the error's.
+#[derive(Debug)]
 pub struct AgentError {
     /// The cause.
-    #[source]
     pub error: PipelineError,
     /// What the turn produced before failing.
     pub partial: Box<Reply>,
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for AgentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl From<PipelineError> for AgentError {
+    fn from(error: PipelineError) -> Self {
+        Self {
+            error,
+            partial: Box::default(),
+        }
+    }
 }
 
 impl Agent {
@@ -341,16 +362,17 @@ impl Agent {
         session: &str,
         message: impl Into<Message>,
     ) -> Result<ReplyStream, AgentError> {
-        self.stream_with(TurnData::for_session(session), message)
+        self.stream_with(RunData::for_session(session), message)
     }
 
-    /// [`stream`](Self::stream) with explicit turn data (user id, extra variables, approvals).
+    /// [`stream`](Self::stream) with explicit run data (user id, extra variables, an
+    /// [`Approvals`](promptkit_pipeline::provider::Approvals) extension).
     ///
     /// # Errors
     /// As [`stream`](Self::stream).
     pub fn stream_with(
         &self,
-        turn: TurnData,
+        turn: RunData,
         message: impl Into<Message>,
     ) -> Result<ReplyStream, AgentError> {
         self.stream_with_history(turn, Vec::new(), message)
@@ -361,34 +383,30 @@ impl Agent {
     /// never saved again. This serves callers that keep the conversation themselves, such as
     /// an OpenAI-compatible endpoint whose clients send every message on each request.
     ///
-    /// A turn whose [`TurnData::system_prompt`] is set keeps it: the agent's own system prompt
+    /// A turn whose [`RunData::system_prompt`] is set keeps it: the agent's own system prompt
     /// applies only to turns that bring none.
     ///
     /// # Errors
     /// As [`stream`](Self::stream).
     pub fn stream_with_history(
         &self,
-        mut turn: TurnData,
+        mut turn: RunData,
         history: Vec<Message>,
         message: impl Into<Message>,
     ) -> Result<ReplyStream, AgentError> {
         for (k, v) in &self.base.variables {
             turn.variables.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        if turn.template.is_none() && turn.system_prompt.is_none() {
-            turn.template.clone_from(&self.base.template);
-        }
-        // Without a template stage the agent renders here, as that stage would: a template on
-        // the turn becomes its system prompt.
-        if !self.renders_in_pipeline
-            && let Some(template) = &turn.template
+        if turn.system_prompt.is_none()
+            && let Some(template) = &self.template
         {
-            let rendered = template.render(&turn.variables).map_err(|e| AgentError {
-                error: PipelineError::StageFailed {
+            // A fixed prompt is rendered here, as the template stage would render it: no
+            // stage (and no task) per turn for it.
+            let rendered = template.render(&turn.variables).map_err(|e| {
+                AgentError::from(PipelineError::StageFailed {
                     stage: "template".to_owned(),
-                    source: StageError::with_source(e.to_string(), e),
-                },
-                partial: Box::default(),
+                    source: StageError::from(e),
+                })
             })?;
             turn.system_prompt = Some(rendered.text);
         }
@@ -410,16 +428,12 @@ impl Agent {
                         .chain(std::iter::once(Element::message(message))),
                 ),
             )
-            .map_err(|error| AgentError {
-                error,
-                partial: Box::default(),
-            })?;
+            .map_err(AgentError::from)?;
         let (output, handle) = execution.into_parts();
         Ok(ReplyStream {
             output,
-            handle: Some(handle),
+            handle,
             reply: Reply::default(),
-            message_events: true,
         })
     }
 }
@@ -428,76 +442,46 @@ impl Agent {
 #[derive(Debug)]
 pub struct ReplyStream {
     output: OutputStream,
-    handle: Option<RunHandle>,
+    handle: RunHandle,
     reply: Reply,
-    /// Whether complete messages and calls waiting for approval become events.
-    message_events: bool,
 }
 
 impl ReplyStream {
-    /// Whether the stream yields [`AgentEvent::Message`] and [`AgentEvent::PendingApproval`]
-    /// events (it does unless told otherwise). A caller that streams only text can turn them
-    /// off and save a copy of every message: the reply that [`finish`](Self::finish) returns
-    /// holds the messages and pending calls either way.
-    ///
-    /// Turned off, the stream's task is not woken for complete messages either: they wait,
-    /// in order, for the next text or the end of the turn.
-    #[must_use]
-    pub fn message_events(mut self, on: bool) -> Self {
-        self.message_events = on;
-        self.output.set_wake(if on {
-            OutputWake::All
-        } else {
-            OutputWake::SkipMessages
-        });
-        self
-    }
-
     /// The next event, or `None` when the turn's output has ended.
     pub async fn next_event(&mut self) -> Option<AgentEvent> {
         loop {
             let element = self.output.recv().await?;
-            if let Some(event) = self.reply.absorb(element, self.message_events) {
+            if let Some(event) = self.reply.absorb(element, true) {
                 return Some(event);
             }
         }
+    }
+
+    /// The run's handle (to interrupt or cancel the turn).
+    pub fn handle(&self) -> &RunHandle {
+        &self.handle
     }
 
     /// Reads what is left and returns the reply.
     ///
     /// # Errors
     /// An [`AgentError`] with what the turn produced before failing.
-    pub async fn finish(mut self) -> Result<Reply, AgentError> {
-        std::future::poll_fn(|cx| self.poll_finish(cx)).await
-    }
-
-    /// Polls for the turn's end, as [`finish`](Self::finish) does, without taking the
-    /// stream: for a caller that keeps the stream in its own state (a response body, say)
-    /// instead of boxing a future. What is left of the output is absorbed into the reply, not
-    /// handed out. Polled again after that, it returns [`PipelineError::Lost`] with an empty
-    /// reply.
-    ///
-    /// # Errors
-    /// An [`AgentError`] with what the turn produced before failing.
-    pub fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reply, AgentError>> {
-        // Everything left is collected: only the end of the turn needs this task.
-        self.output.set_wake(OutputWake::End);
-        while let Some(element) = std::task::ready!(Pin::new(&mut self.output).poll_next(cx)) {
-            self.reply.absorb(element, false);
+    pub async fn finish(self) -> Result<Reply, AgentError> {
+        let Self {
+            mut output,
+            handle,
+            mut reply,
+        } = self;
+        while let Some(element) = output.recv().await {
+            reply.absorb(element, false);
         }
-        let result = match &mut self.handle {
-            Some(handle) => std::task::ready!(handle.poll_wait(cx)),
-            None => Err(PipelineError::Lost),
-        };
-        self.handle = None;
-        let reply = std::mem::take(&mut self.reply);
-        Poll::Ready(match result {
+        match handle.wait().await {
             Ok(_) => Ok(reply),
             Err(error) => Err(AgentError {
                 error,
                 partial: Box::new(reply),
             }),
-        })
+        }
     }
 }
 
@@ -509,7 +493,7 @@ impl Stream for ReplyStream {
         loop {
             match Pin::new(&mut this.output).poll_next(cx) {
                 Poll::Ready(Some(element)) => {
-                    if let Some(event) = this.reply.absorb(element, this.message_events) {
+                    if let Some(event) = this.reply.absorb(element, true) {
                         return Poll::Ready(Some(event));
                     }
                 }

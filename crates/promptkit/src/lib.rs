@@ -6,8 +6,8 @@
 pub use promptkit_core::{
     AppendOutcome, AudioEncoding, AudioFormat, AudioFrame, AudioSender, AudioStream, BoxError,
     BoxFuture, BoxStream, Capabilities, ContentKind, ContentPart, Conversation, ConversationInfo,
-    Cost, EventStream, ExpectedVersion, FinishReason, ImageDetail, ListOptions, Media, MediaSource,
-    Message, ModelPricing, Page, PricingTable, Provider, ProviderData, ProviderError,
+    Cost, ErrorChain, EventStream, ExpectedVersion, FinishReason, ImageDetail, ListOptions, Media,
+    MediaSource, Message, ModelPricing, Page, PricingTable, Provider, ProviderData, ProviderError,
     ProviderRequest, ProviderResponse, RealtimeConfig, RealtimeError, RealtimeEvent,
     RealtimeEvents, RealtimeInput, RealtimeProvider, RealtimeSender, RealtimeSession, Reasoning,
     ReasoningConfig, ReasoningEffort, ResponseFormat, Role, SortOrder, SpeechError, SpeechToText,

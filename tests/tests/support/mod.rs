@@ -6,7 +6,7 @@ use promptkit::pipeline::prompt::{
     PromptAssemblyStage, PromptConfig, PromptRegistry, TemplateStage,
 };
 use promptkit::pipeline::provider::ProviderStage;
-use promptkit::pipeline::{Element, Pipeline, TurnData};
+use promptkit::pipeline::{Element, Pipeline, RunData};
 use promptkit::{Message, Provider, ToolSet};
 
 /// Runs one Text-mode turn, PromptAssembly -> Template -> Provider, of the `support` prompt
@@ -38,7 +38,7 @@ allowed_tools: {allowed_tools}
         .then(ProviderStage::new(provider).with_tools(tools))
         .build()
         .unwrap();
-    let turn = TurnData::for_session(session).with_variable("company", "Acme");
+    let turn = RunData::for_session(session).with_variable("company", "Acme");
     let (elements, result) = pipeline
         .execute(
             turn,

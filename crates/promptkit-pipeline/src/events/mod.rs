@@ -31,6 +31,10 @@ pub struct Event {
     /// The session the run belongs to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The conversational turn the event is about, if any (see
+    /// [`RunContext::begin_turn`](crate::RunContext::begin_turn)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<u64>,
     /// What happened.
     pub data: EventKind,
 }
@@ -358,13 +362,14 @@ impl Subscription {
     }
 }
 
-/// Emits events for one run: stamps the run id, session id and the run's sequence.
+/// Emits events for one run: stamps the run id, session id, turn and the run's sequence.
 /// Cheap to clone; a no-op when the pipeline has no bus.
 #[derive(Clone)]
 pub struct Emitter {
     bus: Option<EventBus>,
     run_id: Arc<str>,
     session_id: Option<Arc<str>>,
+    turn_id: Option<u64>,
     /// The per-run sequence, shared by the run's emitters; none when events go nowhere.
     seq: Option<Arc<AtomicU64>>,
 }
@@ -374,6 +379,7 @@ impl fmt::Debug for Emitter {
         f.debug_struct("Emitter")
             .field("run_id", &self.run_id)
             .field("session_id", &self.session_id)
+            .field("turn_id", &self.turn_id)
             .field("enabled", &self.bus.is_some())
             .finish()
     }
@@ -392,7 +398,17 @@ impl Emitter {
             bus,
             run_id: run_id.into(),
             session_id: session_id.filter(|_| enabled).map(Into::into),
+            turn_id: None,
             seq: enabled.then(|| Arc::new(AtomicU64::new(0))),
+        }
+    }
+
+    /// This emitter, stamping its events with `turn_id` (sharing the run's sequence).
+    #[must_use]
+    pub fn with_turn(&self, turn_id: Option<u64>) -> Self {
+        Self {
+            turn_id,
+            ..self.clone()
         }
     }
 
@@ -420,6 +436,7 @@ impl Emitter {
                 at: Timestamp::now(),
                 run_id: self.run_id.to_string(),
                 session_id: self.session_id.as_deref().map(str::to_owned),
+                turn_id: self.turn_id,
                 data,
             });
         }
@@ -489,6 +506,7 @@ mod tests {
             at: Timestamp::now(),
             run_id: "r".into(),
             session_id: None,
+            turn_id: None,
             data: EventKind::PipelineStarted { stages: 1 },
         });
         assert_eq!(bus.dropped(), 0);
@@ -501,6 +519,7 @@ mod tests {
             at: Timestamp::from_unix_millis(0).unwrap(),
             run_id: "r".into(),
             session_id: None,
+            turn_id: Some(2),
             data: EventKind::StageCompleted {
                 stage: "provider".into(),
                 duration_ms: 12,
@@ -509,7 +528,7 @@ mod tests {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"seq": 3, "at": "1970-01-01T00:00:00Z", "run_id": "r",
+            serde_json::json!({"seq": 3, "at": "1970-01-01T00:00:00Z", "run_id": "r", "turn_id": 2,
                 "data": {"type": "stage.completed", "stage": "provider", "duration_ms": 12}})
         );
         assert_eq!(event.data.type_name(), "stage.completed");

@@ -1,16 +1,18 @@
 //! The variable-provider, prompt-assembly and template stages.
 //!
-//! Each does its work once per execution, when its first element arrives (or when its input
-//! ends without one), before forwarding anything: elements reach the next stage only after
-//! the work is done, so the three can run as separate concurrent stages in a chain.
+//! Each does its work once per run, when its first element arrives (or when its input ends
+//! without one), before forwarding anything: elements reach the next stage only after the
+//! work is done, so the three can run as separate concurrent stages in a chain. In a live
+//! run the first element is [`Control::Start`](crate::Control::Start), so the prompt is
+//! ready before any input arrives.
 
 use std::sync::Arc;
 
 use crate::events::EventKind;
-use crate::stage::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
-use crate::turn::name_matches;
+use crate::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
+use promptkit_core::name_matches;
 
-use super::config::PromptRegistry;
+use super::config::{PromptRegistry, PromptTemplate};
 use super::variables::VariableProvider;
 
 /// Runs `work` once, then forwards everything.
@@ -64,7 +66,7 @@ impl Stage for VariableProviderStage {
         output: StageOutput,
     ) -> Result<(), StageError> {
         once_then_forward(&cx, input, output, async |cx: &StageContext| {
-            let snapshot = cx.turn().snapshot();
+            let snapshot = cx.run().snapshot();
             let mut merged = std::collections::BTreeMap::new();
             for p in &self.providers {
                 let vars = p
@@ -73,7 +75,7 @@ impl Stage for VariableProviderStage {
                     .map_err(|e| StageError::with_source(e.to_string(), e))?;
                 merged.extend(vars);
             }
-            let mut turn = cx.turn().write();
+            let mut turn = cx.run().write();
             for (k, v) in merged {
                 turn.variables.entry(k).or_insert(v);
             }
@@ -83,8 +85,8 @@ impl Stage for VariableProviderStage {
     }
 }
 
-/// Selects the prompt of a task type and publishes it to the turn: the unrendered template
-/// (with the model override applied), the allowed tools (intersected with any allow-list the
+/// Selects the prompt of a task type and publishes it to the run: the unrendered template
+/// (with the model override applied, as the run's [`PromptTemplate`] extension), the allowed tools (intersected with any allow-list the
 /// caller set) and the parameters. An unknown task type is a fatal error naming the known
 /// ones; there is no silent default prompt.
 #[derive(Debug, Clone)]
@@ -118,7 +120,7 @@ impl Stage for PromptAssemblyStage {
     ) -> Result<(), StageError> {
         once_then_forward(&cx, input, output, async |cx: &StageContext| {
             let config = self.registry.get(&self.task_type)?;
-            let mut turn = cx.turn().write();
+            let mut turn = cx.run().write();
             let template = config.template_for(turn.model.as_deref());
             turn.allowed_tools = match (turn.allowed_tools.take(), &template.allowed_tools) {
                 (None, prompt) => prompt.clone(),
@@ -135,14 +137,15 @@ impl Stage for PromptAssemblyStage {
                         .collect(),
                 ),
             };
-            turn.template = Some(template);
+            turn.extensions.insert(template);
             Ok(())
         })
         .await
     }
 }
 
-/// Renders the turn's template with the turn's variables into the turn's system prompt,
+/// Renders the run's template (its [`PromptTemplate`] extension) with the run's variables into
+/// its system prompt,
 /// once per execution. A missing required variable or an unresolved placeholder is a fatal
 /// error naming them; the raw template is never used as a fallback. Without a template the
 /// stage only forwards.
@@ -182,8 +185,8 @@ impl Stage for TemplateStage {
         output: StageOutput,
     ) -> Result<(), StageError> {
         once_then_forward(&cx, input, output, async |cx: &StageContext| {
-            let mut turn = cx.turn().write();
-            let Some(template) = turn.template.clone() else {
+            let mut turn = cx.run().write();
+            let Some(template) = turn.extensions.get_shared::<PromptTemplate>() else {
                 return Ok(());
             };
             let rendered = template.render(&turn.variables)?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use promptkit_core::{BoxFuture, StateError, StateStore, Timestamp};
 use serde_json::Value;
 
-use crate::turn::TurnData;
+use crate::run_context::RunData;
 
 /// Why a variable provider failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub trait VariableProvider: Send + Sync + fmt::Debug {
     /// The variables for this turn.
     fn provide<'a>(
         &'a self,
-        turn: &'a TurnData,
+        turn: &'a RunData,
     ) -> BoxFuture<'a, Result<BTreeMap<String, String>, VariableError>>;
 }
 
@@ -54,7 +54,7 @@ impl VariableProvider for StaticVariables {
 
     fn provide<'a>(
         &'a self,
-        _turn: &'a TurnData,
+        _turn: &'a RunData,
     ) -> BoxFuture<'a, Result<BTreeMap<String, String>, VariableError>> {
         Box::pin(async move { Ok(self.0.clone()) })
     }
@@ -157,7 +157,7 @@ impl VariableProvider for TimeVariables {
 
     fn provide<'a>(
         &'a self,
-        _turn: &'a TurnData,
+        _turn: &'a RunData,
     ) -> BoxFuture<'a, Result<BTreeMap<String, String>, VariableError>> {
         Box::pin(async move {
             self.values().map_err(|message| VariableError {
@@ -200,7 +200,7 @@ impl VariableProvider for StateVariables {
 
     fn provide<'a>(
         &'a self,
-        turn: &'a TurnData,
+        turn: &'a RunData,
     ) -> BoxFuture<'a, Result<BTreeMap<String, String>, VariableError>> {
         Box::pin(async move {
             let Some(session) = turn.session_id.as_deref() else {
@@ -245,7 +245,7 @@ mod tests {
         let vars = TimeVariables::utc()
             .with_offset_seconds(3600)
             .with_clock(move || fixed)
-            .provide(&TurnData::default())
+            .provide(&RunData::default())
             .await
             .unwrap();
         assert_eq!(vars["current_time"], "2026-11-24T17:18:08+01:00");
@@ -259,7 +259,7 @@ mod tests {
     #[tokio::test]
     async fn static_variables() {
         let vars = StaticVariables::new([("a", "1")])
-            .provide(&TurnData::default())
+            .provide(&RunData::default())
             .await
             .unwrap();
         assert_eq!(vars["a"], "1");

@@ -8,26 +8,38 @@
 //! without tool calls or a limit is reached.
 //!
 //! Every message is forwarded as soon as it exists, so a turn that fails part-way keeps the
-//! messages it already produced (a save stage downstream persists them) and the run's error
-//! says why.
+//! messages it already produced (a save stage downstream persists them), including the
+//! partial text of a streamed round that failed, and the run's error says why. No tool call
+//! is ever left without a result: calls a failed, cancelled or crashed turn left open get an
+//! "interrupted" result before the conversation goes on.
 
+mod session;
 mod tool_loop;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use promptkit_core::{Provider, ResponseFormat, ToolCall, ToolChoice, ToolSet};
+use promptkit_core::{Message, Provider, ResponseFormat, ToolCall, ToolChoice, ToolSet};
 use serde::{Deserialize, Serialize};
 
 pub use tool_loop::{LoopOutcome, TurnError};
 
-use crate::element::{Control, Element, Payload};
+use crate::context::StageContext;
+use crate::element::{Control, Payload};
 use crate::hooks::Hooks;
-use crate::stage::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
+use crate::input::StageInput;
+use crate::output::StageOutput;
+use crate::{Stage, StageError, StageKind};
+use tool_loop::Scope;
 
 /// Attribute set on pending tool-call elements that wait for a person's approval.
 pub const PENDING_APPROVAL: &str = "pending_approval";
+
+/// Metadata key of an assistant message whose calls (the ids listed) wait for approval. A
+/// call without a result that is not listed there was cut off, and gets an "interrupted"
+/// result when the conversation goes on.
+pub const PENDING_APPROVAL_METADATA: &str = "promptkit.pending_approval";
 
 /// Whether a tool call needs a person's approval before it runs.
 pub trait ApprovalPolicy: Send + Sync + std::fmt::Debug {
@@ -43,12 +55,12 @@ impl ApprovalPolicy for ApproveTools {
     fn requires_approval(&self, call: &ToolCall) -> bool {
         self.0
             .iter()
-            .any(|p| crate::turn::name_matches(p, &call.name))
+            .any(|p| promptkit_core::name_matches(p, &call.name))
     }
 }
 
-/// A person's decision on a pending tool call, handed to the resumed turn through
-/// [`TurnData::approvals`](crate::TurnData::approvals).
+/// A person's decision on a pending tool call, handed to the resumed turn through an
+/// [`Approvals`] extension of the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Approval {
@@ -59,6 +71,33 @@ pub enum Approval {
         /// Why, shown to the model.
         reason: String,
     },
+}
+
+/// Decisions on tool calls left pending by an earlier turn, by call id: set it as an
+/// extension of the run that resumes the turn
+/// ([`RunData::with_extension`](crate::RunData::with_extension)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Approvals(pub BTreeMap<String, Approval>);
+
+impl Approvals {
+    /// Approves the call `id`.
+    #[must_use]
+    pub fn approve(mut self, id: impl Into<String>) -> Self {
+        self.0.insert(id.into(), Approval::Approved);
+        self
+    }
+
+    /// Denies the call `id`, telling the model why.
+    #[must_use]
+    pub fn deny(mut self, id: impl Into<String>, reason: impl Into<String>) -> Self {
+        self.0.insert(
+            id.into(),
+            Approval::Denied {
+                reason: reason.into(),
+            },
+        );
+        self
+    }
 }
 
 /// Sampling and output settings sent with every model call of the stage.
@@ -80,13 +119,43 @@ pub struct RequestSettings {
 
 /// When the stage calls the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TurnMode {
     /// Once, after the input ends (or an end-of-stream element): request/response (Text mode).
     #[default]
     Unary,
     /// Once per end-of-turn element, keeping the conversation across turns, until the input
-    /// ends (VAD mode). An interrupt element cancels the answer in progress.
+    /// ends (a session: VAD mode, or a text chat on one run). An interrupt of the run
+    /// ([`RunContext::interrupt`](crate::RunContext::interrupt)) ends the answer in progress;
+    /// what was said is kept, cut to what was heard, with finish reason `cancelled`.
     Continuous,
+}
+
+/// What a running tool does when the user interrupts (continuous mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ToolInterruption {
+    /// It finishes, and its result is kept (a tool with side effects is never run twice and
+    /// never left half done); the model is not called again in that turn.
+    #[default]
+    Finish,
+    /// It is cancelled, and its result says so; tools that finished before keep their
+    /// results.
+    Cancel,
+}
+
+/// When the final answer of a turn is recorded (continuous mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settle {
+    /// As soon as the model finishes it.
+    #[default]
+    Immediately,
+    /// When its playback is settled (voice): played to the end
+    /// ([`Playback::stopped`](crate::Playback::stopped)), interrupted (then cut at the played
+    /// position through the run's spoken timeline), or when the next turn begins or the
+    /// input ends. The store and the next model call see what the user heard.
+    AfterPlayback,
 }
 
 /// Settings of a [`ProviderStage`].
@@ -118,6 +187,10 @@ pub struct ProviderStageConfig {
     pub tool_timeout: Duration,
     /// Sampling and output settings.
     pub request: RequestSettings,
+    /// What running tools do when the user interrupts (continuous mode).
+    pub interrupt_tools: ToolInterruption,
+    /// When the final answer is recorded (continuous mode).
+    pub settle: Settle,
 }
 
 impl Default for ProviderStageConfig {
@@ -135,6 +208,8 @@ impl Default for ProviderStageConfig {
             stop_on_tools: Vec::new(),
             tool_timeout: Duration::from_secs(60),
             request: RequestSettings::default(),
+            interrupt_tools: ToolInterruption::default(),
+            settle: Settle::default(),
         }
     }
 }
@@ -228,122 +303,67 @@ impl Stage for ProviderStage {
 }
 
 impl ProviderStage {
+    /// Collects the conversation until the input ends (or an end-of-stream element), then
+    /// runs one turn.
     async fn run_unary(
         &self,
         cx: &StageContext,
         mut input: StageInput,
         output: &StageOutput,
     ) -> Result<(), StageError> {
-        let mut conversation = Vec::new();
-        let mut trailing = Vec::new();
-        loop {
-            // Each element is handed on before the send is awaited, so it is not part of this
-            // future's state.
-            let sent = {
-                let Some(element) = input.recv().await else {
-                    break;
-                };
-                if let Payload::Message(m) = &element.payload {
-                    conversation.push((**m).clone());
-                } else if matches!(element.payload, Payload::Control(Control::EndOfStream)) {
-                    trailing.push(element);
-                    break;
-                }
-                output.send_now(element)
-            };
-            sent.await?;
-        }
-        let approvals = cx.turn().read().approvals.clone();
-        let outcome = self.turn(cx, &mut conversation, &approvals, output).await;
-        match outcome {
-            Ok(_) => {
-                for e in trailing {
-                    output.send(e).await?;
-                }
-                // Anything after an end-of-stream element is passed through unchanged.
-                while let Some(e) = input.recv().await {
-                    output.send(e).await?;
-                }
-                Ok(())
-            }
-            Err(TurnError::Output(e)) => Err(e.into()),
-            Err(e) => Err(StageError::with_source(e.to_string(), e)),
-        }
-    }
-
-    async fn run_continuous(
-        &self,
-        cx: &StageContext,
-        mut input: StageInput,
-        output: &StageOutput,
-    ) -> Result<(), StageError> {
-        let mut conversation = Vec::new();
-        let mut queued: std::collections::VecDeque<Element> = std::collections::VecDeque::new();
-        loop {
-            let element = match queued.pop_front() {
-                Some(e) => e,
-                None => match input.recv().await {
-                    Some(e) => e,
-                    None => break,
-                },
-            };
+        let approvals = cx
+            .run()
+            .read()
+            .extensions
+            .get::<Approvals>()
+            .map(|a| a.0.clone())
+            .unwrap_or_default();
+        let mut conversation: Vec<Message> = Vec::new();
+        let mut turn_id = None;
+        let mut settled = false;
+        let mut trailing = None;
+        while let Some(element) = input.recv().await {
             match &element.payload {
-                Payload::Message(m) => {
+                Payload::Message(m) if !element.meta.from_history => {
+                    let id = *turn_id.get_or_insert_with(|| {
+                        element
+                            .meta
+                            .turn_id
+                            .unwrap_or_else(|| cx.run().begin_turn())
+                    });
+                    if !settled {
+                        // The history's open calls are answered before the new message, so
+                        // the stored conversation stays in an order every vendor accepts.
+                        let scope = Scope::new(cx, output, id, false, self.config.settle);
+                        self.settle_history(&scope, &mut conversation, &approvals, true)
+                            .await?;
+                        settled = true;
+                    }
                     conversation.push((**m).clone());
-                    output.send(element).await?;
                 }
-                Payload::Control(Control::EndOfTurn | Control::EndOfStream) => {
-                    let end_of_stream = element.is_end_of_stream();
-                    let no_approvals = BTreeMap::new();
-                    let mut turn_conversation = conversation.clone();
-                    let mut input_done = false;
-                    // `None`: interrupted.
-                    let result = {
-                        let turn = self.turn(cx, &mut turn_conversation, &no_approvals, output);
-                        tokio::pin!(turn);
-                        loop {
-                            tokio::select! {
-                                result = &mut turn => break Some(result),
-                                next = input.recv(), if !input_done => match next {
-                                    Some(e) if matches!(e.payload, Payload::Control(Control::Interrupt)) => break None,
-                                    Some(e) => queued.push_back(e),
-                                    None => input_done = true,
-                                },
-                            }
-                        }
-                    };
-                    let interrupted = match result {
-                        None => true,
-                        Some(Ok(_)) => {
-                            conversation = turn_conversation;
-                            false
-                        }
-                        Some(Err(TurnError::Output(e))) => return Err(e.into()),
-                        Some(Err(e)) => {
-                            // A failed turn does not end the session: keep what was said and
-                            // report the failure downstream.
-                            conversation = turn_conversation;
-                            output
-                                .send(Element::error(cx.name(), e.to_string()))
-                                .await?;
-                            false
-                        }
-                    };
-                    if interrupted {
-                        // The answer in progress is dropped; what was already forwarded stays.
-                        output.send(Element::interrupt()).await?;
-                        continue;
-                    }
-                    output.send(element).await?;
-                    if end_of_stream {
-                        break;
-                    }
+                Payload::Message(m) => conversation.push((**m).clone()),
+                Payload::Control(Control::EndOfStream) => {
+                    trailing = Some(element);
+                    break;
                 }
-                _ => output.send(element).await?,
+                _ => {}
             }
+            output.send(element).await?;
         }
-        while let Some(e) = input.recv().await {
-            output.send(e).await?;
+        let id = turn_id.unwrap_or_else(|| cx.run().begin_turn());
+        let scope = Scope::new(cx, output, id, false, self.config.settle);
+        if !settled {
+            self.settle_history(&scope, &mut conversation, &approvals, false)
+                .await?;
+        }
+        let end = self.turn(&scope, &mut conversation).await?;
+        tracing::debug!(stage = %cx.name(), outcome = ?end.outcome, "turn ended");
+        if let Some(element) = trailing {
+            output.send(element).await?;
+        }
+        // Anything after an end-of-stream element is passed through unchanged.
+        while let Some(element) = input.recv().await {
+            output.send(element).await?;
         }
         Ok(())
     }

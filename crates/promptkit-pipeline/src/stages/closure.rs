@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use crate::element::Element;
-use crate::stage::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
+use crate::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
 
 /// Forwards every element unchanged.
 #[derive(Debug, Clone)]

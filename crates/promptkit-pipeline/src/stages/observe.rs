@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::element::{Element, Payload};
-use crate::stage::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
+use crate::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
 
 /// Fan-in: forwards elements from all its inputs as they arrive, each tagged with its input
 /// index in [`ElementMeta::merge_input`](crate::ElementMeta::merge_input). Ends when every
@@ -51,16 +51,17 @@ pub struct MetricsSnapshot {
     pub by_kind: BTreeMap<&'static str, u64>,
     /// Error elements seen.
     pub errors: u64,
-    /// Smallest element age at this point (time since the element was created).
+    /// Smallest latency of an element at this point: the time from the start of its run to
+    /// its arrival here.
     pub min_latency: Option<Duration>,
-    /// Largest element age.
+    /// Largest latency.
     pub max_latency: Option<Duration>,
-    /// Sum of element ages (divide by `elements` for the mean).
+    /// Sum of latencies (divide by `elements` for the mean).
     pub total_latency: Duration,
 }
 
 impl MetricsSnapshot {
-    /// Mean element age, if any element was seen.
+    /// Mean latency, if any element was seen.
     pub fn mean_latency(&self) -> Option<Duration> {
         u32::try_from(self.elements)
             .ok()
@@ -88,8 +89,9 @@ impl MetricsHandle {
     }
 }
 
-/// Passes elements through, counting them by kind and measuring their age (latency from
-/// creation to this point of the pipeline). Place one after a stage to measure it.
+/// Passes elements through, counting them by kind and measuring their latency (from the
+/// start of their run to this point of the pipeline: after a provider stage, the first text
+/// element's latency is the time to first token). Place one after a stage to measure it.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     name: String,
@@ -119,12 +121,13 @@ impl Stage for Metrics {
 
     async fn run(
         &self,
-        _cx: StageContext,
+        cx: StageContext,
         mut input: StageInput,
         output: StageOutput,
     ) -> Result<(), StageError> {
+        let started = cx.run().started();
         while let Some(e) = input.recv().await {
-            let age = e.created_at.elapsed();
+            let age = started.elapsed();
             {
                 let mut m = self.handle.0.lock().unwrap_or_else(PoisonError::into_inner);
                 m.elements += 1;

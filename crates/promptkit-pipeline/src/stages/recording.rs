@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::element::{Control, Element, ElementError, Payload};
 use crate::events::{Event, EventKind, EventStore};
-use crate::stage::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
+use crate::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
 
 /// An element as stored by the recording stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ pub enum RecordedElement {
     },
     /// A control signal.
     Control {
-        /// `end_of_turn`, `end_of_stream`, `interrupt` or `error`.
+        /// `start`, `end_of_turn`, `end_of_stream`, `interrupt` or `error`.
         signal: String,
         /// The error, for error elements.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,11 +141,13 @@ impl Stage for Recording {
     async fn run(
         &self,
         cx: StageContext,
-        mut input: StageInput,
+        input: StageInput,
         output: StageOutput,
     ) -> Result<(), StageError> {
+        // A recording keeps everything, the output of interrupted answers included.
+        let mut input = input.keep_stale();
         let session = cx
-            .turn()
+            .run()
             .read()
             .session_id
             .clone()
@@ -166,6 +168,7 @@ impl Stage for Recording {
                 at: promptkit_core::Timestamp::now(),
                 run_id: cx.events().run_id().to_owned(),
                 session_id: Some(session.clone()),
+                turn_id: element.meta.turn_id,
                 data: EventKind::ElementRecorded {
                     stage: cx.name().to_owned(),
                     element: RecordedElement::from_element(&element, self.keep_audio),
@@ -180,6 +183,6 @@ impl Stage for Recording {
         writer
             .await
             .map_err(|e| StageError::with_source("recording writer failed", e))?
-            .map_err(|e| StageError::with_source(format!("recording failed: {e}"), e))
+            .map_err(|e| StageError::with_source("recording failed", e))
     }
 }

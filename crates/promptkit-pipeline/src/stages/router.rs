@@ -8,9 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::element::Element;
-use crate::stage::{
-    OutputClosed, Stage, StageContext, StageError, StageInput, StageKind, StageOutput,
-};
+use crate::{OutputClosed, Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
 
 type Predicate = Arc<dyn Fn(&Element) -> bool + Send + Sync>;
 type KeyFn = Arc<dyn Fn(&Element) -> Option<String> + Send + Sync>;

@@ -2,7 +2,7 @@
 //! conversation in front of the new input, [`IncrementalSave`] persists the turn's new
 //! messages as they pass.
 //!
-//! Both read the conversation id from the run's [`TurnData::session_id`](crate::TurnData)
+//! Both read the conversation id from the run's [`RunData::session_id`](crate::RunData)
 //! (and the owner from `user_id`); a run without a session id passes through untouched.
 
 use std::fmt;
@@ -12,7 +12,7 @@ use promptkit_core::{Message, StateError, StateStore, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::element::{Element, Payload};
-use crate::stage::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
+use crate::{Stage, StageContext, StageError, StageInput, StageKind, StageOutput};
 
 /// Metadata key set (to `true`) on the system message a [`StateStoreLoad`] makes from the
 /// latest stored summary.
@@ -92,7 +92,7 @@ impl Stage for StateStoreLoad {
         mut input: StageInput,
         output: StageOutput,
     ) -> Result<(), StageError> {
-        let session = cx.turn().read().session_id.clone();
+        let session = cx.run().read().session_id.clone();
         if let Some(id) = session {
             let conversation = match self.recent {
                 Some(n) => self.store.load_recent(&id, n).await?,
@@ -193,7 +193,7 @@ impl Stage for IncrementalSave {
         output: StageOutput,
     ) -> Result<(), StageError> {
         let (session, user) = {
-            let turn = cx.turn().read();
+            let turn = cx.run().read();
             (turn.session_id.clone(), turn.user_id.clone())
         };
         let Some(session) = session else {
