@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use promptkit_core::{ErrorChain, Message, Usage};
 use promptkit_pipeline::{
-    BuildError, Element, Pipeline, PipelineError, RunData, Stage, StageContext, StageError,
-    StageInput, StageKind, StageOutput, stages,
+    BuildError, Control, Element, Interrupt, Pipeline, PipelineError, RunData, Stage, StageContext,
+    StageError, StageInput, StageKind, StageOutput, TrySendError, stages,
 };
 use serde_json::json;
 
@@ -1189,4 +1189,301 @@ fn a_run_dropped_with_its_runtime_reports_it_was_lost_not_done() {
         .block_on(handle.wait());
     assert!(matches!(result, Err(PipelineError::Lost)), "{result:?}");
     drop((input, output));
+}
+
+/// 20 ms of 16 kHz mono PCM16.
+fn frame() -> promptkit_core::AudioFrame {
+    promptkit_core::AudioFrame::new(vec![0_u8; 640], promptkit_core::AudioFormat::PCM16_16K_MONO)
+}
+
+/// Speaks a turn per end-of-turn element: `frames` audio frames of 20 ms, stamped with the
+/// turn and the run's interrupt epoch when the answer starts, as fast as the channel takes
+/// them; it stops when the run is interrupted.
+struct Speaker {
+    frames: usize,
+}
+
+impl Stage for Speaker {
+    fn name(&self) -> &str {
+        "tts"
+    }
+
+    async fn run(
+        &self,
+        cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        while let Some(element) = input.recv().await {
+            if !matches!(element.as_control(), Some(Control::EndOfTurn)) {
+                continue;
+            }
+            let turn = cx.run().begin_turn();
+            let epoch = cx.run().epoch();
+            for _ in 0..self.frames {
+                if cx.run().epoch() != epoch {
+                    break;
+                }
+                let audio = Element::audio(frame())
+                    .with_turn(Some(turn))
+                    .with_epoch(epoch);
+                output.send(audio).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_overtakes_queued_audio_and_the_next_turn_flows() {
+    // 2 s of audio fits in the two edges toward the consumer (50 frames each), which plays
+    // in real time: without the epoch, the interrupt would wait behind all of it.
+    let pipeline = Pipeline::builder()
+        .channel_capacity(50)
+        .then(Speaker { frames: 200 })
+        .then(stages::passthrough("pacer"))
+        .build()
+        .unwrap();
+    let (input, execution) = pipeline.start(RunData::default()).unwrap();
+    let (mut output, handle) = execution.into_parts();
+    input.send(Element::end_of_turn()).await.unwrap();
+
+    let mut played = 0;
+    while played < 10 {
+        let element = output.recv().await.unwrap();
+        if element.as_audio().is_some() {
+            assert_eq!(element.meta.turn_id, Some(1));
+            played += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // By now both edges are full of the first answer's audio.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let interrupt = input.interrupt(Interrupt::of_turn(1)).await.unwrap();
+    assert_eq!(interrupt.epoch, 1);
+    input.send(Element::end_of_turn()).await.unwrap();
+
+    let first = output.recv().await.unwrap();
+    assert_eq!(
+        first.as_control(),
+        Some(&Control::Interrupt(interrupt)),
+        "the interrupt is the first thing the consumer sees: {}",
+        first.kind_name()
+    );
+    let mut next_turn = 0;
+    while next_turn < 20 {
+        let element = output.recv().await.unwrap();
+        if element.as_audio().is_some() {
+            assert_eq!(
+                element.meta.turn_id,
+                Some(2),
+                "no frame of the interrupted answer follows the interrupt"
+            );
+            next_turn += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        } else {
+            assert!(
+                !matches!(element.as_control(), Some(Control::Interrupt(_))),
+                "the in-band marker of an interrupt already surfaced is not repeated"
+            );
+        }
+    }
+    drop(input);
+    drop(output);
+    let _ = handle.wait().await;
+}
+
+/// Never reads its input; sends `count` elements with `try_send` and reports what happened.
+struct Eager {
+    count: usize,
+    results: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl Stage for Eager {
+    fn name(&self) -> &str {
+        "eager"
+    }
+
+    async fn run(
+        &self,
+        _cx: StageContext,
+        _input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        for i in 0..self.count {
+            let outcome = match output.try_send(Element::text(i.to_string())) {
+                Ok(()) => "sent",
+                Err(TrySendError::Full(e)) => {
+                    assert_eq!(e.as_text(), Some(i.to_string().as_str()), "returned whole");
+                    "full"
+                }
+                Err(_) => "closed",
+            };
+            self.results.lock().unwrap().push(outcome);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn try_send_drops_instead_of_waiting_when_a_channel_is_full() {
+    let results = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pipeline = Pipeline::builder()
+        .channel_capacity(3)
+        .then(Eager {
+            count: 5,
+            results: Arc::clone(&results),
+        })
+        .build()
+        .unwrap();
+    let (input, execution) = pipeline.start(RunData::default()).unwrap();
+    let (mut output, handle) = execution.into_parts();
+    // Nobody reads the output while the stage sends: the stage never waits.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while results.lock().unwrap().len() < 5 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("try_send never waits");
+    assert_eq!(
+        *results.lock().unwrap(),
+        ["sent", "sent", "sent", "full", "full"]
+    );
+    let mut received = Vec::new();
+    while let Some(e) = output.recv().await {
+        received.extend(e.as_text().map(str::to_owned));
+    }
+    assert_eq!(received, ["0", "1", "2"]);
+    handle.wait().await.unwrap();
+
+    // The run's input too: the root stage above never reads, so its channel fills.
+    let full = Pipeline::builder()
+        .channel_capacity(2)
+        .then(Forever {
+            name: "forever",
+            live: Live::default(),
+        })
+        .build()
+        .unwrap();
+    let (input2, execution) = full.start(RunData::default()).unwrap();
+    // The start signal took one slot; the stage forwards it and then blocks on nothing: give
+    // it a moment, then fill the channel.
+    tokio::task::yield_now().await;
+    let mut outcomes = Vec::new();
+    for i in 0..4 {
+        outcomes.push(match input2.try_send(Element::text(i.to_string())) {
+            Ok(()) => "sent",
+            Err(TrySendError::Full(_)) => "full",
+            Err(_) => "closed",
+        });
+    }
+    assert!(outcomes.contains(&"full"), "{outcomes:?}");
+    assert!(!outcomes.contains(&"closed"), "{outcomes:?}");
+    execution.handle().cancel();
+    drop((input, input2));
+}
+
+/// Spawns a helper that never ends on its own and counts its drop.
+struct Spawner {
+    dropped: Arc<AtomicUsize>,
+    spawned: Arc<tokio::sync::Notify>,
+}
+
+struct Dropped(Arc<AtomicUsize>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Stage for Spawner {
+    fn name(&self) -> &str {
+        "spawner"
+    }
+
+    async fn run(
+        &self,
+        cx: StageContext,
+        mut input: StageInput,
+        output: StageOutput,
+    ) -> Result<(), StageError> {
+        let guard = Dropped(Arc::clone(&self.dropped));
+        let helper = cx.spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        drop(helper);
+        self.spawned.notify_one();
+        while let Some(e) = input.recv().await {
+            output.send(e).await?;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stage_helper_task_ends_with_its_run() {
+    for cancel in [false, true] {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let spawned = Arc::new(tokio::sync::Notify::new());
+        let pipeline = Pipeline::builder()
+            .then(Spawner {
+                dropped: Arc::clone(&dropped),
+                spawned: Arc::clone(&spawned),
+            })
+            .build()
+            .unwrap();
+        let (input, execution) = pipeline.start(RunData::default()).unwrap();
+        spawned.notified().await;
+        assert_eq!(dropped.load(Ordering::SeqCst), 0, "the helper runs");
+        let (output, handle) = execution.into_parts();
+        if cancel {
+            handle.cancel();
+        } else {
+            drop(input);
+        }
+        let mut output = output;
+        while output.recv().await.is_some() {}
+        let _ = handle.wait().await;
+        // The abort has been requested by the time the run reports; let the runtime drop it.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while dropped.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the helper outlived its run (cancel: {cancel})"));
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_closes_live_inputs_and_lets_stages_finish() {
+    let pipeline = Pipeline::builder()
+        .then(stages::passthrough("echo"))
+        .build()
+        .unwrap();
+    let (input, execution) = pipeline.start(RunData::default()).unwrap();
+    input.send(Element::text("queued")).await.unwrap();
+    let (mut output, handle) = execution.into_parts();
+    // The caller still holds its sender: only the shutdown can end the input.
+    let shutdown = tokio::spawn({
+        let pipeline = pipeline.clone();
+        async move { pipeline.shutdown_with_grace(Duration::from_secs(30)).await }
+    });
+    let mut texts = Vec::new();
+    while let Some(e) = output.recv().await {
+        texts.extend(e.as_text().map(str::to_owned));
+    }
+    assert_eq!(texts, ["queued"], "what was queued is still delivered");
+    handle
+        .wait()
+        .await
+        .expect("the run ended cleanly, not cancelled");
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("the shutdown did not need its grace period")
+        .unwrap();
+    assert!(input.send(Element::text("late")).await.is_err());
 }
