@@ -36,6 +36,9 @@ enum Layer {
     Domain,
     /// promptkit-pipeline: the stage engine.
     Pipeline,
+    /// promptkit-voice: the voice stages and sessions, above the pipeline and the domain
+    /// crates (decision 0013).
+    Modes,
     /// promptkit: the facade that re-exports everything.
     Facade,
     /// promptkit-cli: the `promptkit` binary.
@@ -57,6 +60,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("promptkit-state", Layer::Domain),
     ("promptkit-audio", Layer::Domain),
     ("promptkit-pipeline", Layer::Pipeline),
+    ("promptkit-voice", Layer::Modes),
     ("promptkit", Layer::Facade),
     ("promptkit-cli", Layer::Cli),
     ("promptkit-testkit", Layer::Testkit),
@@ -134,7 +138,7 @@ const E2E_HOME: &str = "cross-crate tests go to the promptkit-e2e crate in tests
 
 /// The rule an edge breaks, or `None` if it is allowed.
 fn broken_rule(from: Layer, to: Layer, kind: DepKind) -> Option<String> {
-    use Layer::{Cli, Core, Domain, EndToEnd, Facade, Pipeline, Testkit, Xtask};
+    use Layer::{Cli, Core, Domain, EndToEnd, Facade, Modes, Pipeline, Testkit, Xtask};
 
     // Rules for every crate, whatever the kind of the edge.
     if to == Xtask {
@@ -181,6 +185,11 @@ fn broken_rule(from: Layer, to: Layer, kind: DepKind) -> Option<String> {
             Testkit => Some(format!(
                 "promptkit-testkit dev-depends only on promptkit-core ({E2E_HOME})"
             )),
+            Modes if matches!(to, Pipeline | Domain) => None,
+            Modes => Some(format!(
+                "promptkit-voice dev-depends only on what it may depend on, and on \
+                 promptkit-testkit ({E2E_HOME})"
+            )),
             // Answered before: the facade and the CLI just above, e2e and xtask at the top.
             Facade | Cli | EndToEnd | Xtask => None,
         };
@@ -203,7 +212,8 @@ fn broken_rule(from: Layer, to: Layer, kind: DepKind) -> Option<String> {
         // What is left for the CLI (core, pipeline, domain crates, facade) is allowed; e2e
         // and xtask were answered at the top.
         (Domain | Pipeline | Testkit | Facade, Core)
-        | (Facade, Domain | Pipeline)
+        | (Facade, Domain | Pipeline | Modes)
+        | (Modes, Core | Domain | Pipeline)
         | (Cli | EndToEnd | Xtask, _) => None,
         (Domain, Domain) => Some(format!(
             "domain crates depend only on promptkit-core ({ARCH_DOMAIN_PEERS})"
@@ -224,9 +234,15 @@ fn broken_rule(from: Layer, to: Layer, kind: DepKind) -> Option<String> {
              seams; every crate may dev-depend on it)"
                 .into(),
         ),
+        (Modes, _) => Some(
+            "promptkit-voice depends only on promptkit-core, the pipeline and the domain crates \
+             (decision 0013: the voice stages sit above the engine and below the facade)"
+                .into(),
+        ),
         (Facade, _) => Some(
-            "the facade depends only on promptkit-core, the pipeline and the domain crates \
-             (01-architecture.md: all of the above <- promptkit (facade) <- promptkit-cli)"
+            "the facade depends only on promptkit-core, the pipeline, the domain crates and \
+             promptkit-voice (01-architecture.md: all of the above <- promptkit (facade) <- \
+             promptkit-cli)"
                 .into(),
         ),
     }
@@ -397,6 +413,29 @@ mod tests {
     #[test]
     fn the_current_layout_passes() {
         assert_eq!(messages(&current_edges()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_voice_crate_sits_between_the_pipeline_and_the_facade() {
+        let mut edges = current_edges();
+        edges.push(normal("promptkit-voice", "promptkit-pipeline"));
+        edges.push(normal("promptkit-voice", "promptkit-audio"));
+        edges.push(normal("promptkit", "promptkit-voice"));
+        assert_eq!(messages(&edges), Vec::<String>::new());
+
+        let mut edges = current_edges();
+        edges.push(normal("promptkit-pipeline", "promptkit-voice"));
+        edges.push(normal("promptkit-audio", "promptkit-voice"));
+        edges.push(normal("promptkit-voice", "promptkit"));
+        let found = messages(&edges);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(
+            found.iter().any(|m| m.starts_with(
+                "promptkit-voice -> promptkit (normal): \
+                 promptkit-voice depends only on"
+            )),
+            "{found:#?}"
+        );
     }
 
     #[test]
