@@ -282,10 +282,7 @@ fn run(c: &mut Criterion) {
                         let started = Instant::now();
                         for _ in 0..iters {
                             let execution = pipeline
-                                .execute(
-                                    RunData::default(),
-                                    futures_util::stream::iter([Element::text("x")]),
-                                )
+                                .execute_iter(RunData::default(), [Element::text("x")])
                                 .expect("execute");
                             let (mut output, handle) = execution.into_parts();
                             while output.recv().await.is_some() {}

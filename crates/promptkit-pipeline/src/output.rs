@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use promptkit_core::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::context::Progress;
@@ -96,18 +97,43 @@ impl StageOutput {
     /// Sends `element` to every target, waiting while one is full. Targets that have stopped
     /// receiving are skipped.
     ///
-    /// Cancel-safe: a send dropped before it completes delivered the element to no target
-    /// (a broadcast reserves room in every target before it sends to any).
+    /// The element is sent when `send` is called if every target has room (the common case),
+    /// and the future only reports it; otherwise the future waits for room (backpressure).
+    /// The wait is boxed, so a stage's own future stays small: stages send in their hottest
+    /// loop, and a future that held the element and a channel's send future would be copied
+    /// and polled whole at every element.
+    ///
+    /// Cancel-safe: a send dropped before it completes delivered the element to every live
+    /// target or to none (a broadcast reserves room in every target before it sends to any).
     ///
     /// # Errors
     /// [`OutputClosed`] when no target is receiving any more. A stage with no targets at all
     /// (a sink) never fails.
-    pub async fn send(&self, element: Element) -> Result<(), OutputClosed> {
+    pub fn send(
+        &self,
+        element: Element,
+    ) -> impl Future<Output = Result<(), OutputClosed>> + Send + '_ {
         self.progress.tick();
+        let waiting = match try_deliver(self.targets.iter().map(|t| &t.tx), element) {
+            Ok(()) => Ok(None),
+            Err(TrySendError::Full(element)) => Ok(Some(self.send_waiting(element))),
+            Err(TrySendError::Closed(_)) => Err(OutputClosed),
+        };
+        async move {
+            match waiting? {
+                Some(waiting) => waiting.await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// The wait of [`send`](Self::send) when a target was full.
+    fn send_waiting(&self, element: Element) -> BoxFuture<'_, Result<(), OutputClosed>> {
         match self.targets.as_slice() {
-            [] => Ok(()),
-            [only] => send_one(&only.tx, element).await,
-            many => broadcast(many.iter().map(|t| &t.tx), element).await,
+            [only] => {
+                Box::pin(async move { only.tx.send(element).await.map_err(|_| OutputClosed) })
+            }
+            many => Box::pin(broadcast(many.iter().map(|t| &t.tx), element)),
         }
     }
 
@@ -123,30 +149,7 @@ impl StageOutput {
     )]
     pub fn try_send(&self, element: Element) -> Result<(), TrySendError> {
         self.progress.tick();
-        match self.targets.as_slice() {
-            [] => Ok(()),
-            [only] => only.tx.try_send(element).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(e) => TrySendError::Full(e),
-                mpsc::error::TrySendError::Closed(e) => TrySendError::Closed(e),
-            }),
-            many => {
-                let mut permits = Vec::with_capacity(many.len());
-                for target in many {
-                    match target.tx.try_reserve() {
-                        Ok(permit) => permits.push(permit),
-                        Err(mpsc::error::TrySendError::Full(())) => {
-                            return Err(TrySendError::Full(element));
-                        }
-                        Err(mpsc::error::TrySendError::Closed(())) => {}
-                    }
-                }
-                if permits.is_empty() {
-                    return Err(TrySendError::Closed(element));
-                }
-                deliver(permits, element);
-                Ok(())
-            }
-        }
+        try_deliver(self.targets.iter().map(|t| &t.tx), element)
     }
 
     /// Sends `element` to the target at `index` only (routers), waiting while it is full.
@@ -204,6 +207,46 @@ pub(crate) async fn broadcast<'a>(
     }
     deliver(permits, element);
     Ok(())
+}
+
+/// Sends to every channel if each live one has room now, never waiting: all or nothing.
+/// Closed channels are skipped; no channel at all is a success (a sink).
+#[allow(
+    clippy::result_large_err,
+    reason = "the element comes back unboxed, as with tokio's `try_send`"
+)]
+pub(crate) fn try_deliver<'a>(
+    txs: impl ExactSizeIterator<Item = &'a mpsc::Sender<Element>>,
+    element: Element,
+) -> Result<(), TrySendError> {
+    let mut txs = txs;
+    match txs.len() {
+        0 => Ok(()),
+        1 => {
+            let only = txs.next().expect("one channel");
+            only.try_send(element).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(e) => TrySendError::Full(e),
+                mpsc::error::TrySendError::Closed(e) => TrySendError::Closed(e),
+            })
+        }
+        many => {
+            let mut permits = Vec::with_capacity(many);
+            for tx in txs {
+                match tx.try_reserve() {
+                    Ok(permit) => permits.push(permit),
+                    Err(mpsc::error::TrySendError::Full(())) => {
+                        return Err(TrySendError::Full(element));
+                    }
+                    Err(mpsc::error::TrySendError::Closed(())) => {}
+                }
+            }
+            if permits.is_empty() {
+                return Err(TrySendError::Closed(element));
+            }
+            deliver(permits, element);
+            Ok(())
+        }
+    }
 }
 
 /// Sends a clone of `element` on each permit but the last, and `element` itself on the last.

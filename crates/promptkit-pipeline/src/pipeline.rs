@@ -19,7 +19,7 @@ use crate::context::{Progress, StageContext};
 use crate::element::{Control, Element, ElementError, Interrupt, Payload};
 use crate::events::{Emitter, EventBus, EventKind};
 use crate::input::{Closing, Inputs, StageInput};
-use crate::output::{StageOutput, Target, TrySendError, broadcast, send_one};
+use crate::output::{StageOutput, Target, TrySendError, broadcast, send_one, try_deliver};
 use crate::run::{Outcome, RunShared, Runs, millis};
 use crate::run_context::{RunContext, RunData};
 use crate::{DynStage, StageError};
@@ -127,8 +127,14 @@ enum Feed {
     /// The caller sends through an [`InputSender`] (a live run).
     Live,
     /// A feeder task forwards this stream.
-    Stream(Pin<Box<dyn Stream<Item = Element> + Send>>),
+    Stream(FeedStream),
+    /// Input known up front: queued at launch as far as the root channels have room; a
+    /// feeder task forwards only what is left.
+    Ready(Box<dyn Iterator<Item = Element> + Send>),
 }
+
+/// The input a feeder task forwards.
+type FeedStream = Pin<Box<dyn Stream<Item = Element> + Send>>;
 
 /// The channels of one run, wired per the topology.
 struct Wiring {
@@ -211,6 +217,21 @@ impl Pipeline {
             .map(|(_, execution)| execution)
     }
 
+    /// Starts a run on input known up front (a turn's history and message): what fits in
+    /// the root stages' channels is queued at once, and a task forwards only the rest. Must
+    /// be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`PipelineError::ShuttingDown`] after [`Pipeline::shutdown`].
+    pub fn execute_iter<I>(&self, data: RunData, elements: I) -> Result<Execution, PipelineError>
+    where
+        I: IntoIterator<Item = Element>,
+        I::IntoIter: Send + 'static,
+    {
+        self.launch(data, Feed::Ready(Box::new(elements.into_iter())))
+            .map(|(_, execution)| execution)
+    }
+
     /// Runs to completion on `elements` and collects the result.
     ///
     /// # Errors
@@ -221,7 +242,7 @@ impl Pipeline {
         elements: impl IntoIterator<Item = Element, IntoIter: Send + 'static>,
     ) -> Result<ExecutionResult, RunFailure> {
         let started = Instant::now();
-        let execution = match self.execute(data, futures_util::stream::iter(elements)) {
+        let execution = match self.execute_iter(data, elements) {
             Ok(e) => e,
             Err(error) => {
                 return Err(RunFailure {
@@ -324,6 +345,22 @@ impl Pipeline {
         } else {
             topo.config.idle_timeout
         };
+        let roots = wiring.roots;
+        let (sender, feeder) = match feed {
+            Feed::Live => {
+                for root in &roots {
+                    // The channels are new and empty, so this never waits.
+                    let _ = root.try_send(Element::control(Control::Start));
+                }
+                let sender = InputSender {
+                    txs: roots.into(),
+                    context: Arc::clone(&context),
+                };
+                (Some(sender), None)
+            }
+            Feed::Stream(input) => (None, Some((input, roots))),
+            Feed::Ready(elements) => (None, queue_ready(elements, roots)),
+        };
         let (result_tx, result_rx) = oneshot::channel();
         let run = Arc::new(RunShared::new(
             Arc::clone(&self.inner),
@@ -332,31 +369,17 @@ impl Pipeline {
             emitter.clone(),
             closing,
             idle_limit,
-            topo.stages.len() + usize::from(!live),
+            topo.stages.len() + usize::from(feeder.is_some()),
             result_tx,
         ));
         run.register();
 
-        let sender = match feed {
-            Feed::Live => {
-                for root in &wiring.roots {
-                    // The channels are new and empty, so this never waits.
-                    let _ = root.try_send(Element::control(Control::Start));
-                }
-                Some(InputSender {
-                    txs: wiring.roots.into(),
-                    context: Arc::clone(&context),
-                })
-            }
-            Feed::Stream(input) => {
-                let roots = wiring.roots;
-                run.spawn_task(crate::run::FEEDER, async move {
-                    feed_roots(input, roots).await;
-                    Outcome::Done
-                });
-                None
-            }
-        };
+        if let Some((input, roots)) = feeder {
+            run.spawn_task(crate::run::FEEDER, async move {
+                feed_roots(input, roots).await;
+                Outcome::Done
+            });
+        }
         self.spawn_stages(&run, &context, &emitter, wiring.stages);
 
         let output = OutputStream {
@@ -556,11 +579,28 @@ impl Source {
     }
 }
 
-/// Forwards `input` to every root stage, until it ends or no root reads any more.
-async fn feed_roots(
-    mut input: Pin<Box<dyn Stream<Item = Element> + Send>>,
+/// Queues `elements` into the root channels while they have room. Returns what is left for
+/// a feeder task, or `None` when everything was queued (or no root reads any more): the
+/// roots' senders are then dropped, which ends the input.
+fn queue_ready(
+    mut elements: Box<dyn Iterator<Item = Element> + Send>,
     roots: Vec<mpsc::Sender<Element>>,
-) {
+) -> Option<(FeedStream, Vec<mpsc::Sender<Element>>)> {
+    while let Some(element) = elements.next() {
+        match try_deliver(roots.iter(), element) {
+            Ok(()) => {}
+            Err(TrySendError::Full(element)) => {
+                let rest = futures_util::stream::iter(std::iter::once(element).chain(elements));
+                return Some((Box::pin(rest), roots));
+            }
+            Err(TrySendError::Closed(_)) => return None,
+        }
+    }
+    None
+}
+
+/// Forwards `input` to every root stage, until it ends or no root reads any more.
+async fn feed_roots(mut input: FeedStream, roots: Vec<mpsc::Sender<Element>>) {
     while let Some(element) = std::future::poll_fn(|cx| input.as_mut().poll_next(cx)).await {
         let sent = match roots.as_slice() {
             [only] => send_one(only, element).await,
@@ -608,32 +648,7 @@ impl InputSender {
         reason = "the element comes back unboxed, as with tokio's `try_send`: boxing it would allocate on the path that must not wait"
     )]
     pub fn try_send(&self, element: Element) -> Result<(), TrySendError> {
-        match &*self.txs {
-            [only] => only.try_send(element).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(e) => TrySendError::Full(e),
-                mpsc::error::TrySendError::Closed(e) => TrySendError::Closed(e),
-            }),
-            many => {
-                let mut permits = Vec::with_capacity(many.len());
-                for tx in many {
-                    match tx.try_reserve() {
-                        Ok(permit) => permits.push(permit),
-                        Err(mpsc::error::TrySendError::Full(())) => {
-                            return Err(TrySendError::Full(element));
-                        }
-                        Err(mpsc::error::TrySendError::Closed(())) => {}
-                    }
-                }
-                let Some(last) = permits.pop() else {
-                    return Err(TrySendError::Closed(element));
-                };
-                for permit in permits {
-                    permit.send(element.clone());
-                }
-                last.send(element);
-                Ok(())
-            }
-        }
+        try_deliver(self.txs.iter(), element)
     }
 
     /// Interrupts the run ([`RunContext::interrupt`]): stale output is dropped everywhere at

@@ -419,14 +419,12 @@ impl Agent {
             .get_or_insert_with(promptkit_core::Timestamp::now);
         let execution = self
             .pipeline
-            .execute(
+            .execute_iter(
                 turn,
-                futures_util::stream::iter(
-                    history
-                        .into_iter()
-                        .map(|m| Element::message(m).as_history())
-                        .chain(std::iter::once(Element::message(message))),
-                ),
+                history
+                    .into_iter()
+                    .map(|m| Element::message(m).as_history())
+                    .chain(std::iter::once(Element::message(message))),
             )
             .map_err(AgentError::from)?;
         let (output, handle) = execution.into_parts();
