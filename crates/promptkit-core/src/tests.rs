@@ -1065,3 +1065,107 @@ fn seams_are_object_safe() {
     assert_send::<RealtimeSession>();
     assert_send::<SttSession>();
 }
+
+/// A store written before leases and `append_if` existed: only the required methods.
+#[derive(Debug)]
+struct OldStore;
+
+impl StateStore for OldStore {
+    fn load<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<Conversation>, StateError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn save<'a>(
+        &'a self,
+        _: &'a Conversation,
+        _: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async { Ok(1) })
+    }
+    fn append<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a str>,
+        messages: &'a [Message],
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        Box::pin(async move {
+            Ok(AppendOutcome {
+                appended: messages.len(),
+                total: messages.len(),
+                version: 1,
+            })
+        })
+    }
+    fn fork<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StateError>> {
+        Box::pin(async { Err(StateError::Closed) })
+    }
+    fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async { Ok(false) })
+    }
+    fn list<'a>(
+        &'a self,
+        _: &'a ListOptions,
+    ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
+        Box::pin(async {
+            Ok(Page {
+                items: Vec::new(),
+                total: 0,
+            })
+        })
+    }
+    fn merge_metadata<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a serde_json::Map<String, Value>,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async { Ok(1) })
+    }
+    fn add_summary<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Summary,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async { Ok(1) })
+    }
+}
+
+#[tokio::test]
+async fn stores_without_leases_say_so_with_a_typed_error() {
+    let store: &dyn StateStore = &OldStore;
+    let batch = [Message::user("hi")];
+    let any = store
+        .append_if("s", None, &batch, ExpectedVersion::Any)
+        .await;
+    assert_eq!(any.expect("`Any` is a plain append").appended, 1);
+    for result in [
+        store
+            .append_if("s", None, &batch, ExpectedVersion::New)
+            .await
+            .map(|_| ()),
+        store
+            .try_lease("s", "t", Duration::from_secs(1))
+            .await
+            .map(|_| ()),
+        store.release_lease("s", "t").await,
+    ] {
+        let err = result.unwrap_err();
+        assert!(matches!(err, StateError::Unsupported { .. }), "{err}");
+    }
+    let err = store.release_lease("s", "t").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "state store does not support `release_lease`"
+    );
+}
+
+#[test]
+fn lease_arguments_are_validated() {
+    assert!(StateError::validate_lease("s", "token").is_ok());
+    for (id, token) in [("", "t"), ("s", ""), ("s", &*"t".repeat(300))] {
+        let err = StateError::validate_lease(id, token).unwrap_err();
+        assert!(matches!(err, StateError::InvalidId { .. }), "{err}");
+    }
+}
