@@ -397,6 +397,17 @@ pub enum StateError {
     /// The store was closed.
     #[error("state store is closed")]
     Closed,
+    /// A value to be stored is unusable: a user id or message id that is too long or holds
+    /// control characters (which not every backend can store). Nothing was written.
+    #[error("invalid {what} for conversation `{id}`: {reason}")]
+    InvalidValue {
+        /// The conversation id.
+        id: String,
+        /// What was invalid (`user id`, `message id`).
+        what: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
     /// The store does not implement this operation (a store written before it was added to
     /// the seam).
     #[error("state store does not support `{operation}`")]
@@ -437,7 +448,8 @@ impl StateError {
     }
 
     /// Checks the arguments of [`StateStore::try_lease`] and [`StateStore::release_lease`]:
-    /// a usable conversation id and a non-empty token of at most 256 bytes.
+    /// a usable conversation id and a non-empty token of at most 256 bytes without control
+    /// characters.
     ///
     /// # Errors
     /// [`StateError::InvalidId`] naming what is wrong.
@@ -445,8 +457,11 @@ impl StateError {
         Self::validate_id(id)?;
         let reason = if token.is_empty() {
             "its lease token is empty"
-        } else if token.len() > 256 {
-            "its lease token is longer than 256 bytes"
+        } else if let Some(problem) = label_problem(token) {
+            return Err(Self::InvalidId {
+                id: id.to_owned(),
+                reason: format!("its lease token {problem}"),
+            });
         } else {
             return Ok(());
         };
@@ -454,5 +469,53 @@ impl StateError {
             id: id.to_owned(),
             reason: reason.to_owned(),
         })
+    }
+
+    /// Checks that `user_id` can own conversation `id` in every store: at most 256 bytes, no
+    /// control characters (Postgres, for one, cannot store U+0000 in text). Stores check it
+    /// before writing; callers taking a user id from outside can check it at the edge, before
+    /// any paid work.
+    ///
+    /// # Errors
+    /// [`StateError::InvalidValue`] naming what is wrong (not repeating the value).
+    pub fn validate_user_id(id: &str, user_id: &str) -> Result<(), Self> {
+        match label_problem(user_id) {
+            None => Ok(()),
+            Some(problem) => Err(Self::InvalidValue {
+                id: id.to_owned(),
+                what: "user id",
+                reason: format!("it {problem}"),
+            }),
+        }
+    }
+
+    /// Checks the ids of `messages` to be stored in conversation `id`: each at most 256 bytes
+    /// without control characters. Message text, tool results and metadata may hold any
+    /// character, U+0000 included: stores keep them exactly.
+    ///
+    /// # Errors
+    /// [`StateError::InvalidValue`] naming the first bad id by its position in `messages`.
+    pub fn validate_message_ids(id: &str, messages: &[Message]) -> Result<(), Self> {
+        for (position, message) in messages.iter().enumerate() {
+            if let Some(problem) = message.id.as_deref().and_then(label_problem) {
+                return Err(Self::InvalidValue {
+                    id: id.to_owned(),
+                    what: "message id",
+                    reason: format!("the id of message {position} {problem}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with a label (user id, message id, lease token) that stores keep as text.
+fn label_problem(label: &str) -> Option<&'static str> {
+    if label.len() > 256 {
+        Some("is longer than 256 bytes")
+    } else if label.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else {
+        None
     }
 }

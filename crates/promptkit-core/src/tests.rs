@@ -1169,3 +1169,50 @@ fn lease_arguments_are_validated() {
         assert!(matches!(err, StateError::InvalidId { .. }), "{err}");
     }
 }
+
+#[test]
+fn user_and_message_ids_are_validated_without_echoing_them() {
+    assert!(StateError::validate_user_id("s", "user-7").is_ok());
+    assert!(StateError::validate_user_id("s", "").is_ok());
+    let long = "u".repeat(10 * 1024);
+    for bad in ["a\0b", long.as_str()] {
+        let err = StateError::validate_user_id("s", bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::InvalidValue {
+                    what: "user id",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().len() < 100,
+            "the value is not repeated: {err}"
+        );
+    }
+    assert_eq!(
+        StateError::validate_user_id("s", "a\0b")
+            .unwrap_err()
+            .to_string(),
+        "invalid user id for conversation `s`: it contains control characters"
+    );
+    let fine = [
+        Message::user("text with \0 is fine").with_id("m1"),
+        Message::user("no id"),
+    ];
+    assert!(StateError::validate_message_ids("s", &fine).is_ok());
+    let bad = [
+        Message::user("x").with_id("m1"),
+        Message::user("y").with_id("m\u{0}2"),
+    ];
+    assert_eq!(
+        StateError::validate_message_ids("s", &bad)
+            .unwrap_err()
+            .to_string(),
+        "invalid message id for conversation `s`: the id of message 1 contains control characters"
+    );
+    let err = StateError::validate_lease("s", "t\0").unwrap_err();
+    assert!(matches!(err, StateError::InvalidId { .. }), "{err}");
+}

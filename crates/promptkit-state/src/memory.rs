@@ -49,12 +49,22 @@ struct Entry {
     tick: u64,
 }
 
+#[derive(Debug)]
+struct Lease {
+    token: String,
+    expires: Instant,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
     /// Least recently used first: access tick -> conversation id.
     recency: BTreeMap<u64, String>,
     next_tick: u64,
+    /// Turn leases by conversation id; expired ones are dropped when the map has doubled
+    /// since the last sweep, so it stays proportional to the leases in use.
+    leases: HashMap<String, Lease>,
+    lease_sweep_at: usize,
 }
 
 /// An in-process [`StateStore`]: fast, lost on exit. Optional sliding TTL and LRU eviction.
@@ -189,6 +199,13 @@ impl MemoryStore {
 }
 
 impl Inner {
+    fn sweep_leases(&mut self, now: Instant) {
+        if self.leases.len() >= self.lease_sweep_at {
+            self.leases.retain(|_, lease| lease.expires > now);
+            self.lease_sweep_at = (self.leases.len() * 2).max(64);
+        }
+    }
+
     fn bump(&mut self) -> u64 {
         self.next_tick += 1;
         self.next_tick
@@ -263,8 +280,7 @@ impl StateStore for MemoryStore {
     ) -> BoxFuture<'a, Result<u64, StateError>> {
         Box::pin(async move {
             let id = conversation.id.as_str();
-            StateError::validate_id(id)?;
-            common::check_unique_message_ids(conversation)?;
+            common::validate_conversation(conversation)?;
             let mut inner = self.lock();
             let (stored_version, created_at) = match self.live(&mut inner, id) {
                 Some(e) => (Some(e.conversation.version), e.conversation.created_at),
@@ -293,10 +309,21 @@ impl StateStore for MemoryStore {
         user_id: Option<&'a str>,
         messages: &'a [Message],
     ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        self.append_if(id, user_id, messages, ExpectedVersion::Any)
+    }
+
+    fn append_if<'a>(
+        &'a self,
+        id: &'a str,
+        user_id: Option<&'a str>,
+        messages: &'a [Message],
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
         Box::pin(async move {
-            StateError::validate_id(id)?;
+            common::validate_append(id, user_id, messages)?;
             let mut inner = self.lock();
-            let created = self.live(&mut inner, id).is_none();
+            let stored = self.live(&mut inner, id).map(|e| e.conversation.version);
+            common::check_expected(id, expected, stored)?;
             let entry = self.live_or_create(&mut inner, id, user_id);
             let fresh = common::fresh_messages(messages, |mid| entry.message_ids.contains(mid));
             let appended = fresh.len();
@@ -306,7 +333,7 @@ impl StateStore for MemoryStore {
                 }
                 entry.conversation.messages.push(m.clone());
             }
-            if created || appended > 0 {
+            if stored.is_none() || appended > 0 {
                 touch_write(&mut entry.conversation);
             }
             Ok(AppendOutcome {
@@ -314,6 +341,49 @@ impl StateStore for MemoryStore {
                 total: entry.conversation.messages.len(),
                 version: entry.conversation.version,
             })
+        })
+    }
+
+    fn try_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async move {
+            StateError::validate_lease(id, token)?;
+            let now = Instant::now();
+            let expires = now + ttl.max(Duration::from_millis(1));
+            let mut inner = self.lock();
+            inner.sweep_leases(now);
+            match inner.leases.get_mut(id) {
+                Some(lease) if lease.token != token && lease.expires > now => Ok(false),
+                Some(lease) => {
+                    token.clone_into(&mut lease.token);
+                    lease.expires = expires;
+                    Ok(true)
+                }
+                None => {
+                    let token = token.to_owned();
+                    inner.leases.insert(id.to_owned(), Lease { token, expires });
+                    Ok(true)
+                }
+            }
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            StateError::validate_lease(id, token)?;
+            let mut inner = self.lock();
+            if inner.leases.get(id).is_some_and(|l| l.token == token) {
+                inner.leases.remove(id);
+            }
+            Ok(())
         })
     }
 
@@ -362,6 +432,9 @@ impl StateStore for MemoryStore {
         options: &'a ListOptions,
     ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
         Box::pin(async move {
+            if common::impossible_owner(options) {
+                return Ok(common::empty_page());
+            }
             let mut inner = self.lock();
             self.purge_expired(&mut inner, Instant::now());
             let mut rows: Vec<ConversationInfo> = inner

@@ -68,3 +68,8 @@ async fn lru_eviction_keeps_recently_used() {
     assert!(store.load("a").await.unwrap().is_some());
     assert!(store.load("c").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_leases_expire() {
+    conformance::lease_expiry(&MemoryStore::new()).await;
+}

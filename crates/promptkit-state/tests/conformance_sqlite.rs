@@ -95,3 +95,12 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
         .unwrap();
     assert_eq!(out.appended, 0, "ids survive reopening");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_leases_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("state.db"))
+        .await
+        .unwrap();
+    conformance::lease_expiry(&store).await;
+}
