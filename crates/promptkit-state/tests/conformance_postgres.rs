@@ -93,3 +93,12 @@ async fn two_pools_share_one_database() {
     b.close().await;
     drop_schema(a, &schema).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_leases_expire() {
+    let Some((store, schema)) = store("pk_lease_ttl").await else {
+        return;
+    };
+    conformance::lease_expiry(&store).await;
+    drop_schema(store, &schema).await;
+}
