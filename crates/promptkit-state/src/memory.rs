@@ -12,19 +12,42 @@ use serde_json::{Map, Value};
 
 use crate::common;
 
-/// Settings of a [`MemoryStore`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Settings of a [`MemoryStore`]. The default keeps at most
+/// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES) conversations, without TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemoryConfig {
     /// Sliding time-to-live: a conversation not read or written for this long is dropped.
     /// `None` keeps conversations until deleted or evicted.
     pub ttl: Option<Duration>,
     /// Maximum number of conversations; storing one more evicts the least recently used.
-    /// `None` is unbounded.
+    /// `None` is unbounded: memory then grows with every new session id, which a server
+    /// taking ids from clients must not allow.
     pub max_entries: Option<usize>,
 }
 
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            ttl: None,
+            max_entries: Some(Self::DEFAULT_MAX_ENTRIES),
+        }
+    }
+}
+
 impl MemoryConfig {
+    /// The default bound on the number of conversations.
+    pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+    /// No bound on the number of conversations and no TTL: for tests and short-lived
+    /// processes that control every id they use.
+    pub fn unbounded() -> Self {
+        Self {
+            ttl: None,
+            max_entries: None,
+        }
+    }
+
     /// Sets the sliding time-to-live.
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
@@ -67,9 +90,12 @@ struct Inner {
     lease_sweep_at: usize,
 }
 
-/// An in-process [`StateStore`]: fast, lost on exit. Optional sliding TTL and LRU eviction.
+/// An in-process [`StateStore`]: fast, lost on exit. Optional sliding TTL; LRU eviction
+/// beyond a bound on the number of conversations (10 000 by default).
 ///
-/// Every operation holds one lock for its whole duration, so each is atomic.
+/// Every operation holds one lock for its whole duration, so each is atomic. Turn leases
+/// ([`StateStore::try_lease`]) live in the same lock, so they are exclusive within this
+/// process only: several processes need a shared store (SQLite, Postgres, Redis).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     config: MemoryConfig,
@@ -77,7 +103,8 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// An unbounded store without TTL.
+    /// A store of at most [`MemoryConfig::DEFAULT_MAX_ENTRIES`] conversations (the least
+    /// recently used is evicted beyond it), without TTL.
     pub fn new() -> Self {
         Self::default()
     }
@@ -120,14 +147,21 @@ impl MemoryStore {
         if self.config.ttl.is_none() {
             return;
         }
-        let dead: Vec<String> = inner
-            .entries
-            .iter()
-            .filter(|(_, e)| self.expired(e, now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in dead {
-            inner.remove(&id);
+        // Every touch gives its entry the next tick and the current instant under the lock,
+        // so the recency order is also the order of last access: the expired entries are a
+        // prefix of it, and a sweep costs what it removes, not the size of the store.
+        while let Some((_, id)) = inner.recency.first_key_value() {
+            if inner
+                .entries
+                .get(id)
+                .is_some_and(|e| !self.expired(e, now))
+            {
+                break;
+            }
+            let id = id.clone();
+            if inner.remove(&id).is_none() {
+                inner.recency.pop_first();
+            }
         }
     }
 
