@@ -152,20 +152,113 @@ pub async fn missing_conversation(store: &dyn StateStore) {
     );
 }
 
-/// Empty and control-character ids are rejected.
+/// Ids a store must refuse with [`StateError::InvalidId`] before touching the backend:
+/// empty, over 256 bytes, and holding a control character (U+0000, a newline, the C1 control U+0085).
+fn bad_ids() -> Vec<String> {
+    vec![
+        String::new(),
+        "a\nb".to_owned(),
+        "a\0b".to_owned(),
+        "a\u{85}b".to_owned(),
+        "x".repeat(257),
+    ]
+}
+
+/// Every operation that takes a conversation id refuses an unusable one
+/// ([`StateError::InvalidId`]) and writes nothing; an id of exactly 256 bytes and one of
+/// non-ASCII text are usable.
 pub async fn invalid_ids(store: &dyn StateStore) {
-    for bad in ["", "a\nb"] {
-        let err = store.load(bad).await.expect_err("invalid id");
+    fn check<T: std::fmt::Debug>(what: &str, bad: &str, result: Result<T, StateError>) {
         assert!(
-            matches!(err, StateError::InvalidId { .. }),
-            "load({bad:?}): {err:?}"
-        );
-        let err = store.append(bad, None, &[]).await.expect_err("invalid id");
-        assert!(
-            matches!(err, StateError::InvalidId { .. }),
-            "append({bad:?}): {err:?}"
+            matches!(result, Err(StateError::InvalidId { .. })),
+            "{what}({bad:?}) must be refused as an invalid id: {result:?}"
         );
     }
+    let good = prefix("bad-ids-source");
+    store
+        .append(&good, None, &numbered(&good, 1))
+        .await
+        .expect("append");
+    let mut entries = Map::new();
+    entries.insert("k".to_owned(), json!(1));
+    for bad in bad_ids() {
+        let bad = bad.as_str();
+        check("load", bad, store.load(bad).await);
+        check("load_recent", bad, store.load_recent(bad, 1).await);
+        check("append", bad, store.append(bad, None, &[]).await);
+        check(
+            "append_if",
+            bad,
+            store
+                .append_if(bad, None, &numbered(&good, 1), ExpectedVersion::New)
+                .await,
+        );
+        check(
+            "save",
+            bad,
+            store
+                .save(
+                    &promptkit_core::Conversation::new(bad),
+                    ExpectedVersion::Any,
+                )
+                .await,
+        );
+        check(
+            "fork (source)",
+            bad,
+            store.fork(bad, &format!("{good}-f")).await,
+        );
+        check("fork (target)", bad, store.fork(&good, bad).await);
+        check("delete", bad, store.delete(bad).await);
+        check(
+            "merge_metadata",
+            bad,
+            store.merge_metadata(bad, &entries).await,
+        );
+        check(
+            "add_summary",
+            bad,
+            store.add_summary(bad, &summary(0, 1)).await,
+        );
+        check(
+            "try_lease",
+            bad,
+            store
+                .try_lease(bad, "token", std::time::Duration::from_secs(1))
+                .await,
+        );
+        check(
+            "release_lease",
+            bad,
+            store.release_lease(bad, "token").await,
+        );
+    }
+    assert!(
+        store
+            .load(&format!("{good}-f"))
+            .await
+            .expect("load")
+            .is_none(),
+        "a refused fork created nothing"
+    );
+    let source = store.load(&good).await.expect("load").expect("stored");
+    assert_eq!(source.version, 1, "refused calls did not touch the source");
+
+    let base = prefix("ids");
+    let longest = format!("{base}{}", "é".repeat((256 - base.len()) / 2));
+    let longest = format!("{longest}{}", "z".repeat(256 - longest.len()));
+    assert_eq!(longest.len(), 256);
+    for id in [longest.as_str(), &format!("{base}-会話-🙂")] {
+        let out = store
+            .append(id, None, &numbered(&base, 1))
+            .await
+            .unwrap_or_else(|e| panic!("append to usable id {id:?}: {e:?}"));
+        assert_eq!(out.total, 1);
+        let loaded = store.load(id).await.expect("load").expect("stored");
+        assert_eq!(loaded.id, id, "the id round-trips");
+        assert!(store.delete(id).await.expect("delete"));
+    }
+    store.delete(&good).await.expect("cleanup");
 }
 
 /// A saved conversation loads back equal in everything it carries.

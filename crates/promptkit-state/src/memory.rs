@@ -151,11 +151,7 @@ impl MemoryStore {
         // so the recency order is also the order of last access: the expired entries are a
         // prefix of it, and a sweep costs what it removes, not the size of the store.
         while let Some((_, id)) = inner.recency.first_key_value() {
-            if inner
-                .entries
-                .get(id)
-                .is_some_and(|e| !self.expired(e, now))
-            {
+            if inner.entries.get(id).is_some_and(|e| !self.expired(e, now)) {
                 break;
             }
             let id = id.clone();

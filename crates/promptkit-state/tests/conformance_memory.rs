@@ -8,7 +8,10 @@ use promptkit_state::{ListOptions, MemoryConfig, MemoryStore, Message, StateStor
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_passes_conformance() {
     conformance::run_all(Arc::new(MemoryStore::new())).await;
-    conformance::run_all(Arc::new(MemoryStore::with_config(MemoryConfig::unbounded()))).await;
+    conformance::run_all(Arc::new(
+        MemoryStore::with_config(MemoryConfig::unbounded()),
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

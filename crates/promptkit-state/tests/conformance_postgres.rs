@@ -86,7 +86,7 @@ async fn two_pools_share_one_database() {
     let b = PostgresStore::connect_with(PostgresConfig::new(url()).with_schema(&schema))
         .await
         .unwrap();
-    let batch = [promptkit_state::Message::user("x").with_id("x")];
+    let batch = [Message::user("x").with_id("x")];
     let (ra, rb) = tokio::join!(a.append("c", None, &batch), b.append("c", None, &batch));
     assert_eq!(ra.unwrap().appended + rb.unwrap().appended, 1);
     assert_eq!(b.load("c").await.unwrap().unwrap().messages.len(), 1);
@@ -210,4 +210,30 @@ fn config_debug_hides_the_password() {
         shown.contains("postgres://app:***@db:5432/pk?password=***"),
         "{shown}"
     );
+}
+
+#[tokio::test]
+async fn store_debug_and_connect_errors_hide_the_password() {
+    // The test server trusts local connections, so it accepts any password.
+    let with_password = url().replacen("://postgres@", "://postgres:hunter2@", 1);
+    if with_password.contains("hunter2") {
+        match PostgresStore::connect(&with_password).await {
+            Ok(store) => {
+                let debug = format!("{store:?}");
+                assert!(!debug.contains("hunter2"), "{debug}");
+                store.close().await;
+            }
+            Err(e) => support::unavailable("Postgres", &url(), &e),
+        }
+    }
+    // Nothing listens on port 1: connecting fails, and the error must not carry the URL's
+    // password.
+    let err = PostgresStore::connect_with(
+        PostgresConfig::new("postgres://app:hunter2@127.0.0.1:1/pk?password=hunter2")
+            .with_acquire_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    let shown = support::shown(&err);
+    assert!(!shown.contains("hunter2"), "{shown}");
 }

@@ -368,3 +368,23 @@ async fn a_paused_server_times_out_calls() {
     assert_eq!(texts, ["before", "during"]);
     drop(server);
 }
+
+#[tokio::test]
+async fn store_debug_and_connect_errors_hide_the_password() {
+    let Some((store, prefix)) = store("pk_debug", None).await else {
+        return;
+    };
+    let debug = format!("{store:?}");
+    assert!(debug.contains(&prefix), "{debug}");
+    // Nothing listens on port 1: connecting fails, and the error must not carry the URL's
+    // password.
+    let err = RedisStore::connect_with(
+        RedisConfig::new("redis://:hunter2@127.0.0.1:1/0")
+            .with_connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    let shown = support::shown(&err);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    cleanup(&prefix).await;
+}
