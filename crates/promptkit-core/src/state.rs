@@ -301,7 +301,7 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     ///
     /// A lease is independent of the conversation: it can be taken before the conversation
     /// exists and deleting the conversation does not release it. `ttl` is rounded up to one
-    /// millisecond.
+    /// millisecond; the stores of `promptkit-state` cut a longer one than 100 years to that.
     ///
     /// # Errors
     /// [`StateError::InvalidId`] for an unusable `id` or an empty `token`,

@@ -4,6 +4,25 @@ use std::collections::HashSet;
 
 use promptkit_core::{Conversation, StateError, Timestamp};
 
+/// The longest time-to-live a store keeps: longer lease and conversation TTLs are cut to it,
+/// so that a huge configured value (`Duration::MAX`) neither overflows a clock nor makes
+/// the backend refuse every write (Redis rejects an expiry past its range, Postgres an
+/// interval past its own).
+pub(crate) const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+/// A lease or conversation TTL as the stores use it: at least one millisecond, at most
+/// [`MAX_TTL`].
+pub(crate) fn clamp_ttl(ttl: std::time::Duration) -> std::time::Duration {
+    ttl.clamp(std::time::Duration::from_millis(1), MAX_TTL)
+}
+
+/// [`clamp_ttl`] in whole milliseconds.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn ttl_millis(ttl: std::time::Duration) -> u64 {
+    // MAX_TTL in milliseconds fits u64 (and i64, and f64 exactly).
+    u64::try_from(clamp_ttl(ttl).as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The largest page a listing returns.
 pub(crate) const MAX_PAGE: usize = 1000;
 

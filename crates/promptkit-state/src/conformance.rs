@@ -168,6 +168,10 @@ fn bad_ids() -> Vec<String> {
 /// ([`StateError::InvalidId`]) and writes nothing; an id of exactly 256 bytes and one of
 /// non-ASCII text are usable.
 pub async fn invalid_ids(store: &dyn StateStore) {
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "each call hands over the result of one store call"
+    )]
     fn check<T: std::fmt::Debug>(what: &str, bad: &str, result: Result<T, StateError>) {
         assert!(
             matches!(result, Err(StateError::InvalidId { .. })),
@@ -1238,6 +1242,24 @@ pub async fn leases_are_exclusive(store: &dyn StateStore) {
         .await
         .expect("a second release is a no-op");
     store.release_lease(&other, "b").await.expect("release");
+    let forever = format!("{id}-forever");
+    assert!(
+        store
+            .try_lease(&forever, "a", std::time::Duration::MAX)
+            .await
+            .expect("a lease of Duration::MAX is taken, not an overflow or a backend error"),
+        "a huge ttl is taken"
+    );
+    assert!(
+        !store.try_lease(&forever, "b", ttl).await.expect("lease"),
+        "and held"
+    );
+    store.release_lease(&forever, "a").await.expect("release");
+    assert!(
+        store.try_lease(&forever, "b", ttl).await.expect("lease"),
+        "and released"
+    );
+    store.release_lease(&forever, "b").await.expect("release");
     for (bad_id, token) in [
         ("", "t"),
         ("a\nb", "t"),

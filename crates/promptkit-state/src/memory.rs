@@ -383,7 +383,7 @@ impl StateStore for MemoryStore {
         Box::pin(async move {
             StateError::validate_lease(id, token)?;
             let now = Instant::now();
-            let expires = now + ttl.max(Duration::from_millis(1));
+            let expires = now + common::clamp_ttl(ttl);
             let mut inner = self.lock();
             inner.sweep_leases(now);
             match inner.leases.get_mut(id) {

@@ -631,7 +631,7 @@ impl StateStore for PostgresStore {
         Box::pin(async move {
             StateError::validate_lease(id, token)?;
             #[expect(clippy::cast_precision_loss, reason = "a ttl in ms fits f64 exactly")]
-            let ttl_ms = ttl.as_millis().max(1) as f64;
+            let ttl_ms = common::ttl_millis(ttl) as f64;
             let taken: Option<i32> = sqlx::query_scalar(TAKE_LEASE)
                 .bind(id)
                 .bind(token)

@@ -526,9 +526,7 @@ impl RedisStore {
         Ok(Self {
             conn,
             prefix: config.key_prefix,
-            ttl_ms: config
-                .ttl
-                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            ttl_ms: config.ttl.map_or(0, common::ttl_millis),
             response_timeout: config.response_timeout,
         })
     }
@@ -735,7 +733,7 @@ impl StateStore for RedisStore {
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         Box::pin(async move {
             StateError::validate_lease(id, token)?;
-            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let ttl_ms = common::ttl_millis(ttl);
             let taken: i64 = scripts()
                 .take_lease
                 .key(self.lease_key(id))

@@ -665,7 +665,7 @@ impl StateStore for SqliteStore {
     ) -> BoxFuture<'a, Result<bool, StateError>> {
         Box::pin(async move {
             StateError::validate_lease(id, token)?;
-            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+            let ttl_ms = i64::try_from(common::ttl_millis(ttl)).unwrap_or(i64::MAX);
             let mut w = self.begin_write("try_lease").await?;
             // Processes sharing a file share a host, so the local clock is the same for all.
             let now = common::now_millis().as_unix_millis();
