@@ -261,6 +261,83 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         id: &'a str,
         summary: &'a Summary,
     ) -> BoxFuture<'a, Result<u64, StateError>>;
+
+    /// [`append`](Self::append), only if the stored version is `expected`
+    /// ([`New`](ExpectedVersion::New): the conversation must not exist;
+    /// [`Exact(v)`](ExpectedVersion::Exact): its version is `v`, where 0 means missing;
+    /// [`Any`](ExpectedVersion::Any): exactly `append`). The check and the append are one
+    /// atomic step. A batch whose messages are all stored already leaves the version as it
+    /// is, like `append`.
+    ///
+    /// # Errors
+    /// [`StateError::Conflict`] with the stored version when it is not `expected`; nothing is
+    /// written then. The default body runs `append` for `Any` and returns
+    /// [`StateError::Unsupported`] otherwise, so stores written before this method keep
+    /// compiling.
+    fn append_if<'a>(
+        &'a self,
+        id: &'a str,
+        user_id: Option<&'a str>,
+        messages: &'a [Message],
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        if expected == ExpectedVersion::Any {
+            return self.append(id, user_id, messages);
+        }
+        Box::pin(async {
+            Err(StateError::Unsupported {
+                operation: "append_if",
+            })
+        })
+    }
+
+    /// Takes (or renews) the turn lease on conversation `id` for `ttl`, held by the caller's
+    /// random `token`: `Ok(true)` when `token` now holds it (it was free, expired, or already
+    /// `token`'s, in which case the expiry moves to now + `ttl`), `Ok(false)` when another
+    /// token holds an unexpired lease. The lease lives in the store, so every process using
+    /// the same store sees it: two `serve` replicas on one Postgres or Redis never run turns
+    /// on one session at once. Stores that have a clock of their own (Postgres `now()`,
+    /// Redis key expiry) time leases with it, so the processes need not agree on the time.
+    ///
+    /// A lease is independent of the conversation: it can be taken before the conversation
+    /// exists and deleting the conversation does not release it. `ttl` is rounded up to one
+    /// millisecond; the stores of `promptkit-state` cut a longer one than 100 years to that.
+    ///
+    /// # Errors
+    /// [`StateError::InvalidId`] for an unusable `id` or an empty `token`,
+    /// [`StateError::Backend`] or [`StateError::Timeout`] when the store fails, and
+    /// [`StateError::Unsupported`] from the default body.
+    fn try_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        let _ = (id, token, ttl);
+        Box::pin(async {
+            Err(StateError::Unsupported {
+                operation: "try_lease",
+            })
+        })
+    }
+
+    /// Releases the lease on `id` if `token` holds it: a no-op when another token holds it,
+    /// when it has expired, or when there is none.
+    ///
+    /// # Errors
+    /// As [`try_lease`](Self::try_lease).
+    fn release_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        let _ = (id, token);
+        Box::pin(async {
+            Err(StateError::Unsupported {
+                operation: "release_lease",
+            })
+        })
+    }
 }
 
 /// Why a state operation failed.
@@ -320,6 +397,24 @@ pub enum StateError {
     /// The store was closed.
     #[error("state store is closed")]
     Closed,
+    /// A value to be stored is unusable: a user id or message id that is too long or holds
+    /// control characters (which not every backend can store). Nothing was written.
+    #[error("invalid {what} for conversation `{id}`: {reason}")]
+    InvalidValue {
+        /// The conversation id.
+        id: String,
+        /// What was invalid (`user id`, `message id`).
+        what: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// The store does not implement this operation (a store written before it was added to
+    /// the seam).
+    #[error("state store does not support `{operation}`")]
+    Unsupported {
+        /// The [`StateStore`] method.
+        operation: &'static str,
+    },
 }
 
 impl StateError {
@@ -350,5 +445,77 @@ impl StateError {
             id: id.to_owned(),
             reason: reason.to_owned(),
         })
+    }
+
+    /// Checks the arguments of [`StateStore::try_lease`] and [`StateStore::release_lease`]:
+    /// a usable conversation id and a non-empty token of at most 256 bytes without control
+    /// characters.
+    ///
+    /// # Errors
+    /// [`StateError::InvalidId`] naming what is wrong.
+    pub fn validate_lease(id: &str, token: &str) -> Result<(), Self> {
+        Self::validate_id(id)?;
+        let reason = if token.is_empty() {
+            "its lease token is empty"
+        } else if let Some(problem) = label_problem(token) {
+            return Err(Self::InvalidId {
+                id: id.to_owned(),
+                reason: format!("its lease token {problem}"),
+            });
+        } else {
+            return Ok(());
+        };
+        Err(Self::InvalidId {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Checks that `user_id` can own conversation `id` in every store: at most 256 bytes, no
+    /// control characters (Postgres, for one, cannot store U+0000 in text). Stores check it
+    /// before writing; callers taking a user id from outside can check it at the edge, before
+    /// any paid work.
+    ///
+    /// # Errors
+    /// [`StateError::InvalidValue`] naming what is wrong (not repeating the value).
+    pub fn validate_user_id(id: &str, user_id: &str) -> Result<(), Self> {
+        match label_problem(user_id) {
+            None => Ok(()),
+            Some(problem) => Err(Self::InvalidValue {
+                id: id.to_owned(),
+                what: "user id",
+                reason: format!("it {problem}"),
+            }),
+        }
+    }
+
+    /// Checks the ids of `messages` to be stored in conversation `id`: each at most 256 bytes
+    /// without control characters. Message text, tool results and metadata may hold any
+    /// character, U+0000 included: stores keep them exactly.
+    ///
+    /// # Errors
+    /// [`StateError::InvalidValue`] naming the first bad id by its position in `messages`.
+    pub fn validate_message_ids(id: &str, messages: &[Message]) -> Result<(), Self> {
+        for (position, message) in messages.iter().enumerate() {
+            if let Some(problem) = message.id.as_deref().and_then(label_problem) {
+                return Err(Self::InvalidValue {
+                    id: id.to_owned(),
+                    what: "message id",
+                    reason: format!("the id of message {position} {problem}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with a label (user id, message id, lease token) that stores keep as text.
+fn label_problem(label: &str) -> Option<&'static str> {
+    if label.len() > 256 {
+        Some("is longer than 256 bytes")
+    } else if label.chars().any(char::is_control) {
+        Some("contains control characters")
+    } else {
+        None
     }
 }

@@ -1065,3 +1065,154 @@ fn seams_are_object_safe() {
     assert_send::<RealtimeSession>();
     assert_send::<SttSession>();
 }
+
+/// A store written before leases and `append_if` existed: only the required methods.
+#[derive(Debug)]
+struct OldStore;
+
+impl StateStore for OldStore {
+    fn load<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<Conversation>, StateError>> {
+        Box::pin(async { Ok(None) })
+    }
+    fn save<'a>(
+        &'a self,
+        _: &'a Conversation,
+        _: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async { Ok(1) })
+    }
+    fn append<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a str>,
+        messages: &'a [Message],
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        Box::pin(async move {
+            Ok(AppendOutcome {
+                appended: messages.len(),
+                total: messages.len(),
+                version: 1,
+            })
+        })
+    }
+    fn fork<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StateError>> {
+        Box::pin(async { Err(StateError::Closed) })
+    }
+    fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async { Ok(false) })
+    }
+    fn list<'a>(
+        &'a self,
+        _: &'a ListOptions,
+    ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
+        Box::pin(async {
+            Ok(Page {
+                items: Vec::new(),
+                total: 0,
+            })
+        })
+    }
+    fn merge_metadata<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a serde_json::Map<String, Value>,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async { Ok(1) })
+    }
+    fn add_summary<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Summary,
+    ) -> BoxFuture<'a, Result<u64, StateError>> {
+        Box::pin(async { Ok(1) })
+    }
+}
+
+#[tokio::test]
+async fn stores_without_leases_say_so_with_a_typed_error() {
+    let store: &dyn StateStore = &OldStore;
+    let batch = [Message::user("hi")];
+    let any = store
+        .append_if("s", None, &batch, ExpectedVersion::Any)
+        .await;
+    assert_eq!(any.expect("`Any` is a plain append").appended, 1);
+    for result in [
+        store
+            .append_if("s", None, &batch, ExpectedVersion::New)
+            .await
+            .map(|_| ()),
+        store
+            .try_lease("s", "t", Duration::from_secs(1))
+            .await
+            .map(|_| ()),
+        store.release_lease("s", "t").await,
+    ] {
+        let err = result.unwrap_err();
+        assert!(matches!(err, StateError::Unsupported { .. }), "{err}");
+    }
+    let err = store.release_lease("s", "t").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "state store does not support `release_lease`"
+    );
+}
+
+#[test]
+fn lease_arguments_are_validated() {
+    assert!(StateError::validate_lease("s", "token").is_ok());
+    for (id, token) in [("", "t"), ("s", ""), ("s", &*"t".repeat(300))] {
+        let err = StateError::validate_lease(id, token).unwrap_err();
+        assert!(matches!(err, StateError::InvalidId { .. }), "{err}");
+    }
+}
+
+#[test]
+fn user_and_message_ids_are_validated_without_echoing_them() {
+    assert!(StateError::validate_user_id("s", "user-7").is_ok());
+    assert!(StateError::validate_user_id("s", "").is_ok());
+    let long = "u".repeat(10 * 1024);
+    for bad in ["a\0b", long.as_str()] {
+        let err = StateError::validate_user_id("s", bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::InvalidValue {
+                    what: "user id",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().len() < 100,
+            "the value is not repeated: {err}"
+        );
+    }
+    assert_eq!(
+        StateError::validate_user_id("s", "a\0b")
+            .unwrap_err()
+            .to_string(),
+        "invalid user id for conversation `s`: it contains control characters"
+    );
+    let fine = [
+        Message::user("text with \0 is fine").with_id("m1"),
+        Message::user("no id"),
+    ];
+    assert!(StateError::validate_message_ids("s", &fine).is_ok());
+    let bad = [
+        Message::user("x").with_id("m1"),
+        Message::user("y").with_id("m\u{0}2"),
+    ];
+    assert_eq!(
+        StateError::validate_message_ids("s", &bad)
+            .unwrap_err()
+            .to_string(),
+        "invalid message id for conversation `s`: the id of message 1 contains control characters"
+    );
+    let err = StateError::validate_lease("s", "t\0").unwrap_err();
+    assert!(matches!(err, StateError::InvalidId { .. }), "{err}");
+}

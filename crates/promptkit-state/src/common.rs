@@ -4,6 +4,25 @@ use std::collections::HashSet;
 
 use promptkit_core::{Conversation, StateError, Timestamp};
 
+/// The longest time-to-live a store keeps: longer lease and conversation TTLs are cut to it,
+/// so that a huge configured value (`Duration::MAX`) neither overflows a clock nor makes
+/// the backend refuse every write (Redis rejects an expiry past its range, Postgres an
+/// interval past its own).
+pub(crate) const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+/// A lease or conversation TTL as the stores use it: at least one millisecond, at most
+/// [`MAX_TTL`].
+pub(crate) fn clamp_ttl(ttl: std::time::Duration) -> std::time::Duration {
+    ttl.clamp(std::time::Duration::from_millis(1), MAX_TTL)
+}
+
+/// [`clamp_ttl`] in whole milliseconds.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+pub(crate) fn ttl_millis(ttl: std::time::Duration) -> u64 {
+    // MAX_TTL in milliseconds fits u64 (and i64, and f64 exactly).
+    u64::try_from(clamp_ttl(ttl).as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The largest page a listing returns.
 pub(crate) const MAX_PAGE: usize = 1000;
 
@@ -31,8 +50,50 @@ pub(crate) fn check_expected(
     }
 }
 
+/// Checks the arguments of `append` and `append_if` before anything is written.
+pub(crate) fn validate_append(
+    id: &str,
+    user_id: Option<&str>,
+    messages: &[promptkit_core::Message],
+) -> Result<(), StateError> {
+    StateError::validate_id(id)?;
+    if let Some(user_id) = user_id {
+        StateError::validate_user_id(id, user_id)?;
+    }
+    StateError::validate_message_ids(id, messages)
+}
+
+/// Checks a conversation given to `save` before anything is written: its id, owner and
+/// message ids, which must not repeat.
+pub(crate) fn validate_conversation(conversation: &Conversation) -> Result<(), StateError> {
+    validate_append(
+        &conversation.id,
+        conversation.user_id.as_deref(),
+        &conversation.messages,
+    )?;
+    check_unique_message_ids(conversation)
+}
+
+/// Whether a listing filters on an owner no conversation can have (one that
+/// [`StateError::validate_user_id`] refuses): its answer is an empty page, without asking a
+/// backend that may not even accept the value as a parameter.
+pub(crate) fn impossible_owner(options: &promptkit_core::ListOptions) -> bool {
+    options
+        .user_id
+        .as_deref()
+        .is_some_and(|u| StateError::validate_user_id("", u).is_err())
+}
+
+/// The answer to a listing on an [impossible owner](impossible_owner).
+pub(crate) fn empty_page() -> promptkit_core::Page<promptkit_core::ConversationInfo> {
+    promptkit_core::Page {
+        items: Vec::new(),
+        total: 0,
+    }
+}
+
 /// Rejects a conversation whose messages repeat an id (the store would lose one of them).
-pub(crate) fn check_unique_message_ids(conversation: &Conversation) -> Result<(), StateError> {
+fn check_unique_message_ids(conversation: &Conversation) -> Result<(), StateError> {
     let mut seen = HashSet::new();
     for id in conversation.messages.iter().filter_map(|m| m.id.as_deref()) {
         if !seen.insert(id) {
@@ -46,7 +107,7 @@ pub(crate) fn check_unique_message_ids(conversation: &Conversation) -> Result<()
 }
 
 /// Merges `entries` into `metadata`: a `null` value removes the key.
-#[cfg(any(feature = "memory", feature = "sqlite"))]
+#[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
 pub(crate) fn merge_metadata(
     metadata: &mut serde_json::Map<String, serde_json::Value>,
     entries: &serde_json::Map<String, serde_json::Value>,
@@ -206,5 +267,11 @@ impl SweepClock {
     /// Records a sweep done at `now` (on open).
     pub(crate) fn mark(&self, now: i64) {
         self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Makes the next write sweep again (the last sweep stopped at its batch size).
+    pub(crate) fn rearm(&self) {
+        self.last
+            .store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -115,7 +115,12 @@ pub async fn run_all(store: Arc<dyn StateStore>) {
     metadata_merge(s).await;
     summaries(s).await;
     concurrent_appends(Arc::clone(&store)).await;
-    concurrent_saves(store).await;
+    concurrent_saves(Arc::clone(&store)).await;
+    nul_and_odd_values(s).await;
+    append_if_checks_versions(s).await;
+    concurrent_append_if(Arc::clone(&store)).await;
+    leases_are_exclusive(s).await;
+    concurrent_leases(store).await;
 }
 
 /// A missing conversation loads as `None`; deleting it reports `false`.
@@ -147,20 +152,117 @@ pub async fn missing_conversation(store: &dyn StateStore) {
     );
 }
 
-/// Empty and control-character ids are rejected.
+/// Ids a store must refuse with [`StateError::InvalidId`] before touching the backend:
+/// empty, over 256 bytes, and holding a control character (U+0000, a newline, the C1 control U+0085).
+fn bad_ids() -> Vec<String> {
+    vec![
+        String::new(),
+        "a\nb".to_owned(),
+        "a\0b".to_owned(),
+        "a\u{85}b".to_owned(),
+        "x".repeat(257),
+    ]
+}
+
+/// Every operation that takes a conversation id refuses an unusable one
+/// ([`StateError::InvalidId`]) and writes nothing; an id of exactly 256 bytes and one of
+/// non-ASCII text are usable.
 pub async fn invalid_ids(store: &dyn StateStore) {
-    for bad in ["", "a\nb"] {
-        let err = store.load(bad).await.expect_err("invalid id");
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "each call hands over the result of one store call"
+    )]
+    fn check<T: std::fmt::Debug>(what: &str, bad: &str, result: Result<T, StateError>) {
         assert!(
-            matches!(err, StateError::InvalidId { .. }),
-            "load({bad:?}): {err:?}"
-        );
-        let err = store.append(bad, None, &[]).await.expect_err("invalid id");
-        assert!(
-            matches!(err, StateError::InvalidId { .. }),
-            "append({bad:?}): {err:?}"
+            matches!(result, Err(StateError::InvalidId { .. })),
+            "{what}({bad:?}) must be refused as an invalid id: {result:?}"
         );
     }
+    let good = prefix("bad-ids-source");
+    store
+        .append(&good, None, &numbered(&good, 1))
+        .await
+        .expect("append");
+    let mut entries = Map::new();
+    entries.insert("k".to_owned(), json!(1));
+    for bad in bad_ids() {
+        let bad = bad.as_str();
+        check("load", bad, store.load(bad).await);
+        check("load_recent", bad, store.load_recent(bad, 1).await);
+        check("append", bad, store.append(bad, None, &[]).await);
+        check(
+            "append_if",
+            bad,
+            store
+                .append_if(bad, None, &numbered(&good, 1), ExpectedVersion::New)
+                .await,
+        );
+        check(
+            "save",
+            bad,
+            store
+                .save(
+                    &promptkit_core::Conversation::new(bad),
+                    ExpectedVersion::Any,
+                )
+                .await,
+        );
+        check(
+            "fork (source)",
+            bad,
+            store.fork(bad, &format!("{good}-f")).await,
+        );
+        check("fork (target)", bad, store.fork(&good, bad).await);
+        check("delete", bad, store.delete(bad).await);
+        check(
+            "merge_metadata",
+            bad,
+            store.merge_metadata(bad, &entries).await,
+        );
+        check(
+            "add_summary",
+            bad,
+            store.add_summary(bad, &summary(0, 1)).await,
+        );
+        check(
+            "try_lease",
+            bad,
+            store
+                .try_lease(bad, "token", std::time::Duration::from_secs(1))
+                .await,
+        );
+        check(
+            "release_lease",
+            bad,
+            store.release_lease(bad, "token").await,
+        );
+    }
+    assert!(
+        store
+            .load(&format!("{good}-f"))
+            .await
+            .expect("load")
+            .is_none(),
+        "a refused fork created nothing"
+    );
+    let source = store.load(&good).await.expect("load").expect("stored");
+    assert_eq!(source.version, 1, "refused calls did not touch the source");
+
+    let base = prefix("ids");
+    let longest = format!("{base}{}", "é".repeat((256 - base.len()) / 2));
+    let longest = format!("{longest}{}", "z".repeat(256 - longest.len()));
+    assert_eq!(longest.len(), 256);
+    for id in [longest.as_str(), &format!("{base}-会話-🙂")] {
+        let out = store
+            .append(id, None, &numbered(&base, 1))
+            .await
+            .unwrap_or_else(|e| panic!("append to usable id {id:?}: {e:?}"));
+        assert_eq!(out.total, 1);
+        let loaded = store.load(id).await.expect("load").expect("stored");
+        assert_eq!(loaded.id, id, "the id round-trips");
+        assert!(store.delete(id).await.expect("delete"));
+    }
+    store.delete(&good).await.expect("cleanup");
 }
 
 /// A saved conversation loads back equal in everything it carries.
@@ -829,6 +931,429 @@ pub async fn ttl_expiry(store: &dyn StateStore, ttl: std::time::Duration) {
     for id in std::iter::once(&kept).chain(&idle) {
         store.delete(id).await.expect("cleanup");
     }
+}
+
+/// Review test 47: U+0000 in message text, a tool result, metadata keys and values and a
+/// summary is stored and loaded back exactly, through `append`, `save`, `merge_metadata`,
+/// `add_summary`, `load_recent` and `fork`. A user id with U+0000 or of 10 KiB, and a message
+/// id with U+0000, are refused with [`StateError::InvalidValue`] before anything is written.
+pub async fn nul_and_odd_values(store: &dyn StateStore) {
+    let id = prefix("nul");
+    let mut text = Message::user("before \0 after \0\0 end").with_id(format!("{id}-text"));
+    text.metadata
+        .insert("k\0ey".to_owned(), json!({"v": "x\0y", "list": ["\0"]}));
+    let mut tool = Message::new(promptkit_core::Role::Tool).with_id(format!("{id}-tool"));
+    tool.tool_result = Some(Box::new(ToolResult::text(
+        "call-\0",
+        "binary",
+        "\0\u{1}\u{7f} raw bytes",
+    )));
+    let batch = [text, tool];
+    let out = store
+        .append(&id, Some(&format!("{id}-user")), &batch)
+        .await
+        .expect("append with U+0000 in the text");
+    assert_eq!(out.appended, 2, "both messages stored: {out:?}");
+    let mut entries = Map::new();
+    entries.insert("meta\0key".to_owned(), json!("va\0lue"));
+    store
+        .merge_metadata(&id, &entries)
+        .await
+        .expect("merge metadata with U+0000");
+    let mut nul_summary = summary(0, 1);
+    nul_summary.content = "sum\0mary".to_owned();
+    store
+        .add_summary(&id, &nul_summary)
+        .await
+        .expect("add a summary with U+0000");
+    let loaded = store.load(&id).await.expect("load").expect("stored");
+    assert_eq!(loaded.messages, batch, "U+0000 round-trips in messages");
+    assert_eq!(loaded.metadata, entries, "U+0000 round-trips in metadata");
+    assert_eq!(
+        loaded.summaries,
+        vec![nul_summary],
+        "U+0000 round-trips in summaries"
+    );
+    let recent = store.load_recent(&id, 1).await.expect("load_recent");
+    assert_eq!(
+        recent.expect("stored").messages,
+        batch[1..],
+        "U+0000 round-trips through load_recent"
+    );
+    let copy_id = format!("{id}-copy");
+    let copy = store.fork(&id, &copy_id).await.expect("fork");
+    assert_eq!(copy.messages, batch, "U+0000 round-trips through fork");
+    let mut saved = loaded.clone();
+    saved
+        .messages
+        .push(Message::assistant("\0").with_id("saved"));
+    let version = store
+        .save(&saved, ExpectedVersion::Exact(loaded.version))
+        .await
+        .expect("save with U+0000");
+    let reloaded = store.load(&id).await.expect("load").expect("stored");
+    assert_eq!(
+        reloaded.messages, saved.messages,
+        "U+0000 round-trips through save"
+    );
+    assert_eq!(reloaded.version, version);
+
+    let fresh = prefix("nul-refused");
+    let ten_kib = "u".repeat(10 * 1024);
+    for bad_user in ["user\0id", ten_kib.as_str()] {
+        let err = store
+            .append(&fresh, Some(bad_user), &numbered(&fresh, 1))
+            .await
+            .expect_err("an unstorable user id is refused");
+        assert!(
+            matches!(
+                err,
+                StateError::InvalidValue {
+                    what: "user id",
+                    ..
+                }
+            ),
+            "append with a bad user id: {err:?}"
+        );
+        let c = promptkit_core::Conversation::new(&fresh).with_user(bad_user);
+        let err = store
+            .save(&c, ExpectedVersion::Any)
+            .await
+            .expect_err("an unstorable owner is refused");
+        assert!(
+            matches!(err, StateError::InvalidValue { .. }),
+            "save with a bad owner: {err:?}"
+        );
+        let page = store
+            .list(&ListOptions::for_user(bad_user))
+            .await
+            .expect("listing an impossible owner is an empty page");
+        assert_eq!((page.items.len(), page.total), (0, 0));
+    }
+    let err = store
+        .append(&fresh, None, &[Message::user("x").with_id("m\0")])
+        .await
+        .expect_err("an unstorable message id is refused");
+    assert!(
+        matches!(
+            err,
+            StateError::InvalidValue {
+                what: "message id",
+                ..
+            }
+        ),
+        "append with a bad message id: {err:?}"
+    );
+    assert!(
+        store.load(&fresh).await.expect("load").is_none(),
+        "nothing was written by refused calls"
+    );
+    store.delete(&id).await.expect("cleanup");
+    store.delete(&copy_id).await.expect("cleanup");
+}
+
+/// `append_if` appends only onto the expected version: `New` needs absence, `Exact(v)` the
+/// stored version (0 for absence), `Any` always; a conflict names the stored version and
+/// writes nothing (not even the conversation).
+pub async fn append_if_checks_versions(store: &dyn StateStore) {
+    let id = prefix("append-if");
+    let user = format!("{id}-user");
+    let batch = numbered(&id, 4);
+    let first = store
+        .append_if(&id, Some(&user), &batch[..1], ExpectedVersion::New)
+        .await
+        .expect("New on a missing conversation");
+    assert_eq!((first.appended, first.total), (1, 1), "{first:?}");
+    let err = store
+        .append_if(&id, None, &batch[1..2], ExpectedVersion::New)
+        .await
+        .expect_err("New on an existing conversation");
+    assert!(
+        matches!(err, StateError::Conflict { expected: ExpectedVersion::New, actual, .. } if actual == first.version),
+        "New conflicts with the stored version: {err:?}"
+    );
+    let second = store
+        .append_if(
+            &id,
+            None,
+            &batch[1..2],
+            ExpectedVersion::Exact(first.version),
+        )
+        .await
+        .expect("Exact with the right version");
+    assert_eq!((second.appended, second.total), (1, 2), "{second:?}");
+    assert!(second.version > first.version, "the version grows");
+    let err = store
+        .append_if(
+            &id,
+            None,
+            &batch[2..3],
+            ExpectedVersion::Exact(first.version),
+        )
+        .await
+        .expect_err("Exact with a stale version");
+    assert!(
+        matches!(err, StateError::Conflict { actual, .. } if actual == second.version),
+        "a stale version conflicts: {err:?}"
+    );
+    let replay = store
+        .append_if(
+            &id,
+            None,
+            &batch[..2],
+            ExpectedVersion::Exact(second.version),
+        )
+        .await
+        .expect("a replayed batch with the right version");
+    assert_eq!(
+        (replay.appended, replay.version),
+        (0, second.version),
+        "a batch of stored ids changes nothing"
+    );
+    let any = store
+        .append_if(&id, None, &batch[2..], ExpectedVersion::Any)
+        .await
+        .expect("Any");
+    assert_eq!((any.appended, any.total), (2, 4), "{any:?}");
+    let c = store.load(&id).await.expect("load").expect("stored");
+    assert_eq!(
+        c.messages, batch,
+        "only accepted batches were stored, in order"
+    );
+    assert_eq!(
+        c.user_id.as_deref(),
+        Some(user.as_str()),
+        "New sets the owner"
+    );
+    assert_eq!(c.version, any.version);
+
+    let missing = prefix("append-if-missing");
+    let err = store
+        .append_if(&missing, None, &batch, ExpectedVersion::Exact(3))
+        .await
+        .expect_err("Exact(3) on a missing conversation");
+    assert!(
+        matches!(err, StateError::Conflict { actual: 0, .. }),
+        "a missing conversation has version 0: {err:?}"
+    );
+    assert!(
+        store.load(&missing).await.expect("load").is_none(),
+        "a conflict creates nothing"
+    );
+    let zero = store
+        .append_if(&missing, None, &batch[..1], ExpectedVersion::Exact(0))
+        .await
+        .expect("Exact(0) on a missing conversation");
+    assert_eq!(zero.total, 1);
+    store.delete(&id).await.expect("cleanup");
+    store.delete(&missing).await.expect("cleanup");
+}
+
+/// Number of concurrent writers in [`concurrent_append_if`] and [`concurrent_leases`].
+pub const CONCURRENT_CONTENDERS: usize = 16;
+
+/// [`CONCURRENT_CONTENDERS`] tasks `append_if` onto the same version at once: exactly one
+/// lands, every other gets a conflict, and the history holds the winner's batch only.
+pub async fn concurrent_append_if(store: Arc<dyn StateStore>) {
+    let id = prefix("append-if-race");
+    let base = store
+        .append(&id, None, &[Message::user("base").with_id("base")])
+        .await
+        .expect("append");
+    let mut tasks = Vec::new();
+    for i in 0..CONCURRENT_CONTENDERS {
+        let store = Arc::clone(&store);
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let batch = [
+                Message::user(format!("turn {i}")).with_id(format!("u{i}")),
+                Message::assistant(format!("answer {i}")).with_id(format!("a{i}")),
+            ];
+            store
+                .append_if(&id, None, &batch, ExpectedVersion::Exact(base.version))
+                .await
+                .map(|_| i)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.expect("task panicked") {
+            Ok(i) => winners.push(i),
+            Err(StateError::Conflict { .. }) => {}
+            Err(other) => panic!("unexpected append_if error: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one append_if wins: {winners:?}");
+    let c = store.load(&id).await.expect("load").expect("stored");
+    let texts: Vec<String> = c.messages.iter().map(Message::text).collect();
+    let w = winners[0];
+    assert_eq!(
+        texts,
+        [
+            "base".to_owned(),
+            format!("turn {w}"),
+            format!("answer {w}")
+        ],
+        "only the winner's turn is stored"
+    );
+    store.delete(&id).await.expect("cleanup");
+}
+
+/// Leases: exclusive between tokens, renewable by the holder, a release by a non-holder is
+/// a no-op, a release by the holder frees it, a lease needs no conversation (and creates
+/// none), and bad ids or tokens are refused.
+pub async fn leases_are_exclusive(store: &dyn StateStore) {
+    let id = prefix("lease");
+    let ttl = std::time::Duration::from_secs(30);
+    assert!(
+        store.try_lease(&id, "a", ttl).await.expect("lease"),
+        "a free lease is taken"
+    );
+    assert!(
+        !store.try_lease(&id, "b", ttl).await.expect("lease"),
+        "another token is refused while it is held"
+    );
+    assert!(
+        store.try_lease(&id, "a", ttl).await.expect("lease"),
+        "the holder renews"
+    );
+    store.release_lease(&id, "b").await.expect("release");
+    assert!(
+        !store.try_lease(&id, "b", ttl).await.expect("lease"),
+        "a release by a non-holder is a no-op"
+    );
+    let other = format!("{id}-other");
+    assert!(
+        store.try_lease(&other, "b", ttl).await.expect("lease"),
+        "leases on other conversations are independent"
+    );
+    assert!(
+        store.load(&id).await.expect("load").is_none(),
+        "a lease creates no conversation"
+    );
+    store.release_lease(&id, "a").await.expect("release");
+    assert!(
+        store.try_lease(&id, "b", ttl).await.expect("lease"),
+        "a released lease is free"
+    );
+    store.release_lease(&id, "b").await.expect("release");
+    store
+        .release_lease(&id, "b")
+        .await
+        .expect("a second release is a no-op");
+    store.release_lease(&other, "b").await.expect("release");
+    let forever = format!("{id}-forever");
+    assert!(
+        store
+            .try_lease(&forever, "a", std::time::Duration::MAX)
+            .await
+            .expect("a lease of Duration::MAX is taken, not an overflow or a backend error"),
+        "a huge ttl is taken"
+    );
+    assert!(
+        !store.try_lease(&forever, "b", ttl).await.expect("lease"),
+        "and held"
+    );
+    store.release_lease(&forever, "a").await.expect("release");
+    assert!(
+        store.try_lease(&forever, "b", ttl).await.expect("lease"),
+        "and released"
+    );
+    store.release_lease(&forever, "b").await.expect("release");
+    for (bad_id, token) in [
+        ("", "t"),
+        ("a\nb", "t"),
+        (id.as_str(), ""),
+        (id.as_str(), "t\0"),
+    ] {
+        let err = store
+            .try_lease(bad_id, token, ttl)
+            .await
+            .expect_err("bad lease arguments");
+        assert!(
+            matches!(err, StateError::InvalidId { .. }),
+            "try_lease({bad_id:?}, {token:?}): {err:?}"
+        );
+    }
+}
+
+/// [`CONCURRENT_CONTENDERS`] tasks call `try_lease` on one conversation at once with their
+/// own tokens, over several rounds (a fresh lease, then the same one after a release):
+/// each round has exactly one winner.
+pub async fn concurrent_leases(store: Arc<dyn StateStore>) {
+    let id = prefix("lease-race");
+    for round in 0..4 {
+        let mut tasks = Vec::new();
+        for i in 0..CONCURRENT_CONTENDERS {
+            let store = Arc::clone(&store);
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                let token = format!("r{round}-t{i}");
+                let won = store
+                    .try_lease(&id, &token, std::time::Duration::from_secs(30))
+                    .await?;
+                Ok::<_, StateError>(won.then_some(token))
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            if let Some(token) = task.await.expect("task panicked").expect("try_lease") {
+                winners.push(token);
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: exactly one winner: {winners:?}"
+        );
+        store
+            .release_lease(&id, &winners[0])
+            .await
+            .expect("release");
+    }
+}
+
+/// Lease timing, for every store (not part of [`run_all`] because it sleeps about three
+/// seconds): a lease expires after its ttl and is then free for another token; a renewal
+/// by the holder pushes the expiry to now + ttl; an expired lease released by its old
+/// holder stays with its new one. On a machine too slow to keep the windows (over half a
+/// second late), the check starts over, up to three times.
+pub async fn lease_expiry(store: &dyn StateStore) {
+    use std::time::{Duration, Instant};
+    let ttl = Duration::from_millis(1500);
+    for _attempt in 0..3 {
+        let id = prefix("lease-ttl");
+        assert!(store.try_lease(&id, "a", ttl).await.expect("lease"));
+        // The first lease expires at most `ttl` after this instant.
+        let taken = Instant::now();
+        tokio::time::sleep(Duration::from_millis(750)).await;
+        let renewing = Instant::now();
+        assert!(
+            store.try_lease(&id, "a", ttl).await.expect("renew"),
+            "the holder renews"
+        );
+        let renewed = Instant::now();
+        // Past the first expiry, before the renewed one (at least `renewing + ttl`).
+        tokio::time::sleep_until((taken + ttl + Duration::from_millis(100)).into()).await;
+        let refused = !store.try_lease(&id, "b", ttl).await.expect("lease");
+        if renewing.elapsed() >= ttl {
+            continue; // Too late to tell: the renewed lease may have expired meanwhile.
+        }
+        assert!(refused, "a renewal pushes the expiry out");
+        tokio::time::sleep_until((renewed + ttl + Duration::from_millis(300)).into()).await;
+        assert!(
+            store.try_lease(&id, "b", ttl).await.expect("lease"),
+            "an expired lease is free for another token"
+        );
+        store.release_lease(&id, "a").await.expect("release");
+        assert!(
+            !store.try_lease(&id, "c", ttl).await.expect("lease"),
+            "the old holder's release does not free the new holder's lease"
+        );
+        store.release_lease(&id, "b").await.expect("release");
+        return;
+    }
+    panic!("the machine was too slow for the lease timing check three times in a row");
 }
 
 fn summary(start: u64, end: u64) -> Summary {

@@ -56,6 +56,7 @@ pub mod conformance;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "sqlite")]
@@ -70,6 +71,7 @@ pub use promptkit_core::{
     AppendOutcome, Conversation, ConversationInfo, ExpectedVersion, ListOptions, Message, Page,
     SortOrder, StateError, StateStore, Summary,
 };
+pub use redact::redact_url;
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStore};
 #[cfg(feature = "sqlite")]

@@ -12,19 +12,42 @@ use serde_json::{Map, Value};
 
 use crate::common;
 
-/// Settings of a [`MemoryStore`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Settings of a [`MemoryStore`]. The default keeps at most
+/// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES) conversations, without TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MemoryConfig {
     /// Sliding time-to-live: a conversation not read or written for this long is dropped.
     /// `None` keeps conversations until deleted or evicted.
     pub ttl: Option<Duration>,
     /// Maximum number of conversations; storing one more evicts the least recently used.
-    /// `None` is unbounded.
+    /// `None` is unbounded: memory then grows with every new session id, which a server
+    /// taking ids from clients must not allow.
     pub max_entries: Option<usize>,
 }
 
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            ttl: None,
+            max_entries: Some(Self::DEFAULT_MAX_ENTRIES),
+        }
+    }
+}
+
 impl MemoryConfig {
+    /// The default bound on the number of conversations.
+    pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+    /// No bound on the number of conversations and no TTL: for tests and short-lived
+    /// processes that control every id they use.
+    pub fn unbounded() -> Self {
+        Self {
+            ttl: None,
+            max_entries: None,
+        }
+    }
+
     /// Sets the sliding time-to-live.
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
@@ -49,17 +72,30 @@ struct Entry {
     tick: u64,
 }
 
+#[derive(Debug)]
+struct Lease {
+    token: String,
+    expires: Instant,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
     /// Least recently used first: access tick -> conversation id.
     recency: BTreeMap<u64, String>,
     next_tick: u64,
+    /// Turn leases by conversation id; expired ones are dropped when the map has doubled
+    /// since the last sweep, so it stays proportional to the leases in use.
+    leases: HashMap<String, Lease>,
+    lease_sweep_at: usize,
 }
 
-/// An in-process [`StateStore`]: fast, lost on exit. Optional sliding TTL and LRU eviction.
+/// An in-process [`StateStore`]: fast, lost on exit. Optional sliding TTL; LRU eviction
+/// beyond a bound on the number of conversations (10 000 by default).
 ///
-/// Every operation holds one lock for its whole duration, so each is atomic.
+/// Every operation holds one lock for its whole duration, so each is atomic. Turn leases
+/// ([`StateStore::try_lease`]) live in the same lock, so they are exclusive within this
+/// process only: several processes need a shared store (SQLite, Postgres, Redis).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     config: MemoryConfig,
@@ -67,7 +103,8 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// An unbounded store without TTL.
+    /// A store of at most [`MemoryConfig::DEFAULT_MAX_ENTRIES`] conversations (the least
+    /// recently used is evicted beyond it), without TTL.
     pub fn new() -> Self {
         Self::default()
     }
@@ -110,14 +147,17 @@ impl MemoryStore {
         if self.config.ttl.is_none() {
             return;
         }
-        let dead: Vec<String> = inner
-            .entries
-            .iter()
-            .filter(|(_, e)| self.expired(e, now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in dead {
-            inner.remove(&id);
+        // Every touch gives its entry the next tick and the current instant under the lock,
+        // so the recency order is also the order of last access: the expired entries are a
+        // prefix of it, and a sweep costs what it removes, not the size of the store.
+        while let Some((_, id)) = inner.recency.first_key_value() {
+            if inner.entries.get(id).is_some_and(|e| !self.expired(e, now)) {
+                break;
+            }
+            let id = id.clone();
+            if inner.remove(&id).is_none() {
+                inner.recency.pop_first();
+            }
         }
     }
 
@@ -189,6 +229,13 @@ impl MemoryStore {
 }
 
 impl Inner {
+    fn sweep_leases(&mut self, now: Instant) {
+        if self.leases.len() >= self.lease_sweep_at {
+            self.leases.retain(|_, lease| lease.expires > now);
+            self.lease_sweep_at = (self.leases.len() * 2).max(64);
+        }
+    }
+
     fn bump(&mut self) -> u64 {
         self.next_tick += 1;
         self.next_tick
@@ -263,8 +310,7 @@ impl StateStore for MemoryStore {
     ) -> BoxFuture<'a, Result<u64, StateError>> {
         Box::pin(async move {
             let id = conversation.id.as_str();
-            StateError::validate_id(id)?;
-            common::check_unique_message_ids(conversation)?;
+            common::validate_conversation(conversation)?;
             let mut inner = self.lock();
             let (stored_version, created_at) = match self.live(&mut inner, id) {
                 Some(e) => (Some(e.conversation.version), e.conversation.created_at),
@@ -293,10 +339,21 @@ impl StateStore for MemoryStore {
         user_id: Option<&'a str>,
         messages: &'a [Message],
     ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        self.append_if(id, user_id, messages, ExpectedVersion::Any)
+    }
+
+    fn append_if<'a>(
+        &'a self,
+        id: &'a str,
+        user_id: Option<&'a str>,
+        messages: &'a [Message],
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
         Box::pin(async move {
-            StateError::validate_id(id)?;
+            common::validate_append(id, user_id, messages)?;
             let mut inner = self.lock();
-            let created = self.live(&mut inner, id).is_none();
+            let stored = self.live(&mut inner, id).map(|e| e.conversation.version);
+            common::check_expected(id, expected, stored)?;
             let entry = self.live_or_create(&mut inner, id, user_id);
             let fresh = common::fresh_messages(messages, |mid| entry.message_ids.contains(mid));
             let appended = fresh.len();
@@ -306,7 +363,7 @@ impl StateStore for MemoryStore {
                 }
                 entry.conversation.messages.push(m.clone());
             }
-            if created || appended > 0 {
+            if stored.is_none() || appended > 0 {
                 touch_write(&mut entry.conversation);
             }
             Ok(AppendOutcome {
@@ -314,6 +371,49 @@ impl StateStore for MemoryStore {
                 total: entry.conversation.messages.len(),
                 version: entry.conversation.version,
             })
+        })
+    }
+
+    fn try_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async move {
+            StateError::validate_lease(id, token)?;
+            let now = Instant::now();
+            let expires = now + common::clamp_ttl(ttl);
+            let mut inner = self.lock();
+            inner.sweep_leases(now);
+            match inner.leases.get_mut(id) {
+                Some(lease) if lease.token != token && lease.expires > now => Ok(false),
+                Some(lease) => {
+                    token.clone_into(&mut lease.token);
+                    lease.expires = expires;
+                    Ok(true)
+                }
+                None => {
+                    let token = token.to_owned();
+                    inner.leases.insert(id.to_owned(), Lease { token, expires });
+                    Ok(true)
+                }
+            }
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            StateError::validate_lease(id, token)?;
+            let mut inner = self.lock();
+            if inner.leases.get(id).is_some_and(|l| l.token == token) {
+                inner.leases.remove(id);
+            }
+            Ok(())
         })
     }
 
@@ -362,6 +462,9 @@ impl StateStore for MemoryStore {
         options: &'a ListOptions,
     ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
         Box::pin(async move {
+            if common::impossible_owner(options) {
+                return Ok(common::empty_page());
+            }
             let mut inner = self.lock();
             self.purge_expired(&mut inner, Instant::now());
             let mut rows: Vec<ConversationInfo> = inner

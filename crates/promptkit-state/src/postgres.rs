@@ -12,13 +12,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 use std::str::FromStr;
 
-use crate::common::{self, ConversationRow, from_millis, to_i64, to_json, to_u64};
+use crate::common::{self, ConversationRow, from_json, from_millis, to_i64, to_json, to_u64};
 
 /// The embedded migrations (`migrations/postgres`), run by [`PostgresStore::connect`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Settings of a [`PostgresStore`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings of a [`PostgresStore`]. Its `Debug` form hides the password of the URL.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PostgresConfig {
     /// Connection URL, for example `postgres://user:password@host:5432/database`.
@@ -34,6 +34,18 @@ pub struct PostgresConfig {
     /// out; a conversation idle for longer behaves as missing and is deleted when next touched
     /// or swept. `None` (the default) keeps conversations until deleted.
     pub ttl: Option<Duration>,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &crate::redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
 }
 
 impl PostgresConfig {
@@ -62,6 +74,13 @@ impl PostgresConfig {
         self
     }
 
+    /// Sets how long to wait for a pooled connection.
+    #[must_use]
+    pub fn with_acquire_timeout(mut self, acquire_timeout: Duration) -> Self {
+        self.acquire_timeout = acquire_timeout;
+        self
+    }
+
     /// Sets the sliding time-to-live (at least one millisecond; see [`ttl`](Self::ttl)).
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
@@ -72,17 +91,23 @@ impl PostgresConfig {
 
 /// A [`StateStore`] in Postgres, safe for many processes sharing one database.
 ///
-/// Same layout as the SQLite store (a conversation row with its version; one JSONB row per
-/// message, unique by message id). Writes run in one transaction that first locks the
+/// Same layout as the SQLite store (a conversation row with its version; one row per
+/// message holding its JSON text, unique by message id). JSON is stored as text, not JSONB,
+/// because JSONB refuses U+0000, which model output and tool results may hold. Writes run in one transaction that first locks the
 /// conversation row (`SELECT ... FOR UPDATE`), so concurrent appends and saves from any
 /// number of processes serialise per conversation, never globally. Migrations run on
 /// connect under sqlx's advisory lock.
 ///
 /// With a [TTL](PostgresConfig::ttl), each conversation row carries an expiry that every
 /// read and write pushes out (a read then locks and updates the row). An expired conversation
-/// behaves as missing and is deleted when next touched; all expired conversations are also
-/// swept on connect and, at most once a minute per store, inside a write transaction
-/// (skipping rows other transactions hold).
+/// behaves as missing and is deleted when next touched; expired conversations are also
+/// swept on connect (in batches) and, at most once a minute per store, a bounded batch of
+/// them inside a write transaction (skipping rows other transactions hold).
+///
+/// Turn leases ([`StateStore::try_lease`]) are rows of a `leases` table taken with one
+/// `INSERT ... ON CONFLICT DO UPDATE ... WHERE` statement and timed by the server's clock,
+/// so every process on the database agrees on them. They are not advisory locks, which
+/// belong to a session and would be lost or leaked with a pooled connection.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -155,11 +180,15 @@ impl PostgresStore {
             .await
             .map_err(|e| StateError::backend("postgres: running migrations", e))?;
         let now = common::now_millis().as_unix_millis();
-        sqlx::query(SWEEP)
-            .bind(now)
-            .execute(&pool)
-            .await
-            .map_err(|e| db_err("sweeping expired conversations", e))?;
+        for _ in 0..CONNECT_SWEEP_BATCHES {
+            let mut conn = pool.acquire().await.map_err(|e| db_err("connecting", e))?;
+            let swept = sweep_batch(&mut conn, now)
+                .await
+                .map_err(|e| db_err("sweeping expired conversations", e))?;
+            if !swept {
+                break;
+            }
+        }
         let sweep = std::sync::Arc::new(common::SweepClock::default());
         sweep.mark(now);
         Ok(Self {
@@ -225,12 +254,13 @@ impl PostgresStore {
         now: i64,
         what: &'static str,
     ) -> Result<(), StateError> {
-        if self.sweep.due(now) {
-            sqlx::query(SWEEP)
-                .bind(now)
-                .execute(&mut *conn)
+        if self.sweep.due(now)
+            && sweep_batch(&mut *conn, now)
                 .await
-                .map_err(|e| db_err(what, e))?;
+                .map_err(|e| db_err(what, e))?
+        {
+            // A full batch: more may have expired, so the next write sweeps again.
+            self.sweep.rearm();
         }
         for id in ids {
             sqlx::query(PURGE)
@@ -261,12 +291,12 @@ impl PostgresStore {
     }
 }
 
-const SELECT_CONVERSATION: &str = "SELECT user_id, version, metadata::text, summaries::text, \
+const SELECT_CONVERSATION: &str = "SELECT user_id, version, metadata, summaries, \
      created_at, updated_at FROM conversations WHERE id = $1 \
      AND (expires_at IS NULL OR expires_at > $2)";
 const SELECT_MESSAGES: &str =
-    "SELECT body::text FROM messages WHERE conversation_id = $1 ORDER BY position";
-const SELECT_RECENT_MESSAGES: &str = "SELECT body FROM (SELECT position, body::text AS body \
+    "SELECT body FROM messages WHERE conversation_id = $1 ORDER BY position";
+const SELECT_RECENT_MESSAGES: &str = "SELECT body FROM (SELECT position, body \
      FROM messages WHERE conversation_id = $1 ORDER BY position DESC LIMIT $2) AS recent \
      ORDER BY position";
 const LOCK_CONVERSATION: &str = "SELECT version, created_at, message_count FROM conversations \
@@ -274,16 +304,52 @@ const LOCK_CONVERSATION: &str = "SELECT version, created_at, message_count FROM 
 const CREATE_EMPTY: &str = "INSERT INTO conversations (id, user_id, version, created_at, updated_at, \
      expires_at) VALUES ($1, $2, 0, $3, $3, $4) ON CONFLICT (id) DO NOTHING";
 const INSERT_MESSAGES: &str = "INSERT INTO messages (conversation_id, position, message_id, body) \
-     SELECT $1, $2 + t.ord - 1, t.message_id, t.body::jsonb \
+     SELECT $1, $2 + t.ord - 1, t.message_id, t.body \
      FROM UNNEST($3::text[], $4::text[]) WITH ORDINALITY AS t(message_id, body, ord)";
 const BUMP: &str = "UPDATE conversations SET version = version + 1, message_count = $2, \
      updated_at = $3, expires_at = $4 WHERE id = $1 RETURNING version";
 /// Deletes one conversation if it has expired (`$2` is now).
 const PURGE: &str = "DELETE FROM conversations WHERE id = $1 AND expires_at <= $2";
-/// Deletes expired conversations (`$1` is now) that no other transaction has locked, so a
-/// sweep never waits for, or deadlocks with, a writer; messages go by cascade.
+/// Deletes up to `$2` expired conversations (`$1` is now) that no other transaction has
+/// locked, so a sweep is short and never waits for, or deadlocks with, a writer; messages go
+/// by cascade.
 const SWEEP: &str = "DELETE FROM conversations WHERE id IN (SELECT id FROM conversations \
-     WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)";
+     WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)";
+/// Deletes up to `$1` leases expired by the server's clock, skipping locked ones.
+const SWEEP_LEASES: &str = "DELETE FROM leases WHERE id IN (SELECT id FROM leases \
+     WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)";
+/// Takes or renews a lease in one statement, timed by the server's clock: inserted when
+/// free, updated when expired or already `$2`'s, untouched (no row returned) when another
+/// token holds it. Concurrent callers serialise on the row (or on the unique index for a
+/// first insert), and each sees the winner's row before deciding.
+const TAKE_LEASE: &str = "INSERT INTO leases (id, token, expires_at) \
+     VALUES ($1, $2, now() + $3::float8 * interval '1 millisecond') \
+     ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token, expires_at = EXCLUDED.expires_at \
+     WHERE leases.token = EXCLUDED.token OR leases.expires_at <= now() \
+     RETURNING 1";
+const RELEASE_LEASE: &str = "DELETE FROM leases WHERE id = $1 AND token = $2";
+/// Expired conversations (and leases) deleted by one sweep statement.
+const SWEEP_BATCH: i64 = 100;
+/// Batches a connecting store sweeps at most; the rest go with later writes.
+const CONNECT_SWEEP_BATCHES: usize = 100;
+
+/// Sweeps one batch of expired conversations and leases; returns whether either batch was
+/// full (more may be left).
+async fn sweep_batch(conn: &mut PgConnection, now: i64) -> Result<bool, sqlx::Error> {
+    let conversations = sqlx::query(SWEEP)
+        .bind(now)
+        .bind(SWEEP_BATCH)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let leases = sqlx::query(SWEEP_LEASES)
+        .bind(SWEEP_BATCH)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let full = u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX);
+    Ok(conversations >= full || leases >= full)
+}
 /// Sets the expiry of one conversation.
 const TOUCH: &str = "UPDATE conversations SET expires_at = $2 WHERE id = $1";
 
@@ -400,8 +466,7 @@ impl StateStore for PostgresStore {
     ) -> BoxFuture<'a, Result<u64, StateError>> {
         Box::pin(async move {
             let id = conversation.id.as_str();
-            StateError::validate_id(id)?;
-            common::check_unique_message_ids(conversation)?;
+            common::validate_conversation(conversation)?;
             let metadata = to_json(id, &conversation.metadata)?;
             let summaries = to_json(id, &conversation.summaries)?;
             let mut tx = self.begin("save").await?;
@@ -418,7 +483,7 @@ impl StateStore for PostgresStore {
             let version: i64 = if let Some((version, _, _)) = stored {
                 sqlx::query_scalar(
                     "UPDATE conversations SET user_id = $2, version = version + 1, \
-                     message_count = $3, metadata = $4::jsonb, summaries = $5::jsonb, \
+                     message_count = $3, metadata = $4, summaries = $5, \
                      updated_at = $6, expires_at = $8 WHERE id = $1 AND version = $7 \
                      RETURNING version",
                 )
@@ -438,7 +503,7 @@ impl StateStore for PostgresStore {
                 let inserted: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO conversations (id, user_id, version, message_count, metadata, \
                      summaries, created_at, updated_at, expires_at) VALUES ($1, $2, 1, $3, \
-                     $4::jsonb, $5::jsonb, $6, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING version",
+                     $4, $5, $6, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING version",
                 )
                 .bind(id)
                 .bind(conversation.user_id.as_deref())
@@ -482,8 +547,18 @@ impl StateStore for PostgresStore {
         user_id: Option<&'a str>,
         messages: &'a [Message],
     ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        self.append_if(id, user_id, messages, ExpectedVersion::Any)
+    }
+
+    fn append_if<'a>(
+        &'a self,
+        id: &'a str,
+        user_id: Option<&'a str>,
+        messages: &'a [Message],
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
         Box::pin(async move {
-            StateError::validate_id(id)?;
+            common::validate_append(id, user_id, messages)?;
             let now = common::now_millis().as_unix_millis();
             let mut tx = self.begin("append").await?;
             self.purge(&mut tx, &[id], now, "append").await?;
@@ -502,6 +577,9 @@ impl StateStore for PostgresStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| db_err("append", e))?;
+            // On a conflict `tx` is dropped, which rolls back the row just created.
+            let stored = (!created).then(|| to_u64(id, version)).transpose()?;
+            common::check_expected(id, expected, stored)?;
             let candidate_ids: Vec<String> = messages.iter().filter_map(|m| m.id.clone()).collect();
             let known: HashSet<String> = if candidate_ids.is_empty() {
                 HashSet::new()
@@ -541,6 +619,44 @@ impl StateStore for PostgresStore {
                 total: usize::try_from(total).unwrap_or(usize::MAX),
                 version: to_u64(id, version)?,
             })
+        })
+    }
+
+    fn try_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async move {
+            StateError::validate_lease(id, token)?;
+            #[expect(clippy::cast_precision_loss, reason = "a ttl in ms fits f64 exactly")]
+            let ttl_ms = common::ttl_millis(ttl) as f64;
+            let taken: Option<i32> = sqlx::query_scalar(TAKE_LEASE)
+                .bind(id)
+                .bind(token)
+                .bind(ttl_ms)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| db_err("try_lease", e))?;
+            Ok(taken.is_some())
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            StateError::validate_lease(id, token)?;
+            sqlx::query(RELEASE_LEASE)
+                .bind(id)
+                .bind(token)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db_err("release_lease", e))?;
+            Ok(())
         })
     }
 
@@ -634,6 +750,9 @@ impl StateStore for PostgresStore {
         options: &'a ListOptions,
     ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
         Box::pin(async move {
+            if common::impossible_owner(options) {
+                return Ok(common::empty_page());
+            }
             let user = options.user_id.as_deref();
             let now = common::now_millis().as_unix_millis();
             let mut tx = self
@@ -687,34 +806,32 @@ impl StateStore for PostgresStore {
     ) -> BoxFuture<'a, Result<u64, StateError>> {
         Box::pin(async move {
             StateError::validate_id(id)?;
-            let (set, remove): (Map<String, Value>, Vec<String>) = {
-                let mut set = Map::new();
-                let mut remove = Vec::new();
-                for (k, v) in entries {
-                    if v.is_null() {
-                        remove.push(k.clone());
-                    } else {
-                        set.insert(k.clone(), v.clone());
-                    }
-                }
-                (set, remove)
-            };
             let now = common::now_millis().as_unix_millis();
             let mut tx = self.begin("merge_metadata").await?;
             // An expired conversation is removed first, so the merge starts a fresh one.
             self.purge(&mut tx, &[id], now, "merge_metadata").await?;
-            // One statement: insert-or-update, atomic without an explicit lock.
+            sqlx::query(CREATE_EMPTY)
+                .bind(id)
+                .bind(None::<&str>)
+                .bind(now)
+                .bind(self.expiry(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| db_err("merge_metadata", e))?;
+            let stored: String =
+                sqlx::query_scalar("SELECT metadata FROM conversations WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| db_err("merge_metadata", e))?;
+            let mut metadata: Map<String, Value> = from_json(id, &stored)?;
+            common::merge_metadata(&mut metadata, entries);
             let version: i64 = sqlx::query_scalar(
-                "INSERT INTO conversations (id, version, metadata, created_at, updated_at, \
-                 expires_at) VALUES ($1, 1, $2::jsonb - $3::text[], $4, $4, $5) \
-                 ON CONFLICT (id) DO UPDATE SET \
-                 metadata = (conversations.metadata || $2::jsonb) - $3::text[], \
-                 version = conversations.version + 1, updated_at = $4, expires_at = $5 \
-                 RETURNING version",
+                "UPDATE conversations SET metadata = $2, version = version + 1, \
+                 updated_at = $3, expires_at = $4 WHERE id = $1 RETURNING version",
             )
             .bind(id)
-            .bind(to_json(id, &set)?)
-            .bind(&remove)
+            .bind(to_json(id, &metadata)?)
             .bind(now)
             .bind(self.expiry(now))
             .fetch_one(&mut *tx)
@@ -735,23 +852,30 @@ impl StateStore for PostgresStore {
             let now = common::now_millis().as_unix_millis();
             let mut tx = self.begin("add_summary").await?;
             self.purge(&mut tx, &[id], now, "add_summary").await?;
-            let version: Option<i64> = sqlx::query_scalar(
-                "UPDATE conversations SET summaries = summaries || jsonb_build_array($2::jsonb), \
-                 version = version + 1, updated_at = $3, expires_at = $4 WHERE id = $1 \
-                 RETURNING version",
+            let Some(stored): Option<String> =
+                sqlx::query_scalar("SELECT summaries FROM conversations WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(|e| db_err("add_summary", e))?
+            else {
+                return Err(StateError::NotFound { id: id.to_owned() });
+            };
+            let mut summaries: Vec<Summary> = from_json(id, &stored)?;
+            summaries.push(summary.clone());
+            let version: i64 = sqlx::query_scalar(
+                "UPDATE conversations SET summaries = $2, version = version + 1, \
+                 updated_at = $3, expires_at = $4 WHERE id = $1 RETURNING version",
             )
             .bind(id)
-            .bind(to_json(id, summary)?)
+            .bind(to_json(id, &summaries)?)
             .bind(now)
             .bind(self.expiry(now))
-            .fetch_optional(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| db_err("add_summary", e))?;
             tx.commit().await.map_err(|e| db_err("add_summary", e))?;
-            match version {
-                Some(v) => to_u64(id, v),
-                None => Err(StateError::NotFound { id: id.to_owned() }),
-            }
+            to_u64(id, version)
         })
     }
 }

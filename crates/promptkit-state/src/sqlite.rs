@@ -28,7 +28,9 @@ pub struct SqliteConfig {
     pub path: Option<PathBuf>,
     /// Connections in the pool (readers run in parallel; writers are serialised).
     pub max_connections: u32,
-    /// How long a writer waits for another process's write lock.
+    /// How long a writer waits for another process's write lock (SQLite's busy handler).
+    /// A write still refused as busy after that is retried a few times with a growing pause
+    /// (about a second in all) before it fails.
     pub busy_timeout: Duration,
     /// `synchronous=FULL` instead of `NORMAL`: with WAL, `NORMAL` survives a process crash
     /// but may lose the last commits on power loss; `FULL` survives both, slower.
@@ -82,6 +84,14 @@ impl SqliteConfig {
         self.ttl = Some(ttl.max(Duration::from_millis(1)));
         self
     }
+
+    /// Sets how long a writer waits for another process's write lock (see
+    /// [`busy_timeout`](Self::busy_timeout)).
+    #[must_use]
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
 }
 
 /// A [`StateStore`] in an SQLite database: the embedded default.
@@ -94,8 +104,15 @@ impl SqliteConfig {
 ///
 /// With a [TTL](SqliteConfig::ttl), each conversation row carries an expiry that every read
 /// and write pushes out (reads then run as write transactions). An expired conversation
-/// behaves as missing and is deleted when next touched; all expired conversations are also
-/// swept on open and, at most once a minute, inside a write transaction.
+/// behaves as missing and is deleted when next touched; expired conversations are also swept
+/// on open (in short batches) and, at most once a minute, a bounded batch of them inside a
+/// write transaction.
+///
+/// Several processes may share one file: writers wait for each other on SQLite's lock
+/// ([`busy_timeout`](SqliteConfig::busy_timeout), then a few bounded retries), migrations run
+/// under the write lock so two processes opening a new file at once do not both apply them,
+/// and turn leases ([`StateStore::try_lease`]) are rows of a `leases` table, shared by every
+/// process on the file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -125,6 +142,46 @@ fn db_err(what: &str, e: sqlx::Error) -> StateError {
         other => StateError::backend(format!("sqlite: {what}"), other),
     }
 }
+
+/// Whether SQLite refused for a lock another connection holds (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED` and their extended codes), which a later attempt may not meet.
+fn is_busy(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// Pauses before the retries of a busy operation: SQLite's own busy handler has already
+/// waited `busy_timeout` in each attempt, so these only bridge the cases it does not cover
+/// (a lock met while a database is being created, migrated or recovered).
+const BUSY_RETRY_PAUSES_MS: [u64; 5] = [20, 50, 100, 250, 500];
+
+/// Runs `attempt` until it succeeds, fails with something other than a busy error, or the
+/// retries of [`BUSY_RETRY_PAUSES_MS`] are spent.
+async fn retry_busy<T, F, Fut>(mut attempt: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    for pause in BUSY_RETRY_PAUSES_MS {
+        match attempt().await {
+            Err(e) if is_busy(&e) => tokio::time::sleep(Duration::from_millis(pause)).await,
+            done => return done,
+        }
+    }
+    attempt().await
+}
+
+/// Expired conversations deleted by one sweep statement, so a sweep inside a write
+/// transaction stays short however many have expired.
+const SWEEP_BATCH: i64 = 100;
+
+/// Batches an opening store sweeps at most (each its own short transaction); the rest go
+/// with later writes.
+const OPEN_SWEEP_BATCHES: usize = 100;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` with default settings.
@@ -181,20 +238,22 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
-        let pool = pool_options
-            .connect_with(options)
+        let pool = retry_busy(|| pool_options.clone().connect_with(options.clone()))
             .await
             .map_err(|e| db_err("opening the database", e))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StateError::backend("sqlite: running migrations", e))?;
+        migrate(&pool).await?;
         let now = common::now_millis().as_unix_millis();
-        sqlx::query(SWEEP)
-            .bind(now)
-            .execute(&pool)
+        for _ in 0..OPEN_SWEEP_BATCHES {
+            let swept = retry_busy(|| async {
+                let mut conn = pool.acquire().await?;
+                sweep_batch(&mut conn, now).await
+            })
             .await
             .map_err(|e| db_err("sweeping expired conversations", e))?;
+            if !swept {
+                break;
+            }
+        }
         let sweep = std::sync::Arc::new(common::SweepClock::default());
         sweep.mark(now);
         Ok(Self {
@@ -211,11 +270,12 @@ impl SqliteStore {
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`) after this process's earlier writers.
+    /// Other processes' writers are waited for here, on SQLite's write lock: once `BEGIN
+    /// IMMEDIATE` succeeds, no statement of the transaction can meet a busy database, so a
+    /// busy error is retried here and nowhere else.
     async fn begin_write(&self, what: &'static str) -> Result<WriteTx, StateError> {
         let guard = std::sync::Arc::clone(&self.write_lock).lock_owned().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        let tx = retry_busy(|| self.pool.begin_with("BEGIN IMMEDIATE"))
             .await
             .map_err(|e| db_err(what, e))?;
         Ok(WriteTx {
@@ -233,7 +293,9 @@ impl SqliteStore {
         StateError::validate_id(id)?;
         let now = common::now_millis().as_unix_millis();
         if self.ttl.is_none() {
-            let mut tx = self.pool.begin().await.map_err(|e| db_err("load", e))?;
+            let mut tx = retry_busy(|| self.pool.begin())
+                .await
+                .map_err(|e| db_err("load", e))?;
             let conversation = load_in(&mut tx, id, recent, now).await?;
             tx.commit().await.map_err(|e| db_err("load", e))?;
             return Ok(conversation);
@@ -262,12 +324,13 @@ impl SqliteStore {
         now: i64,
         what: &'static str,
     ) -> Result<(), StateError> {
-        if self.sweep.due(now) {
-            sqlx::query(SWEEP)
-                .bind(now)
-                .execute(&mut *conn)
+        if self.sweep.due(now)
+            && sweep_batch(&mut *conn, now)
                 .await
-                .map_err(|e| db_err(what, e))?;
+                .map_err(|e| db_err(what, e))?
+        {
+            // A full batch: more may have expired, so the next write sweeps again.
+            self.sweep.rearm();
         }
         for id in ids {
             sqlx::query(PURGE)
@@ -314,8 +377,51 @@ const BUMP: &str = "UPDATE conversations SET version = version + 1, message_coun
      updated_at = $3, expires_at = $4 WHERE id = $1 RETURNING version";
 /// Deletes one conversation if it has expired (`$2` is now).
 const PURGE: &str = "DELETE FROM conversations WHERE id = $1 AND expires_at <= $2";
-/// Deletes every expired conversation (`$1` is now); messages go by cascade.
-const SWEEP: &str = "DELETE FROM conversations WHERE expires_at <= $1";
+/// Deletes up to `$2` expired conversations (`$1` is now); messages go by cascade.
+const SWEEP: &str = "DELETE FROM conversations WHERE id IN \
+     (SELECT id FROM conversations WHERE expires_at <= $1 LIMIT $2)";
+/// Deletes up to `$2` expired leases (`$1` is now).
+const SWEEP_LEASES: &str = "DELETE FROM leases WHERE id IN \
+     (SELECT id FROM leases WHERE expires_at <= $1 LIMIT $2)";
+/// Takes or renews a lease in one statement: inserted when free, updated when expired or
+/// already `$2`'s, untouched (no row changed) when another token holds it.
+const TAKE_LEASE: &str = "INSERT INTO leases (id, token, expires_at) VALUES ($1, $2, $3 + $4) \
+     ON CONFLICT (id) DO UPDATE SET token = excluded.token, expires_at = excluded.expires_at \
+     WHERE leases.token = excluded.token OR leases.expires_at <= $3";
+const RELEASE_LEASE: &str = "DELETE FROM leases WHERE id = $1 AND token = $2";
+
+/// Sweeps one batch of expired conversations and leases; returns whether either batch was
+/// full (more may be left).
+async fn sweep_batch(conn: &mut SqliteConnection, now: i64) -> Result<bool, sqlx::Error> {
+    let conversations = sqlx::query(SWEEP)
+        .bind(now)
+        .bind(SWEEP_BATCH)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let leases = sqlx::query(SWEEP_LEASES)
+        .bind(now)
+        .bind(SWEEP_BATCH)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let full = u64::try_from(SWEEP_BATCH).unwrap_or(u64::MAX);
+    Ok(conversations >= full || leases >= full)
+}
+
+/// Runs the migrations inside one `BEGIN IMMEDIATE` transaction (each migration is a
+/// savepoint in it), so processes opening one new file at once apply them one after the
+/// other instead of racing (sqlx takes no lock on SQLite).
+async fn migrate(pool: &SqlitePool) -> Result<(), StateError> {
+    let failed = |e| StateError::backend("sqlite: running migrations", e);
+    let mut tx = retry_busy(|| pool.begin_with("BEGIN IMMEDIATE"))
+        .await
+        .map_err(|e| db_err("running migrations", e))?;
+    MIGRATOR.run(&mut *tx).await.map_err(failed)?;
+    tx.commit()
+        .await
+        .map_err(|e| db_err("running migrations", e))
+}
 /// Sets the expiry of one conversation.
 const TOUCH: &str = "UPDATE conversations SET expires_at = $2 WHERE id = $1";
 
@@ -429,8 +535,7 @@ impl StateStore for SqliteStore {
     ) -> BoxFuture<'a, Result<u64, StateError>> {
         Box::pin(async move {
             let id = conversation.id.as_str();
-            StateError::validate_id(id)?;
-            common::check_unique_message_ids(conversation)?;
+            common::validate_conversation(conversation)?;
             let metadata = to_json(id, &conversation.metadata)?;
             let summaries = to_json(id, &conversation.summaries)?;
             {
@@ -491,57 +596,109 @@ impl StateStore for SqliteStore {
         user_id: Option<&'a str>,
         messages: &'a [Message],
     ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
+        self.append_if(id, user_id, messages, ExpectedVersion::Any)
+    }
+
+    fn append_if<'a>(
+        &'a self,
+        id: &'a str,
+        user_id: Option<&'a str>,
+        messages: &'a [Message],
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<AppendOutcome, StateError>> {
         Box::pin(async move {
-            StateError::validate_id(id)?;
+            common::validate_append(id, user_id, messages)?;
             // Ids repeated within the batch are dropped here; ids already stored are
             // skipped by the unique index.
             let batch = common::fresh_messages(messages, |_| false);
-            {
-                let mut w = self.begin_write("append").await?;
-                let conn: &mut SqliteConnection = &mut w.tx;
-                let value = async {
-                    let now = common::now_millis().as_unix_millis();
-                    self.purge(conn, &[id], now, "append").await?;
-                    let created = sqlx::query(CREATE_EMPTY)
-                        .bind(id)
-                        .bind(user_id)
-                        .bind(now)
-                        .bind(self.expiry(now))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| db_err("append", e))?
-                        .rows_affected()
-                        == 1;
-                    let (version, _, count): (i64, i64, i64) = sqlx::query_as(SELECT_VERSION)
-                        .bind(id)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(|e| db_err("append", e))?;
-                    let appended = insert_messages(conn, id, count, &batch).await?;
-                    let total = count + to_i64(appended);
-                    let version = if created || appended > 0 {
-                        sqlx::query_scalar(BUMP)
-                            .bind(id)
-                            .bind(total)
-                            .bind(now)
-                            .bind(self.expiry(now))
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(|e| db_err("append", e))?
-                    } else {
-                        self.touch(conn, id, now, "append").await?;
-                        version
-                    };
-                    Ok(AppendOutcome {
-                        appended,
-                        total: usize::try_from(total).unwrap_or(usize::MAX),
-                        version: to_u64(id, version)?,
-                    })
-                }
-                .await?;
-                w.commit().await?;
-                Ok(value)
-            }
+            let mut w = self.begin_write("append").await?;
+            let conn: &mut SqliteConnection = &mut w.tx;
+            let now = common::now_millis().as_unix_millis();
+            self.purge(conn, &[id], now, "append").await?;
+            let created = sqlx::query(CREATE_EMPTY)
+                .bind(id)
+                .bind(user_id)
+                .bind(now)
+                .bind(self.expiry(now))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| db_err("append", e))?
+                .rows_affected()
+                == 1;
+            let (version, _, count): (i64, i64, i64) = sqlx::query_as(SELECT_VERSION)
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| db_err("append", e))?;
+            // On a conflict `w` is dropped, which rolls back the row just created.
+            let stored = (!created).then(|| to_u64(id, version)).transpose()?;
+            common::check_expected(id, expected, stored)?;
+            let appended = insert_messages(conn, id, count, &batch).await?;
+            let total = count + to_i64(appended);
+            let version = if created || appended > 0 {
+                sqlx::query_scalar(BUMP)
+                    .bind(id)
+                    .bind(total)
+                    .bind(now)
+                    .bind(self.expiry(now))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(|e| db_err("append", e))?
+            } else {
+                self.touch(conn, id, now, "append").await?;
+                version
+            };
+            w.commit().await?;
+            Ok(AppendOutcome {
+                appended,
+                total: usize::try_from(total).unwrap_or(usize::MAX),
+                version: to_u64(id, version)?,
+            })
+        })
+    }
+
+    fn try_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, StateError>> {
+        Box::pin(async move {
+            StateError::validate_lease(id, token)?;
+            let ttl_ms = i64::try_from(common::ttl_millis(ttl)).unwrap_or(i64::MAX);
+            let mut w = self.begin_write("try_lease").await?;
+            // Processes sharing a file share a host, so the local clock is the same for all.
+            let now = common::now_millis().as_unix_millis();
+            let taken = sqlx::query(TAKE_LEASE)
+                .bind(id)
+                .bind(token)
+                .bind(now)
+                .bind(ttl_ms)
+                .execute(&mut *w.tx)
+                .await
+                .map_err(|e| db_err("try_lease", e))?
+                .rows_affected()
+                == 1;
+            w.commit().await?;
+            Ok(taken)
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        id: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>> {
+        Box::pin(async move {
+            StateError::validate_lease(id, token)?;
+            let mut w = self.begin_write("release_lease").await?;
+            sqlx::query(RELEASE_LEASE)
+                .bind(id)
+                .bind(token)
+                .execute(&mut *w.tx)
+                .await
+                .map_err(|e| db_err("release_lease", e))?;
+            w.commit().await
         })
     }
 
@@ -631,9 +788,14 @@ impl StateStore for SqliteStore {
         options: &'a ListOptions,
     ) -> BoxFuture<'a, Result<Page<ConversationInfo>, StateError>> {
         Box::pin(async move {
+            if common::impossible_owner(options) {
+                return Ok(common::empty_page());
+            }
             let user = options.user_id.as_deref();
             let now = common::now_millis().as_unix_millis();
-            let mut tx = self.pool.begin().await.map_err(|e| db_err("list", e))?;
+            let mut tx = retry_busy(|| self.pool.begin())
+                .await
+                .map_err(|e| db_err("list", e))?;
             let total: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM conversations WHERE ($1 IS NULL OR user_id = $1) \
                  AND (expires_at IS NULL OR expires_at > $2)",

@@ -3,11 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use promptkit_state::{MemoryConfig, MemoryStore, Message, StateStore, conformance};
+use promptkit_state::{ListOptions, MemoryConfig, MemoryStore, Message, StateStore, conformance};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_passes_conformance() {
     conformance::run_all(Arc::new(MemoryStore::new())).await;
+    conformance::run_all(Arc::new(
+        MemoryStore::with_config(MemoryConfig::unbounded()),
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -67,4 +71,45 @@ async fn lru_eviction_keeps_recently_used() {
     );
     assert!(store.load("a").await.unwrap().is_some());
     assert!(store.load("c").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_leases_expire() {
+    conformance::lease_expiry(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn the_default_store_is_bounded() {
+    let bounded = MemoryStore::new();
+    let unbounded = MemoryStore::with_config(MemoryConfig::unbounded());
+    let over = MemoryConfig::DEFAULT_MAX_ENTRIES + 1;
+    for i in 0..over {
+        let id = format!("s{i}");
+        bounded.append(&id, None, &[]).await.unwrap();
+        unbounded.append(&id, None, &[]).await.unwrap();
+    }
+    assert_eq!(bounded.len(), MemoryConfig::DEFAULT_MAX_ENTRIES);
+    assert!(
+        bounded.load("s0").await.unwrap().is_none(),
+        "the oldest is evicted"
+    );
+    assert_eq!(unbounded.len(), over);
+}
+
+#[tokio::test]
+async fn sweeps_drop_the_idle_and_keep_the_recently_used() {
+    let store =
+        MemoryStore::with_config(MemoryConfig::default().with_ttl(Duration::from_millis(1000)));
+    for id in ["a", "b", "c"] {
+        store.append(id, None, &[Message::user(id)]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    store.load("b").await.unwrap(); // recency is now a, c, b
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.len(), 1, "a and c idled past the TTL, b did not");
+    let page = store.list(&ListOptions::default()).await.unwrap();
+    let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["b"]);
+    store.append("d", None, &[]).await.unwrap();
+    assert_eq!(store.len(), 2, "a write after the sweep stores normally");
 }

@@ -47,10 +47,22 @@ async fn expired_conversations_are_swept_on_open() {
     let path = dir.path().join("state.db");
     let config = SqliteConfig::file(&path).with_ttl(Duration::from_millis(50));
     let store = SqliteStore::open_with(config.clone()).await.unwrap();
-    store
-        .append("s", Some("u"), &[Message::user("x").with_id("x")])
-        .await
-        .unwrap();
+    // More than one sweep batch of each (a batch is 100): the sweep on open goes on until
+    // none is left.
+    for i in 0..250 {
+        store
+            .append(
+                &format!("s{i}"),
+                Some("u"),
+                &[Message::user("x").with_id("x")],
+            )
+            .await
+            .unwrap();
+        store
+            .try_lease(&format!("s{i}"), "t", Duration::from_millis(50))
+            .await
+            .unwrap();
+    }
     store.close().await;
     tokio::time::sleep(Duration::from_millis(120)).await;
     SqliteStore::open_with(config).await.unwrap().close().await;
@@ -58,16 +70,17 @@ async fn expired_conversations_are_swept_on_open() {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
-    let rows: (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM conversations), (SELECT COUNT(*) FROM messages)",
+    let rows: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM conversations), (SELECT COUNT(*) FROM messages), \
+         (SELECT COUNT(*) FROM leases)",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(
         rows,
-        (0, 0),
-        "the expired conversation and its messages are deleted"
+        (0, 0, 0),
+        "expired conversations, their messages and expired leases are deleted"
     );
     pool.close().await;
 }
@@ -94,4 +107,13 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
         .await
         .unwrap();
     assert_eq!(out.appended, 0, "ids survive reopening");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_leases_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("state.db"))
+        .await
+        .unwrap();
+    conformance::lease_expiry(&store).await;
 }

@@ -33,3 +33,16 @@ pub(crate) fn unique_name(base: &str) -> String {
         Timestamp::now().as_unix_nanos() & 0xffff_ffff_ffff
     )
 }
+
+/// Everything a log line could show of `error`: its `Debug` form and the `Display` of each
+/// error in its source chain.
+pub(crate) fn shown(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = format!("{error:?}");
+    let mut next = Some(error);
+    while let Some(e) = next {
+        out.push('\n');
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
+}

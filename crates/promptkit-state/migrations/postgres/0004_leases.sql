@@ -1,0 +1,11 @@
+-- Turn leases (`StateStore::try_lease`): at most one token holds a conversation's lease until
+-- `expires_at`, timed by the server's clock (`now()`), so processes on different hosts agree.
+-- A row is independent of the conversation: a lease can be taken before the conversation
+-- exists and outlives its deletion until it expires.
+CREATE TABLE leases (
+    id         TEXT        NOT NULL PRIMARY KEY,
+    token      TEXT        NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE INDEX leases_expires ON leases (expires_at);
