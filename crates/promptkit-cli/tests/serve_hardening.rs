@@ -1273,3 +1273,101 @@ async fn two_replicas_on_one_redis() {
     }
     two_replicas_share_sessions(&url).await;
 }
+
+// Trusted proxies: `X-Forwarded-For` names the client for the rate limit only when it comes
+// from a configured proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let upstream = MockUpstream::start(Profile::INSTANT).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    for trusted in [true, false] {
+        let proxy: &[&str] = if trusted {
+            &["--trusted-proxy", "127.0.0.0/8"]
+        } else {
+            &[]
+        };
+        let mut serve_args = vec!["--rate-limit", "1"];
+        serve_args.extend_from_slice(proxy);
+        let server = Server::launch(command(
+            home.path(),
+            &upstream.base_url(),
+            &["--state", "memory"],
+            &serve_args,
+        ));
+        let from = |client: &'static str| {
+            post(&server, None, &chat("hi"))
+                .header("x-forwarded-for", client)
+                .send()
+        };
+        assert_eq!(from("192.0.2.1").await.unwrap().status(), 200);
+        assert_eq!(from("192.0.2.1").await.unwrap().status(), 429);
+        let other = from("192.0.2.2").await.unwrap().status();
+        if trusted {
+            assert_eq!(other, 200, "another client behind the proxy has its own limit");
+        } else {
+            assert_eq!(other, 429, "an untrusted peer's header is ignored");
+        }
+    }
+}
+
+// `user` is the key's unless trusted; it owns the sessions a turn creates, which the sessions
+// API lists by owner. Sessions expire after the store's TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_user_counts_only_when_trusted_and_sessions_expire() {
+    let upstream = MockUpstream::start(Profile::INSTANT).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let key = fresh_key("k");
+    let ids = |listed: &Value| -> Vec<String> {
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for trusted in [false, true] {
+        let mut serve_args = vec![];
+        if trusted {
+            serve_args.push("--trust-client-user");
+        }
+        let mut cmd = command(
+            home.path(),
+            &upstream.base_url(),
+            &["--state", "memory", "--state-ttl", "2"],
+            &serve_args,
+        );
+        cmd.env("PROMPTKIT_API_KEYS", format!("app:{key}"));
+        let server = Server::launch(cmd);
+        let body = json!({"user": "alice", "messages": [{"role": "user", "content": "hi"}]});
+        let response = post(&server, Some(&key), &body)
+            .header("x-session-id", "s1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let list = |query: &'static str| {
+            client()
+                .get(server.at(&format!("/v1/sessions{query}")))
+                .bearer_auth(&key)
+                .send()
+        };
+        let own: Value = list("").await.unwrap().json().await.unwrap();
+        let alice: Value = list("?user=alice").await.unwrap().json().await.unwrap();
+        if trusted {
+            assert!(ids(&own).is_empty(), "{own}");
+            assert_eq!(ids(&alice), ["s1"], "{alice}");
+        } else {
+            assert_eq!(ids(&own), ["s1"], "the key owns it: {own}");
+            assert_eq!(ids(&alice), ["s1"], "`user` is ignored: {alice}");
+        }
+        // The TTL slides with every read, so the session is left alone for longer than it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let expired = client()
+            .get(server.at("/v1/sessions/s1"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(expired.status(), 404, "the session expired after the TTL");
+    }
+}
