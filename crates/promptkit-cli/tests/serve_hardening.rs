@@ -1303,7 +1303,10 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         assert_eq!(from("192.0.2.1").await.unwrap().status(), 429);
         let other = from("192.0.2.2").await.unwrap().status();
         if trusted {
-            assert_eq!(other, 200, "another client behind the proxy has its own limit");
+            assert_eq!(
+                other, 200,
+                "another client behind the proxy has its own limit"
+            );
         } else {
             assert_eq!(other, 429, "an untrusted peer's header is ignored");
         }
@@ -1369,5 +1372,57 @@ async fn the_client_user_counts_only_when_trusted_and_sessions_expire() {
             .await
             .unwrap();
         assert_eq!(expired.status(), 404, "the session expired after the TTL");
+    }
+}
+
+// The turn cost budget is on by default: a turn the provider prices over it fails as a client
+// error that names the budget (not a bare 500), after one model call; `--max-turn-cost 0`
+// turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_over_the_default_cost_budget_is_refused_as_such() {
+    let upstream = MockUpstream::start(Profile::INSTANT).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    // A dollar per prompt token: a turn of two prompt tokens costs $2.
+    let spec = home.path().join("priced.json");
+    let priced = json!({
+        "type": "openai-compatible", "base_url": upstream.base_url(), "model": "mock-model",
+        "pricing": {"mock-model": {"input_per_mtok": 1e6, "output_per_mtok": 0.0}},
+    });
+    std::fs::write(&spec, priced.to_string()).unwrap();
+    let two_dollars = || {
+        Scripted::sse(vec![
+            SseStep::Json(chunks::text("costly")),
+            SseStep::Json(chunks::finish("stop")),
+            SseStep::Json(chunks::usage(2, 1, 0, 0)),
+            SseStep::Done,
+        ])
+    };
+    for budget in [None, Some("0")] {
+        let mut cmd = support::promptkit(home.path());
+        cmd.args([
+            "--provider-config",
+            spec.to_str().unwrap(),
+            "--state",
+            "memory",
+        ])
+        .args(["serve", "--addr", "127.0.0.1:0"]);
+        if let Some(budget) = budget {
+            cmd.args(["--max-turn-cost", budget]);
+        }
+        let server = Server::launch(cmd);
+        let before = model_calls(&upstream).len();
+        upstream.push(two_dollars());
+        let response = post(&server, None, &chat("spend")).send().await.unwrap();
+        assert_eq!(model_calls(&upstream).len(), before + 1);
+        if budget.is_none() {
+            assert_eq!(response.status(), 400);
+            let error = error_of(response).await;
+            assert_eq!(error["code"], "turn_budget_exceeded", "{error}");
+            assert!(!error["message"].as_str().unwrap().contains('$'), "{error}");
+        } else {
+            assert_eq!(response.status(), 200, "no budget");
+            let answer: Value = response.json().await.unwrap();
+            assert_eq!(answer["choices"][0]["message"]["content"], "costly");
+        }
     }
 }

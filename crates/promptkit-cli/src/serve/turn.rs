@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use axum::http::StatusCode;
 use futures_util::Stream as _;
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
+use promptkit::pipeline::provider::TurnError;
 use promptkit::pipeline::{BuildError, PipelineError, TurnData};
 use promptkit::{FinishReason, Message, ProviderError, Usage};
 use serde_json::{Value, json};
@@ -179,7 +180,43 @@ impl TurnStream {
 /// The error a client gets for a failed turn, logged with its details under `request_id`.
 /// The client's message is generic: upstream error text and URLs stay in the log.
 pub(crate) fn turn_error(error: &AgentError, request_id: &str) -> ApiError {
-    let (status, kind, code, message) = match provider_error(&error.error) {
+    let (status, kind, code, message) = class(&error.error);
+    tracing::warn!(%request_id, status = status.as_u16(), error = %chain(error), "turn failed");
+    ApiError::server(status, kind, code, message, request_id)
+}
+
+/// The status, type, code and generic message of a failed turn.
+fn class(error: &PipelineError) -> (StatusCode, &'static str, &'static str, &'static str) {
+    match cause::<TurnError>(error) {
+        // The client's conversation (or what its tools returned) made the turn too costly:
+        // sent again, it costs as much again.
+        Some(TurnError::CostBudget { .. }) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "turn_budget_exceeded",
+                "the turn cost more than this server allows one turn to cost",
+            );
+        }
+        Some(TurnError::MaxRounds(_)) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "max_rounds",
+                "the model kept calling tools past the server's round limit",
+            );
+        }
+        Some(TurnError::ToolLoop { .. }) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "tool_loop",
+                "the model kept repeating the same tool call",
+            );
+        }
+        _ => {}
+    }
+    match cause::<ProviderError>(error) {
         Some(ProviderError::RateLimited { .. }) => (
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
@@ -210,7 +247,7 @@ pub(crate) fn turn_error(error: &AgentError, request_id: &str) -> ApiError {
             "upstream_error",
             "the model provider failed",
         ),
-        None => match &error.error {
+        None => match error {
             PipelineError::ExecutionTimeout(_) | PipelineError::IdleTimeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "timeout_error",
@@ -230,17 +267,16 @@ pub(crate) fn turn_error(error: &AgentError, request_id: &str) -> ApiError {
                 "the turn failed",
             ),
         },
-    };
-    tracing::warn!(%request_id, status = status.as_u16(), error = %chain(error), "turn failed");
-    ApiError::server(status, kind, code, message, request_id)
+    }
 }
 
-/// The provider error at the root of a failed turn, if a model call caused it.
-fn provider_error(error: &PipelineError) -> Option<&ProviderError> {
+/// The first error of type `E` in the chain of a failed turn: the [`ProviderError`] when a
+/// model call caused it, the [`TurnError`] when the tool loop stopped it.
+fn cause<E: std::error::Error + 'static>(error: &PipelineError) -> Option<&E> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(p) = e.downcast_ref::<ProviderError>() {
-            return Some(p);
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         source = e.source();
     }
