@@ -475,11 +475,10 @@ async fn trickled_headers_are_cut_off_while_others_are_served() {
                         break;
                     }
                     let mut probe = [0_u8; 512];
-                    match tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut probe))
-                        .await
+                    if let Ok(Ok(0) | Err(_)) =
+                        tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut probe)).await
                     {
-                        Ok(Ok(0) | Err(_)) => break,
-                        Ok(Ok(_)) | Err(_) => {}
+                        break;
                     }
                     if started.elapsed() > Duration::from_secs(20) {
                         return;
@@ -678,9 +677,10 @@ async fn endless_upstream() -> (String, Arc<AtomicBool>) {
         let chunk = format!("{:x}\r\n{frame}\r\n", frame.len());
         loop {
             let mut probe = [0_u8; 64];
-            match tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut probe)).await {
-                Ok(Ok(0) | Err(_)) => break,
-                _ => {}
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(50), tcp.read(&mut probe)).await
+            {
+                break;
             }
             if tcp.write_all(chunk.as_bytes()).await.is_err() {
                 break;
@@ -1233,7 +1233,13 @@ async fn reachable(name: &str, addr: SocketAddr) -> bool {
         std::env::var("CI").as_deref() != Ok("true"),
         "{name} at {addr} is needed in CI"
     );
-    eprintln!("skipping: {name} is not reachable at {addr}");
+    #[expect(
+        clippy::print_stderr,
+        reason = "tell the developer why the test is skipped"
+    )]
+    {
+        eprintln!("skipping: {name} is not reachable at {addr}");
+    }
     false
 }
 

@@ -138,7 +138,7 @@ impl Connection {
                 match tokio::time::timeout(self.limits.header_timeout, acceptor.accept(io)).await {
                     Ok(Ok(stream)) => self.serve(stream).await,
                     Ok(Err(e)) => {
-                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
+                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
                     }
                     Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
                 }

@@ -183,7 +183,7 @@ impl Lease {
                         Ok(true) => {}
                         Ok(false) => tracing::warn!(session = %id, "the session's lease was lost"),
                         Err(e) => {
-                            tracing::warn!(session = %id, error = %e, "renewing the session's lease failed")
+                            tracing::warn!(session = %id, error = %e, "renewing the session's lease failed");
                         }
                     }
                 }
