@@ -415,4 +415,139 @@ mod tests {
         let body = r#"{"user":"a\u0000b","messages":[{"role":"user","content":"x"}]}"#;
         assert_eq!(parse(&headers, body).unwrap_err().status, 400);
     }
+
+    /// A small deterministic generator (xorshift64*), so the property below runs the same
+    /// cases on every run and a failure names its seed.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+
+        /// Any JSON value, biased towards the names and shapes a request has.
+        fn value(&mut self, depth: u32) -> Value {
+            const WORDS: &[&str] = &[
+                "user",
+                "assistant",
+                "system",
+                "developer",
+                "tool",
+                "text",
+                "image_url",
+                "content",
+                "role",
+                "",
+                "\u{0}",
+                "ü",
+                "x",
+            ];
+            match self.below(if depth == 0 { 6 } else { 9 }) {
+                0 => Value::Null,
+                1 => Value::Bool(self.next().is_multiple_of(2)),
+                2 => serde_json::json!(self.next()),
+                3 => serde_json::json!(-(i64::try_from(self.next() >> 1).unwrap())),
+                4 => serde_json::json!(f64::from(u32::try_from(self.next() >> 40).unwrap()) / 7.0),
+                5 => Value::String(self.pick(WORDS).to_owned()),
+                6 => Value::Array((0..self.below(4)).map(|_| self.value(depth - 1)).collect()),
+                _ => {
+                    const KEYS: &[&str] = &[
+                        "role",
+                        "content",
+                        "type",
+                        "text",
+                        "image_url",
+                        "url",
+                        "tool_calls",
+                        "tool_call_id",
+                        "name",
+                        "id",
+                        "function",
+                        "arguments",
+                        "messages",
+                        "stream",
+                        "stream_options",
+                        "include_usage",
+                        "user",
+                        "max_tokens",
+                        "max_completion_tokens",
+                    ];
+                    let mut object = serde_json::Map::new();
+                    for _ in 0..self.below(5) {
+                        object.insert(self.pick(KEYS).to_owned(), self.value(depth - 1));
+                    }
+                    Value::Object(object)
+                }
+            }
+        }
+
+        /// A request body: arbitrary JSON, a request of arbitrary messages, or raw bytes.
+        fn body(&mut self) -> Vec<u8> {
+            match self.below(4) {
+                0 => (0..self.below(64))
+                    .map(|_| u8::try_from(self.next() & 0xff).unwrap())
+                    .collect(),
+                1 => self.value(4).to_string().into_bytes(),
+                _ => {
+                    let mut messages: Vec<Value> =
+                        (0..self.below(5)).map(|_| self.value(3)).collect();
+                    if self.next().is_multiple_of(2) {
+                        let content = self.value(1);
+                        messages.push(serde_json::json!({"role": "user", "content": content}));
+                    }
+                    let mut request = serde_json::json!({"messages": messages});
+                    for _ in 0..self.below(3) {
+                        let key = self.pick(&["stream", "user", "max_tokens", "stream_options"]);
+                        request[key] = self.value(2);
+                    }
+                    request.to_string().into_bytes()
+                }
+            }
+        }
+    }
+
+    // Review test 58, as a property of the normal suite: whatever the body, parsing never
+    // panics, and a refusal is the client's error (4xx), never the server's.
+    #[test]
+    fn any_body_parses_or_is_a_client_error() {
+        let mut headers = HeaderMap::new();
+        let mut accepted = 0;
+        for seed in 1..=20_000_u64 {
+            let mut generator = Gen(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let body = generator.body();
+            if generator.next().is_multiple_of(4) {
+                let id = generator.pick(&["web-1", "", "a/b", "ü", "x:y.z_0"]);
+                headers.insert(
+                    "x-session-id",
+                    HeaderValue::from_bytes(id.as_bytes()).unwrap(),
+                );
+            } else {
+                headers.remove("x-session-id");
+            }
+            match parse_chat(&headers, &body, &LIMITS) {
+                Ok(turn) => {
+                    accepted += 1;
+                    assert!((1..=LIMITS.max_output_tokens).contains(&turn.max_tokens));
+                    assert_eq!(turn.conversation.message.role, Role::User);
+                }
+                Err(error) => assert!(
+                    error.status.is_client_error(),
+                    "seed {seed}: {error:?} for {}",
+                    String::from_utf8_lossy(&body)
+                ),
+            }
+        }
+        assert!(accepted > 0, "the generator also makes valid requests");
+    }
 }
