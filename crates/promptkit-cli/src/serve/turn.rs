@@ -11,7 +11,7 @@ use futures_util::Stream as _;
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
 use promptkit::pipeline::provider::TurnError;
 use promptkit::pipeline::{BuildError, PipelineError, TurnData};
-use promptkit::{FinishReason, Message, ProviderError, Usage};
+use promptkit::{BoxFuture, FinishReason, Message, ProviderError, Usage};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -143,20 +143,39 @@ pub(crate) fn start(
         .stream_with_history(turn, spec.history, spec.message)
         .map_err(|e| turn_error(&e, request_id))?
         .message_events(false);
-    Ok(TurnStream { reply })
+    Ok(TurnStream {
+        reply: Some(reply),
+        ending: None,
+    })
 }
 
 /// A running turn. Dropping it cancels the turn.
-#[derive(Debug)]
+///
+/// Its end is awaited through [`ReplyStream::finish`], boxed once per turn, rather than a
+/// poll method of the stream, so this is the agent API's one use here.
 pub(crate) struct TurnStream {
-    reply: ReplyStream,
+    /// `None` once its output has ended and its end is awaited.
+    reply: Option<ReplyStream>,
+    ending: Option<BoxFuture<'static, Result<Reply, AgentError>>>,
+}
+
+impl std::fmt::Debug for TurnStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnStream")
+            .field("reply", &self.reply)
+            .field("ending", &self.ending.is_some())
+            .finish()
+    }
 }
 
 impl TurnStream {
     /// The next piece of text, `None` once the turn's output has ended.
     pub(crate) fn poll_text(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        let Some(reply) = self.reply.as_mut() else {
+            return Poll::Ready(None);
+        };
         loop {
-            match std::task::ready!(Pin::new(&mut self.reply).poll_next(cx)) {
+            match std::task::ready!(Pin::new(&mut *reply).poll_next(cx)) {
                 Some(AgentEvent::Text(text)) if !text.is_empty() => {
                     return Poll::Ready(Some(text));
                 }
@@ -166,14 +185,23 @@ impl TurnStream {
         }
     }
 
-    /// The turn's end, after [`poll_text`](Self::poll_text) returned `None`.
+    /// The turn's end, after [`poll_text`](Self::poll_text) returned `None`; polled once more
+    /// after it is ready, it stays pending.
     pub(crate) fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reply, AgentError>> {
-        self.reply.poll_finish(cx)
+        if let Some(reply) = self.reply.take() {
+            self.ending = Some(Box::pin(reply.finish()));
+        }
+        let Some(ending) = self.ending.as_mut() else {
+            return Poll::Pending;
+        };
+        let result = std::task::ready!(ending.as_mut().poll(cx));
+        self.ending = None;
+        Poll::Ready(result)
     }
 
     /// Waits for the turn's end, text included.
-    pub(crate) async fn finish(self) -> Result<Reply, AgentError> {
-        self.reply.finish().await
+    pub(crate) async fn finish(mut self) -> Result<Reply, AgentError> {
+        std::future::poll_fn(|cx| self.poll_finish(cx)).await
     }
 }
 
