@@ -98,11 +98,28 @@ impl Target {
     }
 }
 
-/// `binary serve` configured as the system under test.
-fn serve_command(binary: &Path, work: &Path, upstream: &str, scenario: Scenario) -> Command {
+/// `binary serve` configured as the system under test, with limits at least the tier's
+/// `concurrency`: the benchmark measures the runtime, not the server's queue or rate limit.
+///
+/// The limits go in environment variables, which a `--versus` build from before they existed
+/// ignores (it has no such limits), where a flag would stop it from starting.
+fn serve_command(
+    binary: &Path,
+    work: &Path,
+    upstream: &str,
+    scenario: Scenario,
+    concurrency: usize,
+) -> Command {
     let mut command = Command::new(binary);
+    // The load generator keeps one connection per worker; the margin covers reconnects.
+    let connections = (2 * concurrency + 64).to_string();
     command
         .env("PROMPTKIT_HOME", work)
+        .env("PROMPTKIT_MAX_CONCURRENCY", concurrency.to_string())
+        .env("PROMPTKIT_MAX_QUEUE", concurrency.to_string())
+        .env("PROMPTKIT_MAX_CONNECTIONS", connections)
+        .env("PROMPTKIT_RATE_LIMIT", "0")
+        .env_remove("PROMPTKIT_API_KEYS")
         .env_remove("OPENAI_API_KEY")
         .env_remove("PROMPTKIT_PROVIDER_CONFIG")
         .args([
@@ -318,7 +335,10 @@ fn measure(
                 _ => bin.join("promptkit"),
             };
             (
-                Process::spawn(serve_command(&binary, work, upstream, scenario), true)?,
+                Process::spawn(
+                    serve_command(&binary, work, upstream, scenario, concurrency),
+                    true,
+                )?,
                 "/v1/chat/completions",
             )
         }
@@ -586,6 +606,35 @@ pub(crate) fn round1(root: &Path, options: &Options) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serve_runs_with_limits_at_least_the_tier() {
+        let command = serve_command(
+            Path::new("promptkit"),
+            Path::new("/tmp/w"),
+            "http://127.0.0.1:1",
+            Scenario::Plain,
+            500,
+        );
+        let env: std::collections::HashMap<_, _> = command
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        let number = |name: &str| -> usize { env[name].as_deref().unwrap().parse().unwrap() };
+        assert!(number("PROMPTKIT_MAX_CONCURRENCY") >= 500);
+        assert!(number("PROMPTKIT_MAX_QUEUE") >= 500);
+        assert!(number("PROMPTKIT_MAX_CONNECTIONS") >= 500);
+        assert_eq!(number("PROMPTKIT_RATE_LIMIT"), 0, "no rate limit");
+        assert_eq!(
+            env["PROMPTKIT_API_KEYS"], None,
+            "no keys from the caller's shell"
+        );
+    }
 
     #[test]
     fn the_table_has_a_row_per_result() {

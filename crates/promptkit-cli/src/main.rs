@@ -13,23 +13,30 @@
 mod config;
 mod demo;
 mod serve;
+mod serve_cli;
 
+use std::fmt;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use promptkit::agent::{Agent, AgentBuilder, AgentEvent};
+use promptkit::agent::{Agent, AgentEvent};
 use promptkit::mcp::McpRegistry;
 use promptkit::providers::config::ProviderSpec;
 use promptkit::providers::openai::{OpenAiConfig, OpenAiProvider};
-use promptkit::state::{MemoryStore, SqliteStore};
+use promptkit::state::{
+    MemoryConfig, MemoryStore, PostgresConfig, PostgresStore, RedisConfig, RedisStore,
+    SqliteConfig, SqliteStore,
+};
 use promptkit::tools::ToolRegistry;
 use promptkit::{CombinedTools, ListOptions, Provider, Role, StateStore, ToolSet};
 
-use crate::config::ConfigFile;
+use crate::config::{ConfigFile, redact_url};
+use crate::serve_cli::ServeArgs;
 
 /// The system prompt when neither a flag nor the configuration file gives one.
 const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
@@ -39,7 +46,7 @@ const EXIT_CONFIG: u8 = 2;
 /// Exit code for a failed model turn.
 const EXIT_TURN: u8 = 3;
 
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(
     name = "promptkit",
     version,
@@ -47,9 +54,19 @@ const EXIT_TURN: u8 = 3;
 )]
 struct Cli {
     /// Where conversations are kept: `sqlite://<path>`, `memory`, `postgres://…`, `redis://…`.
-    /// Default: SQLite in the platform data directory (or $PROMPTKIT_HOME).
+    /// Default: SQLite in the platform data directory (or $PROMPTKIT_HOME): `state.db`, and
+    /// for `serve` a file of its own, `serve.db`.
     #[arg(long, global = true, env = "PROMPTKIT_STATE")]
     state: Option<String>,
+    /// Seconds a conversation is kept after its last use; 0 keeps it for ever (the default,
+    /// except for `serve`: 30 days). Applies to the whole store.
+    #[arg(long, global = true, env = "PROMPTKIT_STATE_TTL")]
+    state_ttl: Option<f64>,
+    /// The environment variable holding the provider's API key. `--provider openai` reads
+    /// OPENAI_API_KEY without it; `--provider openai-compatible` sends a key only when this
+    /// names one, so a key meant for OpenAI never goes to another server.
+    #[arg(long, global = true, env = "PROMPTKIT_API_KEY_ENV")]
+    api_key_env: Option<String>,
     /// The model provider. Default: `openai` when OPENAI_API_KEY is set, else `demo`.
     #[arg(long, global = true, value_enum, env = "PROMPTKIT_PROVIDER")]
     provider: Option<ProviderKind>,
@@ -122,24 +139,31 @@ enum Command {
         #[command(subcommand)]
         action: Option<ToolsAction>,
     },
-    /// Serve an OpenAI-compatible API (`POST /v1/chat/completions`, `GET /v1/models`,
-    /// `GET /health`); a request with an `x-session-id` header continues that stored session.
-    Serve {
-        /// The address to listen on (default 127.0.0.1:8080; port 0 picks a free port; the
-        /// bound address is printed).
-        #[arg(long, env = "PROMPTKIT_ADDR")]
-        addr: Option<std::net::SocketAddr>,
-        /// Turns running at once; further requests wait for a slot (default 4096).
-        #[arg(long)]
-        max_concurrency: Option<usize>,
-        /// Seconds a request waits for a slot before `503 Service Unavailable` (default 30).
-        #[arg(long)]
-        queue_timeout: Option<f64>,
-        /// Seconds in-flight requests may finish after SIGINT/SIGTERM before they are
-        /// cancelled (default 10).
-        #[arg(long)]
-        shutdown_grace: Option<f64>,
-    },
+    /// Serve an OpenAI-compatible API (`POST /v1/chat/completions`, `GET /v1/models`, the
+    /// sessions API, `GET /health`); a request with an `x-session-id` header continues that
+    /// session of its key. API keys come from PROMPTKIT_API_KEYS (comma-separated) or
+    /// `--api-keys-file`.
+    Serve(Box<ServeArgs>),
+}
+
+/// `Debug` without secrets: the state URL's password and the base URL's credentials are
+/// hidden.
+impl fmt::Debug for Cli {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cli")
+            .field("state", &self.state.as_deref().map(redact_url))
+            .field("state_ttl", &self.state_ttl)
+            .field("api_key_env", &self.api_key_env)
+            .field("provider", &self.provider)
+            .field("model", &self.model)
+            .field("provider_config", &self.provider_config)
+            .field("base_url", &self.base_url.as_deref().map(redact_url))
+            .field("system", &self.system)
+            .field("config", &self.config)
+            .field("tool_paths", &self.tool_paths)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -226,38 +250,107 @@ fn data_dir() -> Result<PathBuf> {
         })
 }
 
-async fn open_state(spec: Option<&str>) -> Result<Arc<dyn StateStore>> {
+/// How the store is opened.
+#[derive(Debug, Clone, Copy, Default)]
+struct StateOptions {
+    /// Sliding time-to-live of conversations.
+    ttl: Option<Duration>,
+    /// The most conversations the memory store keeps.
+    memory_max_sessions: Option<usize>,
+    /// The default file in the data directory.
+    default_file: &'static str,
+}
+
+/// `--state-ttl` (or the file's `state_ttl_secs`), 0 meaning none; `default` without either.
+fn state_ttl(cli: &Cli, file: &ConfigFile, default: Option<Duration>) -> Result<Option<Duration>> {
+    match cli.state_ttl.or(file.state_ttl_secs) {
+        None => Ok(default),
+        Some(secs) => {
+            let ttl = seconds("--state-ttl", secs)?;
+            Ok((!ttl.is_zero()).then_some(ttl))
+        }
+    }
+}
+
+/// Creates the data directory readable by its owner only (conversations are private).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Creates the SQLite file, if it does not exist, readable by its owner only; SQLite gives
+/// its `-wal` and `-shm` files the same permissions.
+fn create_private_file(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // An in-memory database or a path SQLite resolves itself: let SQLite say what is wrong.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+async fn open_state(spec: Option<&str>, options: StateOptions) -> Result<Arc<dyn StateStore>> {
     let spec = match spec {
         Some(s) => s.to_owned(),
         None => {
             let dir = data_dir()?;
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            format!("sqlite://{}", dir.join("state.db").display())
+            create_private_dir(&dir)?;
+            format!("sqlite://{}", dir.join(options.default_file).display())
         }
     };
     if spec == "memory" {
-        return Ok(Arc::new(MemoryStore::new()));
+        let mut config = MemoryConfig::default();
+        if let Some(ttl) = options.ttl {
+            config = config.with_ttl(ttl);
+        }
+        if let Some(n) = options.memory_max_sessions {
+            config = config.with_max_entries(n);
+        }
+        return Ok(Arc::new(MemoryStore::with_config(config)));
     }
     if let Some(path) = spec.strip_prefix("sqlite://") {
-        let store = SqliteStore::open(path)
+        create_private_file(Path::new(path))?;
+        let mut config = SqliteConfig::file(path);
+        if let Some(ttl) = options.ttl {
+            config = config.with_ttl(ttl);
+        }
+        let store = SqliteStore::open_with(config)
             .await
             .with_context(|| format!("opening SQLite state at {path}"))?;
         return Ok(Arc::new(store));
     }
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        let store = promptkit::state::PostgresStore::connect(&spec)
+        let mut config = PostgresConfig::new(spec.as_str());
+        if let Some(ttl) = options.ttl {
+            config = config.with_ttl(ttl);
+        }
+        let store = PostgresStore::connect_with(config)
             .await
             .context("connecting to Postgres")?;
         return Ok(Arc::new(store));
     }
-    if spec.starts_with("redis://") {
-        let store = promptkit::state::RedisStore::connect(&spec)
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        let mut config = RedisConfig::new(spec.as_str());
+        if let Some(ttl) = options.ttl {
+            config = config.with_ttl(ttl);
+        }
+        let store = RedisStore::connect_with(config)
             .await
             .context("connecting to Redis")?;
         return Ok(Arc::new(store));
     }
     Err(ConfigError(format!(
-        "unknown --state `{spec}`: use sqlite://<path>, memory, postgres://… or redis://…"
+        "unknown --state `{}`: use sqlite://<path>, memory, postgres://… or redis://…",
+        redact_url(&spec)
     ))
     .into())
 }
@@ -267,6 +360,14 @@ fn openai_key() -> Option<String> {
     std::env::var("OPENAI_API_KEY")
         .ok()
         .filter(|k| !k.trim().is_empty())
+}
+
+/// The key in the environment variable `name` (from `--api-key-env`).
+fn named_key(name: &str) -> Result<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .ok_or_else(|| ConfigError(format!("--api-key-env: {name} is not set")).into())
 }
 
 /// The provider the flags select: `--provider`, else OpenAI when a key is set, else the demo.
@@ -295,7 +396,6 @@ fn provider(cli: &Cli, file: &ConfigFile) -> Result<(Arc<dyn Provider>, Option<r
             .map(|provider| (provider, None))
             .map_err(|e| ConfigError(e.to_string()).into());
     }
-    let key = openai_key();
     let openai = |config: OpenAiConfig| -> Result<(Arc<dyn Provider>, Option<reqwest::Client>)> {
         let client = config
             .http()
@@ -305,7 +405,7 @@ fn provider(cli: &Cli, file: &ConfigFile) -> Result<(Arc<dyn Provider>, Option<r
             .map_err(|e| ConfigError(e.to_string()))?;
         Ok((Arc::new(provider), Some(client)))
     };
-    Ok(match selected_kind(cli, key.is_some()) {
+    Ok(match selected_kind(cli, openai_key().is_some()) {
         ProviderKind::Demo => {
             eprintln!(
                 "note: no OPENAI_API_KEY set, using the built-in offline demo model (not a real LLM)"
@@ -313,6 +413,10 @@ fn provider(cli: &Cli, file: &ConfigFile) -> Result<(Arc<dyn Provider>, Option<r
             (Arc::new(demo::DemoModel), None)
         }
         ProviderKind::Openai => {
+            let key = match &cli.api_key_env {
+                Some(name) => Some(named_key(name)?),
+                None => openai_key(),
+            };
             let Some(key) = key else {
                 return Err(ConfigError("--provider openai needs OPENAI_API_KEY".into()).into());
             };
@@ -332,6 +436,8 @@ fn provider(cli: &Cli, file: &ConfigFile) -> Result<(Arc<dyn Provider>, Option<r
                 .model
                 .clone()
                 .ok_or_else(|| ConfigError("--provider openai-compatible needs --model".into()))?;
+            // Only a key the user named goes to this server: OPENAI_API_KEY is for OpenAI.
+            let key = cli.api_key_env.as_deref().map(named_key).transpose()?;
             openai(OpenAiConfig::compatible(base, model).with_api_key(key))?
         }
         kind @ (ProviderKind::Anthropic | ProviderKind::Gemini) => {
@@ -435,13 +541,15 @@ fn tools(
 }
 
 /// A duration from a flag given in seconds.
-fn seconds(flag: &str, value: f64) -> Result<std::time::Duration> {
-    std::time::Duration::try_from_secs_f64(value)
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
         .map_err(|_| ConfigError(format!("{flag} must be a non-negative number of seconds")).into())
 }
 
+/// A new CLI session id: `s-` and 16 random hex digits, so it cannot be guessed from the time
+/// it was made.
 fn new_session_id() -> String {
-    format!("s-{}", promptkit::Timestamp::now().as_unix_millis())
+    format!("s-{}", serve::random_hex(8))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -463,7 +571,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let store = open_state(cli.state.as_deref().or(file.state.as_deref())).await?;
+    // `serve` checks its settings (keys, limits, TLS files) before connecting to anything.
+    let serving = match &cli.command {
+        Command::Serve(args) => Some(serve_cli::Serving::new(args, &cli, &file)?),
+        _ => None,
+    };
+    let state_options = match &serving {
+        Some(serving) => serving.state,
+        None => StateOptions {
+            ttl: state_ttl(&cli, &file, None)?,
+            memory_max_sessions: file.memory_max_sessions,
+            default_file: "state.db",
+        },
+    };
+    let store = open_state(
+        cli.state.as_deref().or(file.state.as_deref()),
+        state_options,
+    )
+    .await?;
     if let Command::Sessions { action } = &cli.command {
         return sessions(store.as_ref(), action).await;
     }
@@ -471,23 +596,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let demo = provider.id() == "demo";
     let toolbox = Toolbox::new(&cli, &file, demo, http)?;
     let tools = toolbox.set();
-    let configured_system = cli.system.clone().or_else(|| file.system.clone());
-    // `serve` forwards what its clients send: it adds a system prompt only when one is
-    // configured. The interactive commands have a default.
-    let system = match (&cli.command, configured_system) {
-        (Command::Serve { .. }, system) => system,
-        (_, system) => Some(system.unwrap_or_else(|| DEFAULT_SYSTEM.to_owned())),
-    };
-    let with_system = |builder: AgentBuilder| match &system {
-        Some(system) => builder.system(system.clone()),
-        None => builder,
-    };
-    let agent = with_system(
-        Agent::builder(Arc::clone(&provider))
-            .tools(Arc::clone(&tools))
-            .state(Arc::clone(&store)),
-    )
-    .build()?;
+    if let Some(serving) = serving {
+        // `serve` applies the operator's system prompt itself, by its `system_mode`.
+        let result = serving.run(provider, tools, store).await;
+        toolbox.shutdown().await;
+        return result.map(|()| ExitCode::SUCCESS);
+    }
+    let system = cli
+        .system
+        .clone()
+        .or_else(|| file.system.clone())
+        .unwrap_or_else(|| DEFAULT_SYSTEM.to_owned());
+    let agent = Agent::builder(Arc::clone(&provider))
+        .tools(Arc::clone(&tools))
+        .state(Arc::clone(&store))
+        .system(system)
+        .build()?;
     let outcome = match cli.command {
         Command::Run {
             prompt,
@@ -527,41 +651,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Chat { session } => chat(&agent, store.as_ref(), tools.as_ref(), session).await,
-        Command::Serve {
-            addr,
-            max_concurrency,
-            queue_timeout,
-            shutdown_grace,
-        } => {
-            let stateless =
-                with_system(Agent::builder(Arc::clone(&provider)).tools(tools)).build()?;
-            let defaults = &file.serve;
-            let options = serve::ServeOptions {
-                addr: addr
-                    .or(defaults.addr)
-                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
-                max_concurrency: max_concurrency.or(defaults.max_concurrency).unwrap_or(4096),
-                queue_timeout: seconds(
-                    "queue timeout",
-                    queue_timeout
-                        .or(defaults.queue_timeout_secs)
-                        .unwrap_or(30.0),
-                )?,
-                shutdown_grace: seconds(
-                    "shutdown grace",
-                    shutdown_grace
-                        .or(defaults.shutdown_grace_secs)
-                        .unwrap_or(10.0),
-                )?,
-            };
-            let agents = serve::Agents {
-                stateless,
-                stateful: agent,
-            };
-            serve::serve(agents, options).await?;
-            Ok(ExitCode::SUCCESS)
+        Command::Sessions { .. } | Command::Tools { .. } | Command::Serve(_) => {
+            unreachable!("handled above")
         }
-        Command::Sessions { .. } | Command::Tools { .. } => unreachable!("handled above"),
     };
     toolbox.shutdown().await;
     outcome

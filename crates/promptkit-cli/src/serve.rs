@@ -1,71 +1,159 @@
 //! `promptkit serve`: an OpenAI-compatible HTTP server in front of the agent.
 //!
 //! `POST /v1/chat/completions` (streaming as OpenAI-style SSE, or one JSON answer),
-//! `GET /v1/models`, `GET /health`. Without a session header the request's messages are the
-//! whole conversation (as with OpenAI); with `x-session-id` the server keeps the conversation
-//! in its state store and takes only the request's last message. Tools configured on the
-//! server run inside the turn: the client sees the final answer.
+//! `GET /v1/models`, the sessions API (`GET`/`POST /v1/sessions`, `GET`/`DELETE
+//! /v1/sessions/{id}`) and `GET /health`. Without a session header the request's messages are
+//! the whole conversation (as with OpenAI); with `x-session-id` the server keeps the
+//! conversation in its state store, in the calling key's namespace, and takes only the
+//! request's last message. Tools configured on the server run inside the turn: the client sees
+//! the final answer.
+//!
+//! Every request passes the edge first ([`edge`]): the `Host` and `Origin` checks, the API key,
+//! the rate limit and, for `POST`, the JSON content type; a turn then takes a place in the
+//! bounded queue, its session (one turn at a time, across processes too) and a concurrency
+//! slot. Decision 0014 explains the limits and their defaults.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::pin::Pin;
+mod auth;
+mod conn;
+mod edge;
+mod error;
+mod request;
+mod sessions;
+mod sse;
+mod turn;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{self, Poll, ready};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use futures_util::StreamExt as _;
-use futures_util::stream::{self, Stream};
-use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
-use promptkit::pipeline::{PipelineError, RunData};
-use promptkit::{ContentPart, Media, Message, ProviderError, Role, ToolResult, Usage};
-use serde::{Deserialize, Serialize};
+use futures_util::stream;
+use promptkit::StateStore;
+use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::Instant;
 
-/// Request headers that name the session (the first present wins).
-const SESSION_HEADERS: [&str; 2] = ["x-session-id", "x-promptkit-session"];
+pub(crate) use auth::ApiKeys;
+use auth::Principal;
+pub(crate) use conn::ConnLimits;
+use conn::Peer;
+pub(crate) use edge::TrustedProxies;
+use edge::{HostPolicy, RateLimiter};
+use error::{ApiError, json_response};
+pub(crate) use request::RequestLimits;
+use sessions::{LockError, SessionGuard, SessionLocks};
+use sse::{SseFrames, SseState};
+use turn::{AgentCache, TurnSpec};
+pub(crate) use turn::{AgentFactory, Agents};
+
+use crate::ConfigError;
+
+/// What the operator's system prompt does to a client's `system` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SystemMode {
+    /// The operator's prompt, then the client's.
+    Prepend,
+    /// The operator's prompt only; the client's system messages are dropped.
+    Enforce,
+    /// The client's system messages replace the operator's prompt.
+    Client,
+}
 
 /// How `serve` runs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ServeOptions {
     /// Where to listen (port 0 picks a free port; the bound address is printed).
     pub(crate) addr: SocketAddr,
-    /// Turns running at once; more requests wait for a slot.
+    /// The API keys; empty means no authentication.
+    pub(crate) keys: ApiKeys,
+    /// Listen beyond loopback without keys.
+    pub(crate) insecure_no_auth: bool,
+    /// Host names served besides the loopback names.
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) trusted_proxies: TrustedProxies,
+    /// PEM certificate chain and private key.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) conn: ConnLimits,
+    pub(crate) requests: RequestLimits,
+    /// The largest request body.
+    pub(crate) max_body_bytes: usize,
+    /// Time to receive a request body.
+    pub(crate) body_timeout: Duration,
+    /// Turns running at once.
     pub(crate) max_concurrency: usize,
-    /// How long a request waits for a slot before `503`.
+    /// Turns waiting for a slot or their session at once; one more gets 503 at once.
+    pub(crate) max_queue: usize,
+    /// How long a turn waits for a slot or its session.
     pub(crate) queue_timeout: Duration,
+    /// Requests per minute per key (per client address without keys); 0 is no limit.
+    pub(crate) rate_limit: u32,
+    /// Silence after which a stream gets a keep-alive comment.
+    pub(crate) sse_keep_alive: Duration,
+    /// The operator's system prompt.
+    pub(crate) system: Option<String>,
+    pub(crate) system_mode: SystemMode,
+    /// Take the client's `user` field as the turn's user.
+    pub(crate) trust_client_user: bool,
     /// How long in-flight requests may finish after a shutdown signal.
     pub(crate) shutdown_grace: Duration,
 }
 
-/// The two agents the server answers with.
+/// Who is calling, put in the request's extensions by [`edge`].
+#[derive(Debug, Clone)]
+struct Caller {
+    request_id: String,
+    principal: Arc<Principal>,
+}
+
+/// A turn's places: in the queue, its session, a concurrency slot. Dropped with the response.
 #[derive(Debug)]
-pub(crate) struct Agents {
-    /// For requests that carry their whole conversation.
-    pub(crate) stateless: Agent,
-    /// For requests with a session header: history from and saves to the state store.
-    pub(crate) stateful: Agent,
+pub(crate) struct TurnGuard {
+    _slot: OwnedSemaphorePermit,
+    _session: Option<SessionGuard>,
+    _ticket: OwnedSemaphorePermit,
 }
 
 #[derive(Debug)]
 struct App {
-    agents: Agents,
+    agents: AgentCache,
+    store: Arc<dyn StateStore>,
     model: String,
     /// `model` as a JSON string, for the chunks written as text.
     model_json: String,
+    /// Turns admitted (running or waiting): the bound of the queue.
+    tickets: Arc<Semaphore>,
     slots: Arc<Semaphore>,
     queue_timeout: Duration,
+    keys: ApiKeys,
+    anonymous: Arc<Principal>,
+    hosts: HostPolicy,
+    proxies: TrustedProxies,
+    limiter: RateLimiter,
+    rate_limited: bool,
+    sessions: SessionLocks,
+    requests: RequestLimits,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+    sse_keep_alive: Duration,
+    system: Option<String>,
+    system_mode: SystemMode,
+    trust_client_user: bool,
     started: u64,
     ids: AtomicU64,
+    /// Random per process, so request ids of replicas differ.
+    request_prefix: String,
 }
 
 impl App {
@@ -79,6 +167,131 @@ impl App {
         push_hex(&mut id, n, 8);
         id
     }
+
+    /// `req_`, the process's random prefix and a counter.
+    fn request_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        let mut id = String::with_capacity(4 + self.request_prefix.len() + 16);
+        id.push_str("req_");
+        id.push_str(&self.request_prefix);
+        push_hex(&mut id, n, 8);
+        id
+    }
+
+    /// The checks every request passes before any work; on success the request carries its
+    /// [`Caller`].
+    fn admit(&self, request: &mut Request, request_id: &str) -> Result<(), ApiError> {
+        let headers = request.headers();
+        self.hosts.check(headers)?;
+        if request.uri().path() == "/health" {
+            return Ok(());
+        }
+        let peer = request
+            .extensions()
+            .get::<Peer>()
+            .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |p| p.0);
+        let client = self.proxies.client(peer, headers);
+        let principal = if self.keys.is_empty() {
+            self.rate_limit(|| format!("ip:{client}"))?;
+            Arc::clone(&self.anonymous)
+        } else {
+            match self.keys.authenticate(headers) {
+                Ok(principal) => {
+                    self.rate_limit(|| format!("key:{}", principal.key_id))?;
+                    principal
+                }
+                Err(refused) => {
+                    // Guesses count against the guesser's address.
+                    self.rate_limit(|| format!("ip:{client}"))?;
+                    tracing::debug!(%request_id, %client, "refused: no valid API key");
+                    return Err(refused);
+                }
+            }
+        };
+        if request.method() == Method::POST {
+            request::require_json(headers)?;
+        }
+        request.extensions_mut().insert(Caller {
+            request_id: request_id.to_owned(),
+            principal,
+        });
+        Ok(())
+    }
+
+    fn rate_limit(&self, key: impl FnOnce() -> String) -> Result<(), ApiError> {
+        if self.rate_limited {
+            self.limiter.check(&key())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Takes a place in the queue, then the session (when there is one) and a slot, waiting
+    /// up to the queue timeout for both together.
+    async fn admit_turn(
+        &self,
+        session: Option<&str>,
+        request_id: &str,
+    ) -> Result<TurnGuard, ApiError> {
+        let ticket = Arc::clone(&self.tickets)
+            .try_acquire_owned()
+            .map_err(|e| match e {
+                TryAcquireError::NoPermits => ApiError::queue_full(),
+                TryAcquireError::Closed => ApiError::shutting_down(),
+            })?;
+        let deadline = Instant::now() + self.queue_timeout;
+        let session =
+            match session {
+                None => None,
+                Some(id) => Some(self.sessions.acquire(id, deadline).await.map_err(
+                    |e| match e {
+                        LockError::Busy => ApiError::session_busy(),
+                        LockError::Store(e) => store_error(&e, request_id),
+                    },
+                )?),
+            };
+        let slot = tokio::time::timeout_at(deadline, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| ApiError::queue_timeout(self.queue_timeout))?
+            .map_err(|_| ApiError::shutting_down())?;
+        Ok(TurnGuard {
+            _slot: slot,
+            _session: session,
+            _ticket: ticket,
+        })
+    }
+
+    /// The turn's user: the client's `user` when trusted, else the key's name or id.
+    fn user_for(&self, principal: &Principal, claimed: Option<String>) -> String {
+        match claimed {
+            Some(user) if self.trust_client_user => user,
+            _ => principal.user_id(),
+        }
+    }
+
+    /// The turn's system prompt from the operator's and the client's.
+    fn system_for(&self, client: Option<String>) -> Option<String> {
+        let Some(operator) = &self.system else {
+            return client;
+        };
+        match (self.system_mode, client) {
+            (SystemMode::Client, Some(client)) => Some(client),
+            (SystemMode::Prepend, Some(client)) => Some(format!("{operator}\n\n{client}")),
+            _ => Some(operator.clone()),
+        }
+    }
+}
+
+/// A failed store operation: logged in full, generic for the client.
+fn store_error(error: &promptkit::StateError, request_id: &str) -> ApiError {
+    tracing::warn!(%request_id, error = %turn::chain(error), "state store failed");
+    ApiError::server(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "store_unavailable",
+        "the session store failed",
+        request_id,
+    )
 }
 
 /// Appends `n` in lower-case hex, padded with zeros to at least `width` digits.
@@ -95,47 +308,133 @@ fn push_hex(out: &mut String, mut n: u64, width: usize) {
     out.extend(digits[start..].iter().map(|&b| char::from(b)));
 }
 
+/// `bytes` random bytes (at most 32) from the operating system, in hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = [0_u8; 32];
+    let buf = &mut buf[..bytes.min(32)];
+    if let Err(e) = getrandom::fill(buf) {
+        // Not expected on any supported platform; ids must still differ between processes.
+        tracing::error!(error = %e, "the system random number generator failed");
+        use sha2::Digest as _;
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let seed = format!(
+            "{:?}{}{}",
+            std::time::SystemTime::now(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let hash = sha2::Sha256::digest(seed.as_bytes());
+        let len = buf.len();
+        buf.copy_from_slice(&hash[..len]);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses to serve an address other than loopback without keys, unless told to.
+///
+/// # Errors
+/// A [`ConfigError`] naming the missing authentication.
+pub(crate) fn check_exposure(options: &ServeOptions) -> Result<(), ConfigError> {
+    if options.keys.is_empty() && !options.addr.ip().is_loopback() && !options.insecure_no_auth {
+        return Err(ConfigError(format!(
+            "refusing to listen on {} without authentication: no API keys are configured \
+             (set PROMPTKIT_API_KEYS or --api-keys-file, or pass --insecure-no-auth to serve \
+             anyone who can reach the port)",
+            options.addr
+        )));
+    }
+    Ok(())
+}
+
 /// Runs the server until SIGINT or SIGTERM, then lets in-flight requests finish for the grace
 /// period.
-pub(crate) async fn serve(agents: Agents, options: ServeOptions) -> Result<()> {
-    let model = agents.stateless.provider().model().to_owned();
-    let started = u64::try_from(promptkit::Timestamp::now().as_unix_millis() / 1000).unwrap_or(0);
-    let app = Arc::new(App {
-        agents,
-        model_json: Value::from(model.as_str()).to_string(),
-        model,
-        slots: Arc::new(Semaphore::new(options.max_concurrency.max(1))),
-        queue_timeout: options.queue_timeout,
-        started,
-        ids: AtomicU64::new(0),
-    });
-    let router = router(app);
+///
+/// # Errors
+/// A [`ConfigError`] when the options are unsafe or unusable (a non-loopback address without
+/// keys, a TLS file that cannot be read), or when the address cannot be bound.
+pub(crate) async fn serve(
+    factory: AgentFactory,
+    store: Arc<dyn StateStore>,
+    mut options: ServeOptions,
+) -> Result<()> {
+    check_exposure(&options)?;
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(conn::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let agents = AgentCache::new(factory, options.requests.max_output_tokens)
+        .context("building the agents")?;
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .with_context(|| format!("binding {}", options.addr))?;
     let bound = listener.local_addr()?;
-    eprintln!("promptkit serve: listening on http://{bound}");
+    if options.keys.is_empty() {
+        eprintln!(
+            "promptkit serve: no API keys configured: anyone who can reach {bound} can use \
+             this server"
+        );
+    } else {
+        eprintln!("promptkit serve: {} API keys", options.keys.len());
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("promptkit serve: listening on {scheme}://{bound}");
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    // SSE is many small writes: send each at once rather than wait for ACKs (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let app = Arc::new(app(agents, store, &mut options, bound.ip()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         shutdown_signal().await;
         eprintln!("promptkit serve: shutting down, waiting for in-flight requests");
         let _ = stop_tx.send(true);
     });
-    let grace = options.shutdown_grace;
-    tokio::select! {
-        result = server => result.context("serving HTTP")?,
-        () = async {
-            let _ = stop_rx.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(grace).await;
-        } => eprintln!("promptkit serve: grace period over, cancelling in-flight requests"),
-    }
+    conn::run(
+        listener,
+        tls,
+        router(app),
+        options.conn,
+        stop_rx,
+        options.shutdown_grace,
+    )
+    .await;
     eprintln!("promptkit serve: stopped");
     Ok(())
+}
+
+fn app(
+    agents: AgentCache,
+    store: Arc<dyn StateStore>,
+    options: &mut ServeOptions,
+    bound: IpAddr,
+) -> App {
+    let model = agents.model().to_owned();
+    let started = u64::try_from(promptkit::Timestamp::now().as_unix_millis() / 1000).unwrap_or(0);
+    let concurrency = options.max_concurrency.clamp(1, Semaphore::MAX_PERMITS / 2);
+    let queue = options.max_queue.min(Semaphore::MAX_PERMITS / 2);
+    App {
+        model_json: Value::from(model.as_str()).to_string(),
+        model,
+        agents,
+        sessions: SessionLocks::new(Arc::clone(&store), sessions::LEASE_TTL),
+        store,
+        tickets: Arc::new(Semaphore::new(concurrency + queue)),
+        slots: Arc::new(Semaphore::new(concurrency)),
+        queue_timeout: options.queue_timeout,
+        keys: std::mem::take(&mut options.keys),
+        anonymous: Arc::new(Principal::anonymous()),
+        hosts: HostPolicy::new(bound, &options.allowed_hosts),
+        proxies: options.trusted_proxies.clone(),
+        limiter: RateLimiter::new(options.rate_limit),
+        rate_limited: options.rate_limit > 0,
+        requests: options.requests,
+        max_body_bytes: options.max_body_bytes,
+        body_timeout: options.body_timeout,
+        sse_keep_alive: options.sse_keep_alive,
+        system: options.system.clone(),
+        system_mode: options.system_mode,
+        trust_client_user: options.trust_client_user,
+        started,
+        ids: AtomicU64::new(0),
+        request_prefix: random_hex(4),
+    }
 }
 
 async fn shutdown_signal() {
@@ -164,15 +463,39 @@ fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route("/v1/sessions", get(list_sessions).post(create_session))
+        .route(
+            "/v1/sessions/{id}",
+            get(show_session).delete(delete_session),
+        )
         .route("/health", get(health))
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            let mut error = ApiError::not_found();
+            error.status = StatusCode::METHOD_NOT_ALLOWED;
+            error.message = "this endpoint does not take that method".to_owned();
+            error
+        })
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), edge))
         .with_state(app)
 }
 
-async fn health(State(app): State<Arc<App>>) -> Response {
-    json_response(
-        StatusCode::OK,
-        &json!({"status": "ok", "available_slots": app.slots.available_permits()}),
-    )
+/// Runs [`App::admit`] and names the response with its request id.
+async fn edge(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
+    let request_id = app.request_id();
+    let mut response = match app.admit(&mut request, &request_id) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Open to everyone (load balancers probe it), so it says nothing about the server's load.
+async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
 async fn models(State(app): State<Arc<App>>) -> Response {
@@ -184,307 +507,100 @@ async fn models(State(app): State<Arc<App>>) -> Response {
     )
 }
 
-/// The parts of an OpenAI chat-completions request the server uses.
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
-    messages: Vec<WireMessage>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    user: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireMessage {
-    role: String,
-    #[serde(default)]
-    content: Option<Value>,
-    #[serde(default)]
-    tool_calls: Vec<WireToolCall>,
-    #[serde(default)]
-    tool_call_id: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireToolCall {
-    id: String,
-    function: WireFunction,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireFunction {
-    name: String,
-    #[serde(default)]
-    arguments: String,
-}
-
-/// A request the server refuses, as an OpenAI-style error.
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            kind: "invalid_request_error",
-            message: message.into(),
-        }
+/// Reads a request body of at most `limit` bytes within `timeout`.
+///
+/// # Errors
+/// 413 beyond the limit (at once when `Content-Length` says so), 408 at the timeout; both
+/// close the connection, since the rest of the body is not read.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return Err(ApiError::too_large(limit));
     }
-
-    fn body(&self) -> Value {
-        json!({"error": {"message": self.message, "type": self.kind, "code": Value::Null}})
-    }
-
-    /// The status and error type for a failed turn.
-    fn from_turn(error: &AgentError) -> Self {
-        let (status, kind) = match provider_error(&error.error) {
-            Some(ProviderError::RateLimited { .. }) => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error")
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut first: Option<Bytes> = None;
+        let mut joined: Vec<u8> = Vec::new();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|_| ApiError {
+                close: true,
+                ..ApiError::invalid("the request body could not be read")
+            })?;
+            let have = first.as_ref().map_or(0, Bytes::len) + joined.len();
+            if have + chunk.len() > limit {
+                return Err(ApiError::too_large(limit));
             }
-            Some(ProviderError::ContextTooLong { .. } | ProviderError::BadRequest { .. }) => {
-                (StatusCode::BAD_REQUEST, "invalid_request_error")
-            }
-            Some(ProviderError::Timeout { .. }) => (StatusCode::GATEWAY_TIMEOUT, "upstream_error"),
-            Some(_) => (StatusCode::BAD_GATEWAY, "upstream_error"),
-            None => match &error.error {
-                PipelineError::ExecutionTimeout(_) | PipelineError::IdleTimeout(_) => {
-                    (StatusCode::GATEWAY_TIMEOUT, "timeout_error")
-                }
-                PipelineError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
-            },
-        };
-        Self {
-            status,
-            kind,
-            message: promptkit::ErrorChain(error).to_string(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        json_response(self.status, &self.body())
-    }
-}
-
-/// The provider error at the root of a failed turn, if a model call caused it.
-fn provider_error(error: &PipelineError) -> Option<&ProviderError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(p) = e.downcast_ref::<ProviderError>() {
-            return Some(p);
-        }
-        source = e.source();
-    }
-    None
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// The text of an OpenAI `content` (a string or an array of parts) as content parts.
-fn content_parts(content: Option<&Value>, index: usize) -> Result<Vec<ContentPart>, ApiError> {
-    match content {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![ContentPart::text(s.clone())]),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|part| match part["type"].as_str() {
-                Some("text") => part["text"].as_str().map(ContentPart::text).ok_or_else(|| {
-                    ApiError::invalid(format!("messages[{index}]: a text part needs `text`"))
-                }),
-                Some("image_url") => part["image_url"]["url"]
-                    .as_str()
-                    .map(|url| ContentPart::Image(Media::url(url)))
-                    .ok_or_else(|| {
-                        ApiError::invalid(format!(
-                            "messages[{index}]: an image_url part needs `image_url.url`"
-                        ))
-                    }),
-                other => Err(ApiError::invalid(format!(
-                    "messages[{index}]: unsupported content part type {}",
-                    other.map_or_else(|| "(none)".to_owned(), |t| format!("`{t}`"))
-                ))),
-            })
-            .collect(),
-        Some(_) => Err(ApiError::invalid(format!(
-            "messages[{index}].content must be a string or an array of parts"
-        ))),
-    }
-}
-
-fn text_of(parts: &[ContentPart]) -> String {
-    parts.iter().filter_map(ContentPart::as_text).collect()
-}
-
-/// A request's conversation: system prompt, earlier messages and the new message.
-#[derive(Debug)]
-struct Conversation {
-    system: Option<String>,
-    history: Vec<Message>,
-    message: Message,
-}
-
-fn conversation(messages: Vec<WireMessage>) -> Result<Conversation, ApiError> {
-    let mut system: Option<String> = None;
-    let mut history = Vec::with_capacity(messages.len());
-    for (index, m) in messages.into_iter().enumerate() {
-        let parts = content_parts(m.content.as_ref(), index)?;
-        let message = match m.role.as_str() {
-            "system" | "developer" => {
-                let text = text_of(&parts);
-                match &mut system {
-                    Some(s) => {
-                        s.push_str("\n\n");
-                        s.push_str(&text);
+            match first.take() {
+                // A body in one chunk (the usual case) is kept as it is, without a copy.
+                None if joined.is_empty() => first = Some(chunk),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        joined.extend_from_slice(&earlier);
                     }
-                    None => system = Some(text),
+                    joined.extend_from_slice(&chunk);
                 }
-                continue;
             }
-            "user" => Message {
-                content: parts,
-                ..Message::new(Role::User)
-            },
-            "assistant" => {
-                let mut message = Message {
-                    content: parts,
-                    ..Message::new(Role::Assistant)
-                };
-                for call in m.tool_calls {
-                    message = message.with_tool_call(promptkit::ToolCall::from_raw_arguments(
-                        call.id,
-                        call.function.name,
-                        &call.function.arguments,
-                    ));
-                }
-                message
-            }
-            "tool" => {
-                let Some(id) = m.tool_call_id else {
-                    return Err(ApiError::invalid(format!(
-                        "messages[{index}]: a tool message needs `tool_call_id`"
-                    )));
-                };
-                Message::tool(ToolResult::text(
-                    id,
-                    m.name.unwrap_or_default(),
-                    text_of(&parts),
-                ))
-            }
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "messages[{index}]: unknown role `{other}`"
-                )));
-            }
-        };
-        history.push(message);
-    }
-    let message = match history.pop() {
-        Some(m) if m.role == Role::User => m,
-        Some(m) => {
-            return Err(ApiError::invalid(format!(
-                "the last message must be from the user, not `{}`",
-                m.role.as_str()
-            )));
         }
-        None => return Err(ApiError::invalid("`messages` holds no user message")),
+        Ok(first.unwrap_or_else(|| Bytes::from(joined)))
     };
-    Ok(Conversation {
-        system,
-        history,
-        message,
-    })
-}
-
-fn session_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    for name in SESSION_HEADERS {
-        if let Some(value) = headers.get(name) {
-            let value = value
-                .to_str()
-                .map_err(|_| ApiError::invalid(format!("header `{name}` is not text")))?
-                .trim();
-            if value.is_empty() {
-                return Err(ApiError::invalid(format!("header `{name}` is empty")));
-            }
-            return Ok(Some(value.to_owned()));
-        }
-    }
-    Ok(None)
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::body_timeout())?
 }
 
 async fn chat_completions(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let request: ChatRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
-    let session = session_header(&headers)?;
-    let conversation = conversation(request.messages)?;
-    let permit = tokio::time::timeout(app.queue_timeout, Arc::clone(&app.slots).acquire_owned())
-        .await
-        .map_err(|_| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            kind: "overloaded",
-            message: format!(
-                "every slot is busy; waited {:?} (raise --max-concurrency)",
-                app.queue_timeout
-            ),
-        })?
-        .map_err(|_| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            kind: "unavailable",
-            message: "the server is shutting down".to_owned(),
-        })?;
-
-    let mut turn = match &session {
-        Some(id) => RunData::for_session(id.clone()),
-        None => RunData::default(),
-    };
-    turn.user_id = request.user;
-    turn.system_prompt = conversation.system;
-    let (agent, history) = match &session {
+    let bytes = read_body(body, &headers, app.max_body_bytes, app.body_timeout).await?;
+    let chat = request::parse_chat(&headers, &bytes, &app.requests)?;
+    drop(bytes);
+    let store_id = chat
+        .session
+        .as_deref()
+        .map(|s| sessions::store_id(&caller.principal, s));
+    let guard = app
+        .admit_turn(store_id.as_deref(), &caller.request_id)
+        .await?;
+    let conversation = chat.conversation;
+    let spec = TurnSpec {
         // The store holds the conversation; the client's copy of it is not replayed.
-        Some(_) => (&app.agents.stateful, Vec::new()),
-        None => (&app.agents.stateless, conversation.history),
+        history: if store_id.is_some() {
+            Vec::new()
+        } else {
+            conversation.history
+        },
+        session: store_id,
+        user: Some(app.user_for(&caller.principal, chat.user)),
+        system: app.system_for(conversation.system),
+        message: conversation.message,
+        max_tokens: chat.max_tokens,
     };
-    // The response is built from text events and the finished reply.
-    let reply = agent
-        .stream_with_history(turn, history, conversation.message)
-        .map_err(|e| ApiError::from_turn(&e))?;
+    let running = turn::start(&app.agents, spec, &caller.request_id)?;
 
     let id = app.completion_id();
     let created = promptkit::Timestamp::now().as_unix_millis() / 1000;
-    let mut response = if request.stream {
-        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let state = SseState::new(reply, &id, created, &app.model_json, include_usage, permit);
-        let mut frames = SseFrames {
-            state,
-            ending: None,
-        };
+    let mut response = if chat.stream {
+        let state = SseState::new(
+            running,
+            &id,
+            created,
+            &app.model_json,
+            chat.include_usage,
+            caller.request_id.clone(),
+            guard,
+        );
+        let mut frames = SseFrames::new(state, app.sse_keep_alive);
         let first = frames.first().await?;
         let frames = stream::iter(first.map(Ok)).chain(frames);
         let mut response = Response::new(Body::from_stream(frames));
@@ -496,17 +612,17 @@ async fn chat_completions(
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         response
     } else {
-        let result = reply.finish().await;
-        drop(permit);
+        let result = running.finish().await;
+        drop(guard);
         match result {
             Ok(reply) => json_response(
                 StatusCode::OK,
-                &completion(&id, created, &app.model, &reply),
+                &turn::completion(&id, created, &app.model, &reply),
             ),
-            Err(e) => return Err(ApiError::from_turn(&e)),
+            Err(e) => return Err(turn::turn_error(&e, &caller.request_id)),
         }
     };
-    if let Some(session) = session
+    if let Some(session) = chat.session
         && let Ok(value) = HeaderValue::from_str(&session)
     {
         response.headers_mut().insert("x-session-id", value);
@@ -514,242 +630,138 @@ async fn chat_completions(
     Ok(response)
 }
 
-fn finish_reason(reply: &Reply) -> &str {
-    if !reply.pending.is_empty() {
-        return "tool_calls";
-    }
-    match reply.message().and_then(|m| m.finish_reason.as_ref()) {
-        Some(promptkit::FinishReason::MaxTokens) => "length",
-        Some(promptkit::FinishReason::ContentFilter | promptkit::FinishReason::Refusal) => {
-            "content_filter"
-        }
-        _ => "stop",
-    }
+/// `POST /v1/sessions`: a new, random session id for the caller. Nothing is stored until
+/// the first turn.
+async fn create_session() -> Response {
+    let id = format!("sess_{}", random_hex(16));
+    json_response(StatusCode::CREATED, &json!({"id": id, "object": "session"}))
 }
 
-fn usage_json(usage: &Usage) -> Value {
-    let prompt = usage.input_tokens.unwrap_or(0);
-    let completion = usage.output_tokens.unwrap_or(0);
-    json!({"prompt_tokens": prompt, "completion_tokens": completion,
-           "total_tokens": prompt + completion})
+async fn list_sessions(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let query = Query::parse(request.uri().query().unwrap_or_default())?;
+    let owner = app.user_for(&caller.principal, query.user);
+    let listed = sessions::list(
+        app.store.as_ref(),
+        &caller.principal,
+        owner,
+        query.limit.unwrap_or(20),
+        query.offset.unwrap_or(0),
+    )
+    .await
+    .map_err(|e| store_error(&e, &caller.request_id))?;
+    Ok(json_response(StatusCode::OK, &listed))
 }
 
-fn completion(id: &str, created: i64, model: &str, reply: &Reply) -> Value {
-    json!({
-        "id": id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0,
-                     "message": {"role": "assistant", "content": reply.text()},
-                     "finish_reason": finish_reason(reply)}],
-        "usage": usage_json(&reply.usage),
-    })
+/// The query of `GET /v1/sessions`: `limit`, `offset` and, with `trust_client_user`, `user`.
+#[derive(Debug, Default)]
+struct Query {
+    limit: Option<usize>,
+    offset: Option<usize>,
+    user: Option<String>,
 }
 
-/// State of one SSE response. Dropping it (the client went away) drops the reply stream,
-/// which cancels the turn, and frees the concurrency slot.
-struct SseState {
-    reply: Option<ReplyStream>,
-    /// What every chunk of this response opens with, up to its `choices`:
-    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,`.
-    head: Vec<u8>,
-    include_usage: bool,
-    first: bool,
-    _permit: OwnedSemaphorePermit,
-}
-
-/// How long a streamed response waits for its first frame before sending its headers anyway.
-///
-/// Holding the headers until the answer starts puts them in the same write as the first
-/// chunk (one system call and one wake-up of the client fewer per response), and lets a turn
-/// that fails before its first token answer with a real HTTP status instead of an error event
-/// in a `200` stream. A turn that takes longer to start (a slow tool round) gets its headers
-/// at this point, for clients and proxies that time out waiting for them.
-const HEADER_HOLD: Duration = Duration::from_secs(1);
-
-impl SseState {
-    /// `id` is the completion id (ASCII letters, digits and `-`) and `model_json` the model
-    /// name as a JSON string: both go into the frames as they are.
-    fn new(
-        reply: ReplyStream,
-        id: &str,
-        created: i64,
-        model_json: &str,
-        include_usage: bool,
-        permit: OwnedSemaphorePermit,
-    ) -> Self {
-        let mut head = Vec::with_capacity(96 + id.len() + model_json.len());
-        head.extend_from_slice(b"data: {\"id\":\"");
-        head.extend_from_slice(id.as_bytes());
-        head.extend_from_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":");
-        write_json(&mut head, &created);
-        head.extend_from_slice(b",\"model\":");
-        head.extend_from_slice(model_json.as_bytes());
-        head.push(b',');
-        Self {
-            reply: Some(reply),
-            head,
-            include_usage,
-            first: true,
-            _permit: permit,
-        }
-    }
-
-    /// Appends one `chat.completion.chunk` frame to `out`; `delta` writes its delta object.
-    /// The fixed parts are copied as text: this runs once per streamed piece of text.
-    fn frame(&self, out: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>), finish: Option<&str>) {
-        out.extend_from_slice(&self.head);
-        out.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
-        delta(out);
-        out.extend_from_slice(b",\"finish_reason\":");
-        match finish {
-            Some(reason) => {
-                out.push(b'"');
-                out.extend_from_slice(reason.as_bytes());
-                out.push(b'"');
-            }
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b"}]}\n\n");
-    }
-
-    /// A content chunk: `{"content": text}`, with the role on the first.
-    fn content(&mut self, text: &str) -> Bytes {
-        let opening: &[u8] = if std::mem::take(&mut self.first) {
-            b"{\"role\":\"assistant\",\"content\":"
-        } else {
-            b"{\"content\":"
-        };
-        let mut out = Vec::with_capacity(self.head.len() + text.len() + 96);
-        self.frame(
-            &mut out,
-            |out| {
-                out.extend_from_slice(opening);
-                write_json(out, text);
-                out.push(b'}');
-            },
-            None,
-        );
-        Bytes::from(out)
-    }
-
-    /// The closing frames: finish chunk, usage chunk when asked, `[DONE]`; or an error event.
-    fn closing(&self, result: Result<Reply, AgentError>) -> Bytes {
-        match result {
-            Ok(reply) => {
-                let mut out = Vec::with_capacity(2 * self.head.len() + 160);
-                if self.first {
-                    // An answer without text still opens with the role.
-                    self.frame(
-                        &mut out,
-                        |out| out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":\"\"}"),
-                        None,
-                    );
-                }
-                self.frame(
-                    &mut out,
-                    |out| out.extend_from_slice(b"{}"),
-                    Some(finish_reason(&reply)),
-                );
-                if self.include_usage {
-                    out.extend_from_slice(&self.head);
-                    out.extend_from_slice(b"\"choices\":[],\"usage\":");
-                    write_json(&mut out, &usage_json(&reply.usage));
-                    out.extend_from_slice(b"}\n\n");
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                Bytes::from(out)
-            }
-            Err(e) => {
-                let error = ApiError::from_turn(&e);
-                Bytes::from(format!("data: {}\n\n", error.body()))
-            }
-        }
-    }
-}
-
-/// Appends `value` as JSON, written straight into `out` (`Value`'s `Display` and
-/// `to_string` go through the formatter for every token).
-fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
-    // Writing into memory cannot fail, and strings, integers and `Value`s always serialise.
-    let _ = serde_json::to_writer(&mut *out, value);
-}
-
-/// The frames of an SSE response: a hand-written stream, so that the response state stays
-/// where it is instead of moving into a new future for every frame.
-struct SseFrames {
-    state: SseState,
-    /// The turn's output has ended: its result, awaited next.
-    ending: Option<promptkit::BoxFuture<'static, Result<Reply, AgentError>>>,
-}
-
-/// What a response sends next.
-enum Step {
-    /// A content chunk, ready to write.
-    Content(Bytes),
-    /// The turn's result: the closing frames, or its error.
-    End(Result<Reply, AgentError>),
-}
-
-impl SseFrames {
-    /// The next step, `None` once the end has been taken. State lives in `self`, so a caller
-    /// that stops waiting loses nothing.
-    fn poll_step(&mut self, cx: &mut task::Context<'_>) -> Poll<Option<Step>> {
-        loop {
-            if let Some(ending) = self.ending.as_mut() {
-                let result = ready!(ending.as_mut().poll(cx));
-                self.ending = None;
-                return Poll::Ready(Some(Step::End(result)));
-            }
-            let Some(reply) = self.state.reply.as_mut() else {
-                return Poll::Ready(None);
+impl Query {
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let mut parsed = Self::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = || {
+                value.parse::<usize>().map_err(|_| {
+                    ApiError::invalid(format!("query parameter `{name}` must be a number"))
+                })
             };
-            match ready!(Pin::new(reply).poll_next(cx)) {
-                Some(AgentEvent::Text(text)) if !text.is_empty() => {
-                    return Poll::Ready(Some(Step::Content(self.state.content(&text))));
-                }
-                Some(_) => {}
-                None => {
-                    if let Some(reply) = self.state.reply.take() {
-                        self.ending = Some(Box::pin(reply.finish()));
-                    }
-                }
+            match name {
+                "limit" => parsed.limit = Some(number()?),
+                "offset" => parsed.offset = Some(number()?),
+                "user" => parsed.user = Some(percent_decode(value)?),
+                _ => {}
             }
         }
-    }
-
-    /// Waits, for up to [`HEADER_HOLD`], for the first frame of the response.
-    ///
-    /// # Errors
-    /// The turn's error, when it fails before its first frame.
-    async fn first(&mut self) -> Result<Option<Bytes>, ApiError> {
-        match tokio::time::timeout(HEADER_HOLD, std::future::poll_fn(|cx| self.poll_step(cx))).await
-        {
-            // Still waiting: the headers go now, the frame follows in the stream.
-            Err(_) | Ok(None) => Ok(None),
-            Ok(Some(Step::Content(frame))) => Ok(Some(frame)),
-            // The turn ended before any text: an error becomes the response's status.
-            Ok(Some(Step::End(Err(e)))) => Err(ApiError::from_turn(&e)),
-            Ok(Some(Step::End(Ok(reply)))) => Ok(Some(self.state.closing(Ok(reply)))),
-        }
+        Ok(parsed)
     }
 }
 
-impl Stream for SseFrames {
-    type Item = Result<Bytes, Infallible>;
+/// Decodes `%XX` escapes and `+`.
+fn percent_decode(value: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::invalid("query parameter `user` is not valid percent-encoded UTF-8");
+    let mut out = Vec::with_capacity(value.len());
+    let mut bytes = value.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        Poll::Ready(ready!(this.poll_step(cx)).map(|step| {
-            Ok(match step {
-                Step::Content(frame) => frame,
-                Step::End(result) => this.state.closing(result),
-            })
-        }))
+/// A session id from a path, checked as the session header is.
+fn session_path(id: &str) -> Result<(), ApiError> {
+    if request::is_session_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_with(
+            "invalid_session_id",
+            format!(
+                "a session id is 1 to {} characters of A-Z, a-z, 0-9, `.`, `_`, `:` and `-`",
+                request::MAX_SESSION_ID
+            ),
+        ))
+    }
+}
+
+async fn show_session(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    session_path(&id)?;
+    let store_id = sessions::store_id(&caller.principal, &id);
+    match sessions::show(app.store.as_ref(), &store_id, &id).await {
+        Ok(Some(session)) => Ok(json_response(StatusCode::OK, &session)),
+        Ok(None) => Err(ApiError::no_session(&id)),
+        Err(e) => Err(store_error(&e, &caller.request_id)),
+    }
+}
+
+/// `DELETE /v1/sessions/{id}`: waits, as a turn would, for a turn running on the session.
+async fn delete_session(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    session_path(&id)?;
+    let store_id = sessions::store_id(&caller.principal, &id);
+    let _session = app
+        .sessions
+        .acquire(&store_id, Instant::now() + app.queue_timeout)
+        .await
+        .map_err(|e| match e {
+            LockError::Busy => ApiError::session_busy(),
+            LockError::Store(e) => store_error(&e, &caller.request_id),
+        })?;
+    match app.store.delete(&store_id).await {
+        Ok(true) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"id": id, "object": "session.deleted", "deleted": true}),
+        )),
+        Ok(false) => Err(ApiError::no_session(&id)),
+        Err(e) => Err(store_error(&e, &caller.request_id)),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::push_hex;
+    use super::{percent_decode, push_hex};
 
     #[test]
     fn hex_is_padded_to_the_width_and_never_cut() {
@@ -764,5 +776,13 @@ mod tests {
         assert_eq!(hex(0x6_5f3e_1c2d, 1), format!("{:x}", 0x6_5f3e_1c2d_u64));
         assert_eq!(hex(u64::MAX, 8), "ffffffffffffffff");
         assert_eq!(hex(0x1_2345_6789, 8), "123456789");
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("ada+l%C3%BCt").unwrap(), "ada lüt");
+        assert!(percent_decode("%zz").is_err());
+        assert!(percent_decode("%C3").is_err());
+        assert!(percent_decode("%4").is_err());
     }
 }

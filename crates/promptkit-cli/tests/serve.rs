@@ -1,10 +1,6 @@
 //! `promptkit serve`, run as a user would: the binary in front of a vendor-protocol upstream
 //! from the test kit, driven with real HTTP requests.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use promptkit_testkit::upstream::{MockUpstream, Profile, Scripted, SseStep, chunks};
@@ -12,72 +8,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-/// A running `promptkit serve`; killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Server {
-    /// Starts the server against the upstream at `base_url` (OpenAI-compatible wire format).
-    fn start(home: &Path, base_url: &str, extra: &[&str]) -> Self {
-        let mut child = support::promptkit(home)
-            .args([
-                "--provider",
-                "openai-compatible",
-                "--base-url",
-                base_url,
-                "--model",
-                "mock-model",
-            ])
-            .args(extra)
-            .args(["serve", "--addr", "127.0.0.1:0", "--shutdown-grace", "5"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let url = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the server prints its address");
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                break addr.trim().to_owned();
-            }
-        };
-        Self {
-            child,
-            url,
-            stderr: rx,
-        }
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::server::Server;
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
@@ -121,6 +52,11 @@ async fn serves_openai_style_streams_answers_models_and_health() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
+    assert_eq!(
+        health.as_object().unwrap().len(),
+        1,
+        "nothing about load: {health}"
+    );
     let models: Value = http
         .get(format!("{}/v1/models", server.url))
         .send()
@@ -315,17 +251,41 @@ async fn a_session_header_keeps_the_conversation_in_the_store() {
     assert!(texts[0].contains("Answer briefly."), "{sent}");
     assert!(texts[1].contains("first question"), "{sent}");
     assert!(texts[3].contains("second question"), "{sent}");
+    // The sessions API shows it.
+    let session: Value = http
+        .get(server.at("/v1/sessions/web-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["message_count"], 4, "{session}");
+    assert_eq!(session["messages"][2]["content"], "second question");
     drop(server);
 
-    // The session is in the default SQLite store, readable by the other commands.
-    let show = support::promptkit(home.path())
-        .args(["sessions", "show", "web-1"])
-        .output()
-        .unwrap();
-    assert!(show.status.success());
-    let shown = String::from_utf8_lossy(&show.stdout);
-    assert_eq!(shown.lines().count(), 4, "{shown}");
-    assert!(shown.contains("second question"), "{shown}");
+    // Serve keeps its sessions apart from the CLI's: in a store file of its own, under the
+    // key's namespace (`anon` without keys).
+    let list = |store: &str| {
+        let out = support::promptkit(home.path())
+            .args(["--state", store, "sessions", "list"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        list(&format!(
+            "sqlite://{}",
+            home.path().join("state.db").display()
+        )),
+        ""
+    );
+    let served = list(&format!(
+        "sqlite://{}",
+        home.path().join("serve.db").display()
+    ));
+    assert!(served.starts_with("srv:anon:web-1\t4 messages"), "{served}");
     upstream.shutdown().await.unwrap();
 }
 
@@ -394,14 +354,17 @@ async fn bad_requests_get_openai_style_errors_and_upstream_failures_map_to_statu
             "application/json",
             "an error, not an event stream (stream: {stream})"
         );
+        let request_id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let error: Value = response.json().await.unwrap();
-        assert!(
-            error["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("Incorrect API key"),
-            "{error}"
-        );
+        // The client learns the class and a request id; the upstream's text stays in the log.
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(!message.contains("Incorrect API key"), "{error}");
+        assert!(message.contains("model provider failed"), "{error}");
+        assert!(message.contains(&request_id), "{error}");
+        assert_eq!(error["error"]["code"], "upstream_error");
     }
 
     // A failure in the middle of a stream arrives as an error event, not as a clean end.

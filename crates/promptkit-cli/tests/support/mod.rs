@@ -3,6 +3,9 @@
 use std::path::Path;
 use std::process::Command;
 
+#[allow(dead_code, reason = "only the serve tests start servers")]
+pub(crate) mod server;
+
 /// The `promptkit` binary with `home` as its data directory and nothing taken from the
 /// environment it runs in: every `PROMPTKIT_*` variable and every provider key is removed, so
 /// a developer's own settings never change what a test sees.
