@@ -121,7 +121,7 @@ fn tools_tool_choice_and_sanitised_parameters() {
 }
 
 #[test]
-fn a_recursive_tool_schema_is_a_typed_error() {
+fn a_tool_whose_schema_cannot_be_sanitised_is_left_out_alone() {
     let tree = ToolDef::new(
         "tree",
         "",
@@ -129,16 +129,67 @@ fn a_recursive_tool_schema_is_a_typed_error() {
             "$defs": {"node": {"type": "object", "properties": {
                 "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}}),
     );
-    let request = ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![tree]);
-    match build_body(&request, SchemaMode::Sanitized) {
-        Err(ProviderError::Unsupported { message }) => {
-            assert!(message.contains("tool `tree`"), "{message}");
-            assert!(message.contains("recursive"), "{message}");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert!(matches!(
+        sanitize_schema(&tree.input_schema),
+        Err(SchemaError::RecursiveRef { .. })
+    ));
+    let fine = ToolDef::new(
+        "fine",
+        "",
+        json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+    );
+    let request = ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![tree, fine]);
+    let body = build_body(&request, SchemaMode::Sanitized).unwrap();
+    let names: Vec<&str> = body["tools"][0]["functionDeclarations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(names, ["fine"]);
+    // With no tool left, none is declared (an empty declaration list is a 400).
+    let request =
+        ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![request.tools[0].clone()]);
+    let body = build_body(&request, SchemaMode::Sanitized).unwrap();
+    assert!(body.get("tools").is_none() && body.get("toolConfig").is_none());
     // The native mode passes references through.
     assert!(build_body(&request, SchemaMode::JsonSchema).is_ok());
+}
+
+/// Thirty levels of definitions that each use the next twice expand to 2^30 subschemas:
+/// the sanitiser refuses them at its node limit, quickly, and only that tool is left out.
+#[test]
+fn a_doubly_referenced_dag_is_refused_at_the_size_limit() {
+    let mut defs = serde_json::Map::new();
+    for level in 0..30 {
+        let next = format!("#/$defs/d{}", level + 1);
+        defs.insert(
+            format!("d{level}"),
+            json!({"type": "object", "properties": {
+                "left": {"$ref": next}, "right": {"$ref": next}}}),
+        );
+    }
+    defs.insert("d30".into(), json!({"type": "string"}));
+    let schema = json!({"type": "object", "properties": {"root": {"$ref": "#/$defs/d0"}},
+        "$defs": defs});
+    // Without the limit this would not end (nor fit in memory).
+    assert_eq!(sanitize_schema(&schema), Err(SchemaError::TooLarge));
+    // Five levels (64 leaves) are fine.
+    let mut small = schema.clone();
+    small["$defs"]["d5"] = json!({"type": "string"});
+    assert!(sanitize_schema(&small).is_ok());
+
+    let dag = ToolDef::new("dag", "", schema);
+    let fine = ToolDef::new(
+        "fine",
+        "",
+        json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+    );
+    let request = ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![dag, fine]);
+    let body = build_body(&request, SchemaMode::Sanitized).unwrap();
+    let declarations = body["tools"][0]["functionDeclarations"].as_array().unwrap();
+    assert_eq!(declarations.len(), 1);
+    assert_eq!(declarations[0]["name"], "fine");
 }
 
 #[test]
@@ -563,7 +614,7 @@ fn blocks_truncation_and_malformed_frames() {
         "message": "overloaded"}})]);
     assert!(matches!(
         result,
-        Err(ProviderError::Server { status: 503, .. })
+        Err(ProviderError::Overloaded { status: 503, .. })
     ));
 }
 
@@ -654,7 +705,7 @@ fn error_bodies_map_to_typed_errors() {
     let array = format!("[{}]", body(503, "UNAVAILABLE", "overloaded", json!([])));
     assert!(matches!(
         error_from_body(503, &array, None),
-        ProviderError::Server { status: 503, .. }
+        ProviderError::Overloaded { status: 503, .. }
     ));
     assert!(matches!(
         error_from_body(502, "<html>bad gateway</html>", None),
