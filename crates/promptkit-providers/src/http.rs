@@ -872,6 +872,91 @@ mod tests {
         assert_eq!(parse_retry_after("-1", now), None);
     }
 
+    /// Values a hostile or broken upstream sends: none panics (`Duration::from_secs_f64`
+    /// did on the huge ones), huge ones are clamped, nonsense is ignored.
+    #[test]
+    fn huge_and_nonsense_retry_delays_are_clamped_or_ignored() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let max = RetryPolicy::MAX_RETRY_AFTER;
+        for huge in [
+            "1e20",
+            "1e400",
+            "inf",
+            "+inf",
+            "infinity",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_retry_after(huge, now), Some(max), "{huge}");
+        }
+        for nonsense in [
+            "NaN",
+            "nan",
+            "-inf",
+            "-0.5",
+            "",
+            "1e20s",
+            "0x10",
+            "Fri, 99 Foo",
+        ] {
+            assert_eq!(parse_retry_after(nonsense, now), None, "{nonsense}");
+        }
+        assert_eq!(
+            parse_retry_after("31 Dec 9000 23:59:59 GMT", now),
+            Some(max)
+        );
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (ms, want) in [
+            ("1e30", Some(max)),
+            ("NaN", None),
+            ("-5", None),
+            ("1500", Some(Duration::from_millis(1500))),
+        ] {
+            headers.insert("retry-after-ms", ms.parse().unwrap());
+            assert_eq!(retry_after(&headers), want, "{ms}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn retry_after_never_panics_and_stays_within_the_clamp(value in ".{0,40}") {
+            let now = jiff::Timestamp::now();
+            if let Some(delay) = parse_retry_after(&value, now) {
+                proptest::prop_assert!(delay <= RetryPolicy::MAX_RETRY_AFTER);
+            }
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Ok(header) = reqwest::header::HeaderValue::from_str(&value) {
+                headers.insert("retry-after-ms", header.clone());
+                headers.insert(reqwest::header::RETRY_AFTER, header);
+            }
+            if let Some(delay) = retry_after(&headers) {
+                proptest::prop_assert!(delay <= RetryPolicy::MAX_RETRY_AFTER);
+            }
+        }
+
+        #[test]
+        fn numeric_retry_after_is_clamped(secs in proptest::num::f64::ANY) {
+            let delay = parse_retry_after(&secs.to_string(), jiff::Timestamp::now());
+            match delay {
+                Some(delay) => proptest::prop_assert!(delay <= RetryPolicy::MAX_RETRY_AFTER),
+                None => proptest::prop_assert!(secs.is_nan() || secs < 0.0),
+            }
+        }
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_and_query_values() {
+        assert_eq!(
+            redact_url("http://u:secret@127.0.0.1:1/v1"),
+            "http://<redacted>@127.0.0.1:1/v1"
+        );
+        assert_eq!(
+            redact_url("https://gw.example/v1/chat?key=secret&api-version=2024-12-01"),
+            "https://gw.example/v1/chat?key=<redacted>&api-version=2024-12-01"
+        );
+        assert_eq!(redact_url("https://a@b/c@d"), "https://<redacted>@b/c@d");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
     #[test]
     fn backoff_is_bounded_full_jitter() {
         let policy = RetryPolicy {

@@ -748,3 +748,82 @@ fn built_in_prices() {
         "{cost:?}"
     );
 }
+
+/// `retryDelay` values a hostile upstream sends: no panic, clamped, nonsense ignored.
+#[test]
+fn retry_delays_are_clamped_or_ignored() {
+    use super::wire::parse_retry_delay;
+    let max = crate::http::RetryPolicy::MAX_RETRY_AFTER;
+    assert_eq!(parse_retry_delay("17s"), Some(Duration::from_secs(17)));
+    assert_eq!(
+        parse_retry_delay(" 0.5s "),
+        Some(Duration::from_millis(500))
+    );
+    for huge in ["1e20s", "1e400s", "infs"] {
+        assert_eq!(parse_retry_delay(huge), Some(max), "{huge}");
+    }
+    for nonsense in ["NaNs", "-1s", "17", "s", "", "1e20"] {
+        assert_eq!(parse_retry_delay(nonsense), None, "{nonsense}");
+    }
+    let error = super::wire::error_from_body(
+        429,
+        &json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "slow",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": "1e20s"}]}})
+        .to_string(),
+        None,
+    );
+    assert!(
+        matches!(error, ProviderError::RateLimited { retry_after: Some(d), .. } if d == max),
+        "{error:?}"
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn retry_delay_never_panics_and_stays_within_the_clamp(value in ".{0,40}") {
+        let max = crate::http::RetryPolicy::MAX_RETRY_AFTER;
+        for delay in [value.clone(), format!("{value}s")] {
+            if let Some(d) = super::wire::parse_retry_delay(&delay) {
+                proptest::prop_assert!(d <= max);
+            }
+        }
+    }
+}
+
+/// Gemini's quota answers: a per-day quota or a zero limit is used up, a per-minute one is a
+/// rate limit; 503 is overload.
+#[test]
+fn quota_and_overload_classes() {
+    let quota = |id: &str, message: &str| {
+        super::wire::error_from_body(
+            429,
+            &json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": message,
+                "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaId": id}]}]}})
+            .to_string(),
+            None,
+        )
+    };
+    assert!(matches!(
+        quota(
+            "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+            "You exceeded your current quota"
+        ),
+        ProviderError::QuotaExhausted { .. }
+    ));
+    assert!(matches!(
+        quota(
+            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+            "You exceeded your current quota"
+        ),
+        ProviderError::RateLimited { .. }
+    ));
+    assert!(matches!(
+        quota(
+            "GenerateContentInputTokensPerModelPerMinute-FreeTier",
+            "Quota exceeded for metric: x, limit: 0, model: gemini-2.5-pro"
+        ),
+        ProviderError::QuotaExhausted { .. }
+    ));
+}
