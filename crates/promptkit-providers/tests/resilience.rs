@@ -342,3 +342,64 @@ async fn fallback_to_the_second_vendor_and_back_after_the_cooldown() -> anyhow::
     assert_eq!(openai_server.requests().len(), 2);
     Ok(())
 }
+
+/// Three candidates, every one answering 429 (the review's test 29): one call makes at most
+/// the fallback's attempt budget in upstream requests, although each candidate would retry
+/// three times on its own; the first two hand over at once, the last retries within what is
+/// left. Then every candidate cools down and is tried again only when none is healthy.
+#[tokio::test]
+async fn a_fallback_call_stays_within_its_attempt_budget() -> anyhow::Result<()> {
+    let servers = [
+        MockUpstream::start(Profile::INSTANT).await?,
+        MockUpstream::start(Profile::INSTANT).await?,
+        MockUpstream::start(Profile::INSTANT).await?,
+    ];
+    let wires = [Wire::OpenAi, Wire::Anthropic, Wire::Gemini];
+    let mut candidates = Vec::new();
+    for (server, wire) in servers.iter().zip(wires) {
+        for _ in 0..10 {
+            server.push(wire.failure(
+                Failure::RateLimited {
+                    retry_after_secs: 0,
+                },
+                false,
+            ));
+        }
+        candidates.push(build(wire, server, http(Duration::from_secs(5))));
+    }
+    let fallback = FallbackProvider::new(
+        "chain",
+        candidates,
+        FallbackPolicy {
+            max_attempts: Some(4),
+            ..FallbackPolicy::default()
+        },
+    )?;
+    let error = fallback.predict(&request()).await.expect_err("all limited");
+    let ProviderError::AllFailed { attempts } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(attempts.len(), 3);
+    let sent: Vec<usize> = servers.iter().map(|s| s.requests().len()).collect();
+    assert_eq!(
+        sent,
+        [1, 1, 2],
+        "one attempt each, the last one retries once"
+    );
+
+    // Every candidate cools down: all are tried again, the first to have failed first, and
+    // the budget still holds.
+    assert_eq!(fallback.order(), ["openai", "anthropic", "gemini"]);
+    let error = fallback
+        .stream(&request())
+        .await
+        .err()
+        .expect("all limited");
+    assert!(
+        matches!(error, ProviderError::AllFailed { .. }),
+        "{error:?}"
+    );
+    let total: usize = servers.iter().map(|s| s.requests().len()).sum();
+    assert_eq!(total, 4 + 4);
+    Ok(())
+}
