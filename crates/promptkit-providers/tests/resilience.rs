@@ -403,3 +403,55 @@ async fn a_fallback_call_stays_within_its_attempt_budget() -> anyhow::Result<()>
     assert_eq!(total, 4 + 4);
     Ok(())
 }
+
+/// A used-up quota (OpenAI `insufficient_quota`, Anthropic's credit-balance 400, Gemini's
+/// per-day `RESOURCE_EXHAUSTED`) is its own class: never retried, although the candidate may
+/// retry, and the fallback moves on to the next vendor at once.
+#[tokio::test]
+async fn a_used_up_quota_is_not_retried_and_fails_over() -> anyhow::Result<()> {
+    for wire in [Wire::OpenAi, Wire::Anthropic, Wire::Gemini] {
+        let primary_server = MockUpstream::start(Profile::INSTANT).await?;
+        let backup_server = MockUpstream::start(Profile::INSTANT).await?;
+        let retries = HttpConfig {
+            retry: RetryPolicy {
+                max_attempts: 3,
+                initial_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+                max_elapsed: Duration::from_secs(5),
+            },
+            ..http(Duration::from_secs(5))
+        };
+        let backup_wire = if wire == Wire::OpenAi {
+            Wire::Anthropic
+        } else {
+            Wire::OpenAi
+        };
+        for _ in 0..3 {
+            primary_server.push(wire.failure(Failure::QuotaExhausted, false));
+        }
+        backup_server.push(backup_wire.answer(&Answer::text(&["from the backup"]), false));
+
+        // Alone, the candidate would retry a retryable error: a used-up quota is not one.
+        let alone = build(wire, &primary_server, retries.clone());
+        let error = alone.predict(&request()).await.expect_err("quota");
+        assert!(
+            matches!(error, ProviderError::QuotaExhausted { .. }) && !error.is_retryable(),
+            "{wire:?}: {error:?}"
+        );
+        assert_eq!(primary_server.requests().len(), 1, "{wire:?}: retried");
+
+        let fallback = FallbackProvider::new(
+            "chain",
+            vec![
+                build(wire, &primary_server, retries.clone()),
+                build(backup_wire, &backup_server, retries),
+            ],
+            FallbackPolicy::default(),
+        )?;
+        let response = fallback.predict(&request()).await?;
+        assert_eq!(response.text(), "from the backup", "{wire:?}");
+        assert_eq!(primary_server.requests().len(), 2, "{wire:?}");
+        assert_eq!(backup_server.requests().len(), 1, "{wire:?}");
+    }
+    Ok(())
+}

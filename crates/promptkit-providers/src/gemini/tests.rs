@@ -765,7 +765,7 @@ fn retry_delays_are_clamped_or_ignored() {
     for nonsense in ["NaNs", "-1s", "17", "s", "", "1e20"] {
         assert_eq!(parse_retry_delay(nonsense), None, "{nonsense}");
     }
-    let error = super::wire::error_from_body(
+    let error = error_from_body(
         429,
         &json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "slow",
             "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
@@ -781,7 +781,9 @@ fn retry_delays_are_clamped_or_ignored() {
 
 proptest::proptest! {
     #[test]
-    fn retry_delay_never_panics_and_stays_within_the_clamp(value in ".{0,40}") {
+    fn retry_delay_never_panics_and_stays_within_the_clamp(
+        value in ".{0,40}|[-+]?([0-9]{0,25}(\\.[0-9]{0,5})?([eE][-+]?[0-9]{1,3})?|inf|nan)"
+    ) {
         let max = crate::http::RetryPolicy::MAX_RETRY_AFTER;
         for delay in [value.clone(), format!("{value}s")] {
             if let Some(d) = super::wire::parse_retry_delay(&delay) {
@@ -796,7 +798,7 @@ proptest::proptest! {
 #[test]
 fn quota_and_overload_classes() {
     let quota = |id: &str, message: &str| {
-        super::wire::error_from_body(
+        error_from_body(
             429,
             &json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": message,
                 "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure",
