@@ -125,7 +125,8 @@ pub use message::{
 };
 pub use provider::{
     Capabilities, EventStream, Provider, ProviderError, ProviderRequest, ProviderResponse,
-    ReasoningConfig, ReasoningEffort, ResponseFormat, StreamAccumulator, StreamEvent, TimeoutPhase,
+    ReasoningConfig, ReasoningEffort, ResponseFormat, ResponsePart, StreamAccumulator, StreamEvent,
+    TimeoutPhase,
 };
 pub use realtime::{
     RealtimeConfig, RealtimeError, RealtimeEvent, RealtimeEvents, RealtimeInput, RealtimeProvider,

@@ -568,6 +568,12 @@ pub trait Provider: Send + Sync + fmt::Debug {
 }
 
 /// Why a provider call failed. Vendor error bodies map to these cases.
+///
+/// Each variant is one class of failure a caller reacts to differently: retry later
+/// ([`is_retryable`](Self::is_retryable)), move to another provider (quota, credentials),
+/// or give up (a bad request). A wrapper shows its cause either in its message or through
+/// [`source`](std::error::Error::source), never both, so a formatted chain names each cause
+/// once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProviderError {
@@ -577,9 +583,29 @@ pub enum ProviderError {
         /// The vendor's message.
         message: String,
     },
-    /// Too many requests (HTTP 429, vendor "overloaded").
+    /// Too many requests for now (HTTP 429): waiting fixes it. Retryable.
     #[error("rate limited: {message}")]
     RateLimited {
+        /// How long the vendor asked us to wait, if it said.
+        retry_after: Option<Duration>,
+        /// The vendor's message.
+        message: String,
+    },
+    /// The account's quota, credit or billing limit is used up (OpenAI `insufficient_quota`,
+    /// a Gemini per-day quota, an Anthropic credit balance that is too low). Waiting minutes
+    /// does not fix it, so it is not retryable; a fallback moves to the next provider.
+    #[error("quota exhausted: {message}")]
+    QuotaExhausted {
+        /// The vendor's message.
+        message: String,
+    },
+    /// The vendor is overloaded or unavailable for now (HTTP 503, Anthropic 529 and
+    /// `overloaded_error`, Gemini `UNAVAILABLE`): a server-side condition, distinct from this
+    /// caller's rate limit. Retryable.
+    #[error("overloaded (status {status}): {message}")]
+    Overloaded {
+        /// The HTTP status (or the status the vendor's error type stands for).
+        status: u16,
         /// How long the vendor asked us to wait, if it said.
         retry_after: Option<Duration>,
         /// The vendor's message.
@@ -605,7 +631,7 @@ pub enum ProviderError {
         /// The vendor's message.
         message: String,
     },
-    /// The vendor failed (HTTP 5xx).
+    /// The vendor failed (HTTP 5xx other than 503). Retryable.
     #[error("server error (status {status}): {message}")]
     Server {
         /// The HTTP status.
@@ -613,16 +639,20 @@ pub enum ProviderError {
         /// The vendor's message.
         message: String,
     },
-    /// The request did not reach the vendor or the connection broke.
+    /// The request did not reach the vendor or the connection broke. `message` says what
+    /// failed in this crate's words; the underlying error, if any, is the
+    /// [`source`](std::error::Error::source) and is not repeated in the message. Retryable.
     #[error("transport error: {message}")]
     Transport {
-        /// What happened.
+        /// What failed.
         message: String,
         /// The underlying error.
         #[source]
         source: Option<BoxError>,
     },
-    /// A deadline passed: connecting, the whole request, or the idle gap between chunks.
+    /// A deadline passed: connecting, the whole request, the first event of a stream, the
+    /// idle gap between chunks, or the whole stream. Retryable (a provider retries a stream
+    /// only before its first event).
     #[error("timed out ({phase}) after {after:?}")]
     Timeout {
         /// Which deadline.
@@ -630,7 +660,18 @@ pub enum ProviderError {
         /// The deadline that passed.
         after: Duration,
     },
-    /// A response body or stream frame could not be decoded.
+    /// A response was larger than a configured limit: a non-streaming body, one line or event
+    /// of a stream, or a stream's whole body. The read stops at the limit, so memory stays
+    /// bounded. Not retryable (the same request would likely grow as large again).
+    #[error("response too large: {part} exceeds {limit} bytes")]
+    ResponseTooLarge {
+        /// Which part of the response.
+        part: ResponsePart,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// A response body or stream frame could not be decoded (including a stream that sent
+    /// too many malformed frames in a row).
     #[error("could not decode response: {message}")]
     Decode {
         /// What was wrong.
@@ -638,7 +679,7 @@ pub enum ProviderError {
         /// The offending payload (truncated by the provider if large).
         raw: String,
     },
-    /// The stream ended before the answer was complete.
+    /// The stream ended before the answer was complete. Retryable.
     #[error("stream ended before the answer was complete: {message}")]
     StreamTruncated {
         /// What was missing.
@@ -650,7 +691,8 @@ pub enum ProviderError {
         /// What is unsupported.
         message: String,
     },
-    /// The provider is misconfigured (missing key, invalid base URL).
+    /// The provider is misconfigured (missing key, invalid base URL, a base URL that
+    /// redirects).
     #[error("invalid configuration: {message}")]
     Config {
         /// What is wrong.
@@ -659,12 +701,40 @@ pub enum ProviderError {
     /// The call was cancelled by the caller.
     #[error("cancelled")]
     Cancelled,
-    /// Every candidate of a fallback chain failed; the errors in the order tried.
+    /// Every candidate of a fallback chain failed (or the chain's attempt budget ran out);
+    /// the errors in the order tried. The message names the last one; the others are in
+    /// `attempts`.
     #[error("all {} providers failed; last: {}", .attempts.len(), last_message(.attempts))]
     AllFailed {
         /// `(provider id, error)` per attempt.
         attempts: Vec<(String, ProviderError)>,
     },
+}
+
+/// The part of a response a [`ProviderError::ResponseTooLarge`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ResponsePart {
+    /// The body of a non-streaming answer.
+    Body,
+    /// One line of a Server-Sent Events stream.
+    StreamLine,
+    /// One event of a Server-Sent Events stream.
+    StreamEvent,
+    /// The whole body of a stream (what the answer accumulates).
+    Stream,
+}
+
+impl fmt::Display for ResponsePart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Body => "the body",
+            Self::StreamLine => "a stream line",
+            Self::StreamEvent => "a stream event",
+            Self::Stream => "the stream",
+        })
+    }
 }
 
 fn last_message(attempts: &[(String, ProviderError)]) -> String {
@@ -676,15 +746,18 @@ fn last_message(attempts: &[(String, ProviderError)]) -> String {
 /// Which deadline a [`ProviderError::Timeout`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TimeoutPhase {
     /// Establishing the connection.
     Connect,
     /// The whole request.
     Request,
-    /// Waiting for the first chunk of a stream.
+    /// Waiting for the first event of a stream (keep-alive comments and pings do not count).
     FirstChunk,
     /// The gap between two chunks of a stream.
     Idle,
+    /// The whole stream, from the request to its last event.
+    Stream,
 }
 
 impl fmt::Display for TimeoutPhase {
@@ -694,17 +767,20 @@ impl fmt::Display for TimeoutPhase {
             Self::Request => "request",
             Self::FirstChunk => "first chunk",
             Self::Idle => "idle between chunks",
+            Self::Stream => "whole stream",
         })
     }
 }
 
 impl ProviderError {
-    /// Whether retrying the same request may succeed: rate limits, server errors,
-    /// transport failures and timeouts.
+    /// Whether retrying the same request may succeed: rate limits, overload, server
+    /// errors, transport failures, timeouts and truncated streams. A used-up quota, a
+    /// rejected key or a bad request are not.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Self::RateLimited { .. }
+                | Self::Overloaded { .. }
                 | Self::Server { .. }
                 | Self::Transport { .. }
                 | Self::Timeout { .. }
@@ -715,13 +791,17 @@ impl ProviderError {
     /// How long the vendor asked to wait before retrying.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after, .. } | Self::Overloaded { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
 
     /// Maps an HTTP error status and the vendor's message to an error, for providers that
-    /// have no more specific mapping. Statuses below 400 map to [`ProviderError::Server`].
+    /// have no more specific mapping: 401/403 authentication, 408 a timeout, 413 context too
+    /// long, 429 a rate limit, 503 and 529 overload, other 4xx a bad request, anything else
+    /// (statuses below 400 included) a server error.
     pub fn from_status(
         status: u16,
         message: impl Into<String>,
@@ -735,7 +815,12 @@ impl ProviderError {
                 after: Duration::ZERO,
             },
             413 => Self::ContextTooLong { message },
-            429 | 529 => Self::RateLimited {
+            429 => Self::RateLimited {
+                retry_after,
+                message,
+            },
+            503 | 529 => Self::Overloaded {
+                status,
                 retry_after,
                 message,
             },

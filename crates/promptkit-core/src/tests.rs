@@ -850,8 +850,30 @@ fn provider_errors_classify_retries() {
         ProviderError::from_status(404, "no model", None),
         ProviderError::BadRequest { status: 404, .. }
     ));
-    assert!(ProviderError::from_status(503, "down", None).is_retryable());
-    assert!(ProviderError::from_status(529, "overloaded", None).is_retryable());
+    assert!(ProviderError::from_status(500, "boom", None).is_retryable());
+    for status in [503, 529] {
+        let overloaded = ProviderError::from_status(status, "busy", Some(Duration::from_secs(3)));
+        assert!(
+            matches!(overloaded, ProviderError::Overloaded { status: s, .. } if s == status),
+            "{overloaded:?}"
+        );
+        assert!(overloaded.is_retryable());
+        assert_eq!(overloaded.retry_after(), Some(Duration::from_secs(3)));
+    }
+    let quota = ProviderError::QuotaExhausted {
+        message: "out of credit".into(),
+    };
+    assert!(!quota.is_retryable());
+    assert_eq!(quota.to_string(), "quota exhausted: out of credit");
+    let large = ProviderError::ResponseTooLarge {
+        part: ResponsePart::StreamEvent,
+        limit: 1024,
+    };
+    assert!(!large.is_retryable());
+    assert_eq!(
+        large.to_string(),
+        "response too large: a stream event exceeds 1024 bytes"
+    );
     assert!(!ProviderError::Cancelled.is_retryable());
     let all = ProviderError::AllFailed {
         attempts: vec![

@@ -26,9 +26,11 @@ fn sse_events(body: &[u8]) -> usize {
     let mut decoder = SseDecoder::new();
     let mut events = Vec::new();
     for chunk in body.chunks(READ) {
-        decoder.feed_into(chunk, &mut events);
+        decoder
+            .feed_into(chunk, &mut events)
+            .expect("within the limits");
     }
-    events.extend(decoder.finish());
+    events.extend(decoder.finish().expect("within the limits"));
     events.len()
 }
 

@@ -68,7 +68,10 @@ pub struct MockCallSpec {
 /// in the configuration: `api_key_env` names the environment variable that holds them
 /// (defaults: `OPENAI_API_KEY`, `AZURE_OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, and for Gemini
 /// `GEMINI_API_KEY`, then `GOOGLE_API_KEY`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` shows header names but not their values, and the base URL without
+/// credentials or query values.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
     /// The provider type.
@@ -83,7 +86,8 @@ pub struct ProviderSpec {
     /// Base URL (required for `openai-compatible` and `azure-openai`).
     #[serde(default)]
     pub base_url: Option<String>,
-    /// The environment variable holding the API key.
+    /// The environment variable holding the API key. `openai-compatible` has no default:
+    /// without this, no key is sent (never `OPENAI_API_KEY` to an arbitrary server).
     #[serde(default)]
     pub api_key_env: Option<String>,
     /// Azure API version.
@@ -101,6 +105,21 @@ pub struct ProviderSpec {
     /// Longest silence between stream chunks, in milliseconds.
     #[serde(default)]
     pub idle_timeout_ms: Option<u64>,
+    /// Deadline from sending a stream request to its first event, in milliseconds.
+    #[serde(default)]
+    pub first_event_timeout_ms: Option<u64>,
+    /// Longest a stream may last, in milliseconds.
+    #[serde(default)]
+    pub max_stream_duration_ms: Option<u64>,
+    /// Most bytes of a non-streaming answer.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    /// Most bytes of one line and of one event of a stream.
+    #[serde(default)]
+    pub max_event_bytes: Option<usize>,
+    /// Most bytes of a stream's whole body.
+    #[serde(default)]
+    pub max_stream_bytes: Option<usize>,
     /// Most calls in flight.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
@@ -145,7 +164,11 @@ macro_rules! vendor_settings {
     }};
     (@common $spec:expr, $id:expr, $config:expr) => {{
         let spec = $spec;
-        let mut config = $config.with_id($id).with_http(spec.http());
+        let config = $config;
+        // The vendor's own transport defaults (a compatible server's longer timeouts) are
+        // the base the spec's settings apply to.
+        let http = spec.http(config.http().clone());
+        let mut config = config.with_id($id).with_http(http);
         if let Some(url) = &spec.base_url {
             config = config.with_base_url(url);
         }
@@ -402,13 +425,28 @@ impl ProviderSpec {
     }
 
     #[cfg(feature = "http")]
-    fn http(&self) -> crate::http::HttpConfig {
-        let mut http = crate::http::HttpConfig::default();
+    fn http(&self, mut http: crate::http::HttpConfig) -> crate::http::HttpConfig {
         if let Some(ms) = self.timeout_ms {
             http.request_timeout = Duration::from_millis(ms);
         }
         if let Some(ms) = self.idle_timeout_ms {
             http.idle_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.first_event_timeout_ms {
+            http.first_event_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.max_stream_duration_ms {
+            http.max_stream_duration = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.max_body_bytes {
+            http.limits.max_body_bytes = n;
+        }
+        if let Some(n) = self.max_event_bytes {
+            http.limits.max_line_bytes = n;
+            http.limits.max_event_bytes = n;
+        }
+        if let Some(n) = self.max_stream_bytes {
+            http.limits.max_stream_bytes = n;
         }
         if self.max_concurrency.is_some() {
             http.max_concurrency = self.max_concurrency;
@@ -417,5 +455,31 @@ impl ProviderSpec {
             http.retry.max_attempts = n.max(1);
         }
         http
+    }
+}
+
+impl std::fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSpec")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("model", &self.model)
+            .field("base_url", &self.base_url.as_deref().map(crate::redact_url))
+            .field("api_key_env", &self.api_key_env)
+            .field("api_version", &self.api_version)
+            // Values may be tokens (`authorization: Bearer …` for Azure Entra ID).
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout_ms", &self.timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("first_event_timeout_ms", &self.first_event_timeout_ms)
+            .field("max_stream_duration_ms", &self.max_stream_duration_ms)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_stream_bytes", &self.max_stream_bytes)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("max_attempts", &self.max_attempts)
+            .field("turns", &self.turns.len())
+            .field("file", &self.file)
+            .finish_non_exhaustive()
     }
 }

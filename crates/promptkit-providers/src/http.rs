@@ -1,28 +1,42 @@
-//! The HTTP machinery shared by the vendor providers: client settings, retries with
-//! backoff, the concurrency limit, and the SSE stream driver.
+//! The HTTP machinery shared by the vendor providers: client settings, the bounds of every
+//! response (body, stream line and event, stream size and duration, malformed frames),
+//! retries with backoff, the concurrency limit, and the SSE stream driver.
+//!
+//! Every bound fails with a typed error at the limit, before more is read or kept:
+//! [`ProviderError::ResponseTooLarge`] for sizes, [`ProviderError::Timeout`] for deadlines,
+//! [`ProviderError::Decode`] for a run of malformed frames. The defaults
+//! ([`HttpConfig::default`], [`IoLimits::default`]) are far above what a vendor sends, so
+//! they only stop a broken or hostile upstream.
+
+mod stream;
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::Stream;
-use promptkit_core::{BoxStream, EventStream, ProviderError, StreamEvent, TimeoutPhase};
+use bytes::{Bytes, BytesMut};
+use promptkit_core::{EventStream, ProviderError, ResponsePart, StreamEvent, TimeoutPhase};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::sse::{SseDecoder, SseEvent};
+use crate::sse::{SseDecoder, SseLimits};
+pub(crate) use crate::{error_chain, redact_url};
+pub(crate) use stream::{BodyDecoder, Frame, Progress, SseHandler, parse_frame};
+use stream::{Opened, sse_stream};
 
 /// How failed calls are retried.
 ///
 /// Only errors for which [`ProviderError::is_retryable`] holds are retried (rate limits,
-/// 5xx, transport failures, timeouts). The delay before retry `n` (0-based) is drawn
-/// uniformly from `[0, min(max_delay, initial_delay * 2^n)]` ("full jitter"), unless the
-/// vendor sent `Retry-After`, which is honoured as is. A retry whose delay would end after
+/// overload, 5xx, transport failures, timeouts). The delay before retry `n` (0-based) is
+/// drawn uniformly from `[0, min(max_delay, initial_delay * 2^n)]` ("full jitter"), unless
+/// the vendor sent `Retry-After` (or `retry-after-ms`, or Gemini's `retryDelay`), which is
+/// honoured as is, up to [`RetryPolicy::MAX_RETRY_AFTER`]. A retry whose delay would end after
 /// `max_elapsed` (measured from the first attempt) is not made. Streams are retried only
 /// until their first event has arrived; a non-streaming call also when its body breaks.
+/// Inside a [`FallbackProvider`](crate::fallback::FallbackProvider) the fallback's attempt
+/// budget applies on top.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in total, the first included (`1` disables retries).
@@ -36,6 +50,13 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest delay a vendor's `Retry-After`, `retry-after-ms` or `retryDelay` is read
+    /// as: larger values (and `inf`) are clamped to it, so no value can overflow a
+    /// [`Duration`] or stall a caller for longer. Such a wait is never made by the retry loop
+    /// (it is past any sensible `max_elapsed`); it is kept in
+    /// [`ProviderError::retry_after`] for the caller.
+    pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
     /// No retries.
     pub const fn none() -> Self {
         Self {
@@ -70,41 +91,96 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Size bounds of the responses an HTTP provider reads.
+///
+/// Each is a check on a length before bytes are kept, so memory stays within the bound
+/// whatever the upstream sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoLimits {
+    /// Most bytes of a non-streaming answer's body (a larger `Content-Length` fails before
+    /// anything is read).
+    pub max_body_bytes: usize,
+    /// Most bytes of one line of a stream.
+    pub max_line_bytes: usize,
+    /// Most bytes of one event of a stream (its `data:` lines joined).
+    pub max_event_bytes: usize,
+    /// Most bytes of a stream's whole body: bounds what one answer accumulates.
+    pub max_stream_bytes: usize,
+    /// A stream fails at this many malformed frames in a row (at least 1).
+    pub max_malformed_frames: u32,
+}
+
+impl IoLimits {
+    /// The SSE decoder limits.
+    pub fn sse(&self) -> SseLimits {
+        SseLimits {
+            max_line_bytes: self.max_line_bytes,
+            max_event_bytes: self.max_event_bytes,
+        }
+    }
+}
+
+impl Default for IoLimits {
+    /// 32 MiB bodies, 16 MiB lines and events, 64 MiB streams, 64 malformed frames in a row.
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 32 << 20,
+            max_line_bytes: SseLimits::DEFAULT.max_line_bytes,
+            max_event_bytes: SseLimits::DEFAULT.max_event_bytes,
+            max_stream_bytes: 64 << 20,
+            max_malformed_frames: 64,
+        }
+    }
+}
+
 /// Transport settings of an HTTP provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     /// Deadline for establishing a connection (TCP and TLS).
     pub connect_timeout: Duration,
-    /// Deadline for a whole non-streaming call, and for the response headers of a stream.
-    /// A stream's first event must then arrive within `idle_timeout`
-    /// ([`TimeoutPhase::FirstChunk`]).
+    /// Deadline for a whole non-streaming call (headers and body).
     pub request_timeout: Duration,
+    /// Deadline from sending a streaming request to its first event, headers included
+    /// ([`TimeoutPhase::FirstChunk`]). Fixed when the request is sent: SSE comments, pings and
+    /// empty keep-alive chunks do not extend it.
+    pub first_event_timeout: Duration,
     /// Longest silence allowed between two chunks of a stream
     /// ([`TimeoutPhase::Idle`] when it passes).
     pub idle_timeout: Duration,
+    /// Longest a stream may last, from sending the request to its last event
+    /// ([`TimeoutPhase::Stream`] when it passes): ends a stream that never finishes.
+    pub max_stream_duration: Duration,
     /// Most calls in flight at once through this provider (`None`: unlimited). Further calls
     /// wait for a slot; a stream holds its slot until it ends or is dropped.
     pub max_concurrency: Option<usize>,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Size bounds of responses.
+    pub limits: IoLimits,
 }
 
 impl Default for HttpConfig {
-    /// 10 s connect, 60 s request, 30 s idle, unlimited concurrency, default retries.
+    /// 10 s connect, 60 s request, 60 s to the first event, 30 s idle, 30 min per stream,
+    /// unlimited concurrency, default retries and limits.
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            first_event_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
+            max_stream_duration: Duration::from_secs(30 * 60),
             max_concurrency: None,
             retry: RetryPolicy::default(),
+            limits: IoLimits::default(),
         }
     }
 }
 
 impl HttpConfig {
     /// Builds a `reqwest` client with these settings (rustls on aws-lc-rs, HTTP/2 where
-    /// the server offers it, pooled connections).
+    /// the server offers it, pooled connections). Redirects are not followed: a provider's
+    /// requests carry its key, and a base URL that redirects elsewhere must not receive it
+    /// (a redirect answer fails with [`ProviderError::Config`]).
     ///
     /// # Errors
     ///
@@ -114,9 +190,10 @@ impl HttpConfig {
             .connect_timeout(self.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ProviderError::Config {
-                message: format!("cannot build the HTTP client: {e}"),
+                message: format!("cannot build the HTTP client: {}", error_chain(&e)),
             })
     }
 }
@@ -135,16 +212,6 @@ pub(crate) type ErrorMapper = fn(u16, &reqwest::header::HeaderMap, &str) -> Prov
 enum Outcome {
     Open(Box<Opened>),
     Body(Bytes),
-}
-
-/// A stream whose first SSE event has arrived.
-pub(crate) struct Opened {
-    response: reqwest::Response,
-    decoder: SseDecoder,
-    events: Vec<SseEvent>,
-    /// The timer of the opening, handed on to the stream as its idle timer: one timer
-    /// registration per stream instead of three (send, first event, idle).
-    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// Most bytes of an error body kept.
@@ -185,7 +252,8 @@ impl Transport {
                 .or_insert(HeaderValue::from_static("text/event-stream"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            // reqwest's own builder turns credentials in the address into basic auth.
+            // reqwest's own builder turns credentials in the address into basic auth (and
+            // takes them out of the address).
             return self.client.post(url).headers(map).body(body.clone());
         }
         let mut request = reqwest::Request::new(reqwest::Method::POST, url);
@@ -207,9 +275,9 @@ impl Transport {
 
     /// Opens an SSE stream: sends the request built by `build` and reads up to the first
     /// complete SSE event, retrying (per the policy) anything that fails before that event
-    /// (connection, status, a body that ends or breaks first). The stream decodes its events
-    /// with the handler `handler` makes, applies the idle timeout and holds the concurrency
-    /// permit until it ends.
+    /// (connection, status, a body that ends or breaks first, the first-event deadline). The
+    /// stream decodes its events with the handler `handler` makes, applies the stream limits
+    /// and holds the concurrency permit until it ends.
     pub(crate) async fn open_stream<H: SseHandler + Unpin>(
         &self,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
@@ -218,13 +286,16 @@ impl Transport {
         // future twice (as the argument and as the local it becomes).
         handler: impl FnOnce() -> H + Send,
     ) -> Result<EventStream, ProviderError> {
-        match self.run(build, map_error, true).await? {
-            (Outcome::Open(opened), permit) => Ok(sse_stream(
-                *opened,
-                handler(),
-                self.config.idle_timeout,
-                permit,
-            )),
+        let call = Call {
+            build,
+            map_error,
+            streaming: true,
+            unframed: H::UNFRAMED,
+        };
+        match self.run(&call).await? {
+            (Outcome::Open(opened), permit) => {
+                Ok(sse_stream(*opened, handler(), &self.config, permit))
+            }
             (Outcome::Body(_), _) => Err(ProviderError::Decode {
                 message: "internal: a stream was read to the end".to_owned(),
                 raw: String::new(),
@@ -232,14 +303,21 @@ impl Transport {
         }
     }
 
-    /// Runs a non-streaming call: sends and reads the whole body, retrying failures of
-    /// either (a connection that breaks mid-body is retried too).
+    /// Runs a non-streaming call: sends and reads the whole body (up to
+    /// [`IoLimits::max_body_bytes`]), retrying failures of either (a connection that breaks
+    /// mid-body is retried too).
     pub(crate) async fn fetch(
         &self,
         build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
         map_error: ErrorMapper,
     ) -> Result<Bytes, ProviderError> {
-        match self.run(build, map_error, false).await? {
+        let call = Call {
+            build,
+            map_error,
+            streaming: false,
+            unframed: false,
+        };
+        match self.run(&call).await? {
             (Outcome::Body(body), _) => Ok(body),
             (Outcome::Open(_), _) => Err(ProviderError::Decode {
                 message: "internal: a body was not read".to_owned(),
@@ -250,9 +328,7 @@ impl Transport {
 
     async fn run(
         &self,
-        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
-        map_error: ErrorMapper,
-        streaming: bool,
+        call: &Call<'_>,
     ) -> Result<(Outcome, Option<OwnedSemaphorePermit>), ProviderError> {
         let policy = self.config.retry;
         let started = Instant::now();
@@ -260,7 +336,7 @@ impl Transport {
         loop {
             attempt += 1;
             let permit = self.permit().await?;
-            let error = match self.send_once(build, map_error, streaming).await {
+            let error = match self.send_once(call).await {
                 Ok(outcome) => return Ok((outcome, permit)),
                 Err(e) => e,
             };
@@ -271,116 +347,128 @@ impl Transport {
             let delay = error
                 .retry_after()
                 .unwrap_or_else(|| policy.backoff(attempt - 1));
-            if started.elapsed() + delay > policy.max_elapsed {
-                tracing::debug!(error = %error, ?delay, "retry budget exhausted");
+            if started.elapsed().saturating_add(delay) > policy.max_elapsed {
+                tracing::debug!(error = %error_chain(&error), ?delay, "retry budget exhausted");
                 return Err(error);
             }
-            tracing::warn!(error = %error, attempt, ?delay, "retrying provider call");
+            // Inside a fallback, its budget decides too: it may rather try another candidate.
+            if !crate::budget::may_retry() {
+                tracing::debug!(error = %error_chain(&error), "the fallback's attempt budget ends retries");
+                return Err(error);
+            }
+            tracing::warn!(error = %error_chain(&error), attempt, ?delay, "retrying provider call");
             tokio::time::sleep(delay).await;
         }
     }
 
-    async fn send_once(
-        &self,
-        build: &(dyn Fn() -> reqwest::RequestBuilder + Sync),
-        map_error: ErrorMapper,
-        streaming: bool,
-    ) -> Result<Outcome, ProviderError> {
-        let deadline = self.config.request_timeout;
-        let request = build();
-        if !streaming {
+    async fn send_once(&self, call: &Call<'_>) -> Result<Outcome, ProviderError> {
+        let request = (call.build)();
+        if !call.streaming {
             // reqwest's own timeout covers the body as well as the headers: the call's one
             // timer.
             let response = request
-                .timeout(deadline)
+                .timeout(self.config.request_timeout)
                 .send()
                 .await
                 .map_err(|e| self.transport_error(e))?;
             let status = response.status();
             if !status.is_success() {
-                let headers = response.headers().clone();
-                // Boxed here and below: error bodies are rare, and their reads would otherwise
-                // sit inline in every call's future.
-                let body = Box::pin(read_limited(response, ERROR_BODY_LIMIT)).await;
-                return Err(map_error(status.as_u16(), &headers, &body));
+                // Boxed here and below: error answers are rare, and their reads would
+                // otherwise sit inline in every call's future.
+                return Err(Box::pin(error_answer(response, call.map_error)).await);
             }
-            return response
-                .bytes()
+            return Box::pin(read_body(response, self.config.limits.max_body_bytes))
                 .await
                 .map(Outcome::Body)
-                .map_err(|e| self.transport_error(e));
+                .map_err(|e| e.into_provider_error(self));
         }
-        // One timer for the whole opening, re-armed per phase and then handed to the stream.
+        // One timer for the whole opening, armed once at the first-event deadline (so nothing
+        // the upstream sends extends it) and then handed to the stream.
+        let deadline = self.config.first_event_timeout;
+        let sent = tokio::time::Instant::now();
         let mut timer = Box::pin(tokio::time::sleep(deadline));
+        let first_chunk = ProviderError::Timeout {
+            phase: TimeoutPhase::FirstChunk,
+            after: deadline,
+        };
         let response = match before(&mut timer, request.send()).await {
-            None => {
-                return Err(ProviderError::Timeout {
-                    phase: TimeoutPhase::FirstChunk,
-                    after: deadline,
-                });
-            }
+            None => return Err(first_chunk),
             Some(Err(e)) => return Err(self.transport_error(e)),
             Some(Ok(response)) => response,
         };
-        let status = response.status();
-        if !status.is_success() {
-            let headers = response.headers().clone();
-            // Bounded by what is left of the request's deadline.
-            let body = Box::pin(before(&mut timer, read_limited(response, ERROR_BODY_LIMIT)))
-                .await
-                .unwrap_or_default();
-            return Err(map_error(status.as_u16(), &headers, &body));
+        if !response.status().is_success() {
+            // Bounded by what is left of the deadline.
+            return Err(
+                Box::pin(before(&mut timer, error_answer(response, call.map_error)))
+                    .await
+                    .unwrap_or(first_chunk),
+            );
         }
-        self.first_event(response, timer)
+        let decoder =
+            SseDecoder::with_limits(self.config.limits.sse()).collecting_unframed(call.unframed);
+        let opened = Opened {
+            response,
+            decoder,
+            events: Vec::new(),
+            timer,
+            sent,
+            received: 0,
+        };
+        self.first_event(opened)
             .await
             .map(|opened| Outcome::Open(Box::new(opened)))
     }
 
-    /// Reads up to the first complete SSE event; each read must come within the idle timeout.
-    async fn first_event(
-        &self,
-        mut response: reqwest::Response,
-        mut timer: Pin<Box<tokio::time::Sleep>>,
-    ) -> Result<Opened, ProviderError> {
-        let idle = self.config.idle_timeout;
-        let mut decoder = SseDecoder::new();
-        let mut events = Vec::new();
-        while events.is_empty() {
-            timer.as_mut().reset(tokio::time::Instant::now() + idle);
-            match before(&mut timer, response.chunk()).await {
+    /// Reads up to the first complete SSE event (or unframed text) before the first-event
+    /// deadline, within the stream's size limits.
+    async fn first_event(&self, mut opened: Opened) -> Result<Opened, ProviderError> {
+        let max_bytes = self.config.limits.max_stream_bytes;
+        while opened.events.is_empty() {
+            let read = before(&mut opened.timer, opened.response.chunk()).await;
+            match read {
                 None => {
                     return Err(ProviderError::Timeout {
                         phase: TimeoutPhase::FirstChunk,
-                        after: idle,
+                        after: self.config.first_event_timeout,
                     });
                 }
-                Some(Ok(Some(chunk))) => decoder.feed_into(&chunk, &mut events),
+                Some(Ok(Some(chunk))) => {
+                    opened.received = opened.received.saturating_add(chunk.len());
+                    if opened.received > max_bytes {
+                        return Err(ProviderError::ResponseTooLarge {
+                            part: ResponsePart::Stream,
+                            limit: u64::try_from(max_bytes).unwrap_or(u64::MAX),
+                        });
+                    }
+                    opened.decoder.feed_into(&chunk, &mut opened.events)?;
+                    // Text outside any event (a bare JSON error) goes to the handler too.
+                    if opened.decoder.has_unframed() {
+                        break;
+                    }
+                }
                 Some(Ok(None)) => {
-                    events.extend(decoder.finish());
-                    if events.is_empty() {
+                    opened.events.extend(opened.decoder.finish()?);
+                    if opened.events.is_empty() && !opened.decoder.has_unframed() {
                         return Err(ProviderError::Transport {
                             message: "the stream ended before its first event".to_owned(),
                             source: None,
                         });
                     }
+                    break;
                 }
                 Some(Err(e)) => {
                     return Err(ProviderError::Transport {
-                        message: format!("the stream failed before its first event: {e}"),
-                        source: Some(Box::new(e)),
+                        message: "the stream failed before its first event".to_owned(),
+                        source: Some(Box::new(e.without_url())),
                     });
                 }
             }
         }
-        Ok(Opened {
-            response,
-            decoder,
-            events,
-            timer,
-        })
+        Ok(opened)
     }
 
-    /// Maps a `reqwest` error to a typed error.
+    /// Maps a `reqwest` error to a typed error. The error is kept without its URL: the
+    /// address may hold credentials (`https://user:secret@host`) or a key in its query.
     pub(crate) fn transport_error(&self, e: reqwest::Error) -> ProviderError {
         if e.is_timeout() {
             let (phase, after) = if e.is_connect() {
@@ -390,11 +478,29 @@ impl Transport {
             };
             return ProviderError::Timeout { phase, after };
         }
+        let message = if e.is_connect() {
+            "cannot connect to the provider"
+        } else if e.is_body() || e.is_decode() {
+            "the response body failed"
+        } else if e.is_request() {
+            "cannot send the request"
+        } else {
+            "the request failed"
+        };
         ProviderError::Transport {
-            message: e.to_string(),
-            source: Some(Box::new(e)),
+            message: message.to_owned(),
+            source: Some(Box::new(e.without_url())),
         }
     }
+}
+
+/// One call's parts, as the retry loop passes them to each attempt.
+struct Call<'a> {
+    build: &'a (dyn Fn() -> reqwest::RequestBuilder + Sync),
+    map_error: ErrorMapper,
+    streaming: bool,
+    /// Whether the vendor's streams carry unframed text (see [`SseHandler::UNFRAMED`]).
+    unframed: bool,
 }
 
 /// `fut`'s output, or `None` when `timer` fires first.
@@ -409,6 +515,25 @@ async fn before<F: Future>(timer: &mut Pin<Box<tokio::time::Sleep>>, fut: F) -> 
     .await
 }
 
+/// The typed error of an answer that is not a success: a redirect (never followed: it would
+/// take the key elsewhere) or the vendor's error body, up to [`ERROR_BODY_LIMIT`] bytes.
+async fn error_answer(response: reqwest::Response, map_error: ErrorMapper) -> ProviderError {
+    let status = response.status();
+    if status.is_redirection() {
+        return ProviderError::Config {
+            message: format!(
+                "the provider answered with a redirect (status {}); redirects are not followed, \
+                 so that the key is never sent elsewhere: configure the final address as the \
+                 base URL",
+                status.as_u16()
+            ),
+        };
+    }
+    let headers = response.headers().clone();
+    let body = read_limited(response, ERROR_BODY_LIMIT).await;
+    map_error(status.as_u16(), &headers, &body)
+}
+
 async fn read_limited(mut response: reqwest::Response, limit: usize) -> String {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
@@ -421,295 +546,98 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
-/// Parses `Retry-After` (seconds or an HTTP date) and OpenAI's `retry-after-ms`.
+/// Why a body could not be read.
+enum BodyError {
+    Read(reqwest::Error),
+    TooLarge(usize),
+}
+
+impl BodyError {
+    fn into_provider_error(self, transport: &Transport) -> ProviderError {
+        match self {
+            Self::Read(e) => transport.transport_error(e),
+            Self::TooLarge(limit) => ProviderError::ResponseTooLarge {
+                part: ResponsePart::Body,
+                limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            },
+        }
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes. A declared length over the limit fails
+/// before anything is read; otherwise the check comes before each chunk is kept. A body of
+/// one chunk (the common case) is returned without a copy.
+async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let Some(first) = response.chunk().await.map_err(BodyError::Read)? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > limit {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let Some(second) = response.chunk().await.map_err(BodyError::Read)? else {
+        return Ok(first);
+    };
+    let expected = declared
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(first.len() + second.len());
+    let mut body = BytesMut::with_capacity(expected.min(limit));
+    let mut next = Some(second);
+    body.extend_from_slice(&first);
+    while let Some(chunk) = next {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+        next = response.chunk().await.map_err(BodyError::Read)?;
+    }
+    Ok(body.freeze())
+}
+
+/// `secs` seconds as a delay to wait: `None` for NaN and negative values, clamped to
+/// [`RetryPolicy::MAX_RETRY_AFTER`] (so `1e20`, `1e400` and `inf` never overflow).
+pub(crate) fn delay_from_secs(secs: f64) -> Option<Duration> {
+    if secs.is_nan() || secs < 0.0 {
+        return None;
+    }
+    let max = RetryPolicy::MAX_RETRY_AFTER;
+    Some(Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max)))
+}
+
+/// Parses `Retry-After` (seconds or an HTTP date) and OpenAI's `retry-after-ms`, clamped to
+/// [`RetryPolicy::MAX_RETRY_AFTER`]. Values that do not parse are ignored.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
+    if let Some(delay) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .and_then(|ms| delay_from_secs(ms / 1000.0))
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Some(delay);
     }
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     parse_retry_after(value, jiff::Timestamp::now())
 }
 
-/// Parses a `Retry-After` value relative to `now`.
+/// Parses a `Retry-After` value relative to `now`, clamped to
+/// [`RetryPolicy::MAX_RETRY_AFTER`]; a date in the past is no wait.
 pub(crate) fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return delay_from_secs(secs);
     }
     let at = jiff::fmt::rfc2822::DateTimeParser::new()
         .parse_timestamp(value)
         .ok()?;
     let span = at.duration_since(now);
-    Some(Duration::try_from(span).unwrap_or(Duration::ZERO))
-}
-
-/// How far one SSE event brought a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Progress {
-    /// More events are to come.
-    More,
-    /// The protocol's last event (OpenAI's `[DONE]`, Anthropic's `message_stop`): nothing
-    /// but the end of the body follows.
-    End,
-    /// The answer is complete, its usage and finish pushed, but the protocol still sends
-    /// trailing events (OpenAI's `[DONE]` after the usage chunk, Anthropic's `message_stop`
-    /// after `message_delta`). The stream ends here; the rest of the body is read apart from
-    /// the consumer (see `Driver::drain_rest`).
-    Answered,
-}
-
-/// Turns SSE events of one vendor into [`StreamEvent`]s.
-pub(crate) trait SseHandler: Send + 'static {
-    /// Handles one event, pushing what it produces, and says whether the stream is complete.
-    fn on_event(
-        &mut self,
-        event: SseEvent,
-        out: &mut VecDeque<StreamEvent>,
-    ) -> Result<Progress, ProviderError>;
-
-    /// The body ended (`error` is the read error, if it ended by one). Pushes the closing
-    /// events or fails with [`ProviderError::StreamTruncated`].
-    fn on_end(
-        &mut self,
-        error: Option<&reqwest::Error>,
-        out: &mut VecDeque<StreamEvent>,
-    ) -> Result<(), ProviderError>;
-}
-
-/// Decodes an SSE body fed in pieces through `handler`, outside a live response (recorded
-/// streams, benchmarks). Returns a handler error at once; events after completion are ignored.
-#[derive(Debug)]
-pub(crate) struct BodyDecoder<H> {
-    sse: SseDecoder,
-    handler: H,
-    scratch: Vec<SseEvent>,
-    done: bool,
-}
-
-impl<H: SseHandler> BodyDecoder<H> {
-    /// A decoder at the start of a body.
-    pub(crate) fn new(handler: H) -> Self {
-        Self {
-            sse: SseDecoder::new(),
-            handler,
-            scratch: Vec::new(),
-            done: false,
-        }
-    }
-
-    /// Feeds body bytes; returns the events they complete.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
-        let mut out = VecDeque::new();
-        self.sse.feed_into(bytes, &mut self.scratch);
-        self.drain(&mut out)?;
-        Ok(out.into())
-    }
-
-    /// Ends the body; returns the closing events.
-    pub(crate) fn finish(&mut self) -> Result<Vec<StreamEvent>, ProviderError> {
-        let mut out = VecDeque::new();
-        self.scratch.extend(self.sse.finish());
-        self.drain(&mut out)?;
-        if !self.done {
-            self.done = true;
-            self.handler.on_end(None, &mut out)?;
-        }
-        Ok(out.into())
-    }
-
-    fn drain(&mut self, out: &mut VecDeque<StreamEvent>) -> Result<(), ProviderError> {
-        for event in self.scratch.drain(..) {
-            if self.done {
-                continue;
-            }
-            if self.handler.on_event(event, out)? != Progress::More {
-                self.done = true;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The most of a finished answer's trailing body that is read to keep its connection.
-const DRAIN_LIMIT: usize = 64 * 1024;
-
-struct Driver<H> {
-    body: BoxStream<'static, reqwest::Result<Bytes>>,
-    decoder: SseDecoder,
-    handler: H,
-    queue: VecDeque<StreamEvent>,
-    error: Option<ProviderError>,
-    done: bool,
-    idle: Duration,
-    /// The idle timer. It is moved forward lazily: each chunk only records when it arrived,
-    /// and the timer, when it fires, re-arms itself at `last_chunk + idle` if a chunk came
-    /// since, so a stream costs one timer registration per idle period rather than per chunk.
-    idle_timer: Pin<Box<tokio::time::Sleep>>,
-    last_chunk: tokio::time::Instant,
-    scratch: Vec<SseEvent>,
-    // Released when the stream ends or is dropped.
-    permit: Option<OwnedSemaphorePermit>,
-}
-
-/// What waiting for the next body chunk gave.
-enum Read {
-    Chunk(Option<reqwest::Result<Bytes>>),
-    Idle,
-}
-
-impl<H: SseHandler> Driver<H> {
-    /// Handles the decoded events; `true` when one completed the answer before the protocol's
-    /// end ([`Progress::Answered`]), so that the rest of the body is to be drained.
-    fn handle_events(&mut self) -> bool {
-        let mut answered = false;
-        for event in self.scratch.drain(..) {
-            if self.done {
-                break;
-            }
-            match self.handler.on_event(event, &mut self.queue) {
-                Ok(Progress::More) => {}
-                Ok(Progress::End) => self.done = true,
-                Ok(Progress::Answered) => {
-                    self.done = true;
-                    answered = true;
-                }
-                Err(e) => {
-                    self.error = Some(e);
-                    self.done = true;
-                }
-            }
-        }
-        answered
-    }
-
-    /// Hands what is left of the body, the protocol's trailing frames, to a task that reads
-    /// it to its end, for at most the idle timeout and [`DRAIN_LIMIT`] bytes. A body dropped
-    /// with more than its end unread closes its connection instead of returning it to the
-    /// pool; waiting for those frames here would hold the finished answer back by a round
-    /// trip through the runtime (under load, a turn of its whole run queue).
-    fn drain_rest(&mut self) {
-        // Outside a runtime (a stream polled by another executor) the body is dropped with
-        // the stream, and its connection closed, as before.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut body = std::mem::replace(&mut self.body, Box::pin(futures_util::stream::empty()));
-        let idle = self.idle;
-        runtime.spawn(async move {
-            let read = async {
-                let mut left = DRAIN_LIMIT;
-                while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut body).await {
-                    match left.checked_sub(chunk.len()) {
-                        Some(rest) => left = rest,
-                        None => break,
-                    }
-                }
-            };
-            // Past the limit or the timeout, the body is dropped and its connection closed.
-            let _ = tokio::time::timeout(idle, read).await;
-        });
-    }
-
-    fn end(&mut self, read_error: Option<&reqwest::Error>) {
-        if let Some(event) = self.decoder.finish() {
-            self.scratch.push(event);
-            // The body has ended: nothing is left to drain.
-            self.handle_events();
-        }
-        if !self.done {
-            self.done = true;
-            if let Err(e) = self.handler.on_end(read_error, &mut self.queue) {
-                self.error = Some(e);
-            }
-        }
-    }
-}
-
-/// The driver is the stream itself (no `unfold` around an async block): a chunk is polled,
-/// decoded and handed out without moving the decoder state into a new future per item.
-impl<H: SseHandler + Unpin> Stream for Driver<H> {
-    type Item = Result<StreamEvent, ProviderError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(event) = this.queue.pop_front() {
-                return Poll::Ready(Some(Ok(event)));
-            }
-            if this.done {
-                this.permit = None;
-                return Poll::Ready(this.error.take().map(Err));
-            }
-            let read = match this.body.as_mut().poll_next(cx) {
-                Poll::Ready(item) => Read::Chunk(item),
-                Poll::Pending => {
-                    let mut idle = false;
-                    while this.idle_timer.as_mut().poll(cx).is_ready() {
-                        let due = this.last_chunk + this.idle;
-                        if tokio::time::Instant::now() >= due {
-                            idle = true;
-                            break;
-                        }
-                        this.idle_timer.as_mut().reset(due);
-                    }
-                    if !idle {
-                        return Poll::Pending;
-                    }
-                    Read::Idle
-                }
-            };
-            match read {
-                Read::Idle => {
-                    this.done = true;
-                    this.error = Some(ProviderError::Timeout {
-                        phase: TimeoutPhase::Idle,
-                        after: this.idle,
-                    });
-                }
-                Read::Chunk(Some(Ok(chunk))) => {
-                    this.last_chunk = tokio::time::Instant::now();
-                    this.decoder.feed_into(&chunk, &mut this.scratch);
-                    if this.handle_events() {
-                        this.drain_rest();
-                    }
-                }
-                Read::Chunk(Some(Err(e))) => this.end(Some(&e)),
-                Read::Chunk(None) => this.end(None),
-            }
-        }
-    }
-}
-
-/// Drives an SSE response body through `handler`, applying the idle timeout and holding
-/// `permit` until the stream ends.
-fn sse_stream<H: SseHandler + Unpin>(
-    opened: Opened,
-    handler: H,
-    idle: Duration,
-    permit: Option<OwnedSemaphorePermit>,
-) -> EventStream {
-    let mut driver = Driver {
-        body: Box::pin(opened.response.bytes_stream()),
-        decoder: opened.decoder,
-        handler,
-        queue: VecDeque::new(),
-        error: None,
-        done: false,
-        idle,
-        idle_timer: opened.timer,
-        last_chunk: tokio::time::Instant::now(),
-        scratch: opened.events,
-        permit,
-    };
-    if driver.handle_events() {
-        driver.drain_rest();
-    }
-    Box::pin(driver)
+    Some(
+        Duration::try_from(span)
+            .unwrap_or(Duration::ZERO)
+            .min(RetryPolicy::MAX_RETRY_AFTER),
+    )
 }
 
 /// Finishes a non-streamed answer the same way for every vendor: prices the usage (by the
@@ -891,32 +819,8 @@ pub(crate) fn header_map(
 /// Parses `url` for provider constructors, which keep it for every request.
 pub(crate) fn parse_url(url: &str) -> Result<reqwest::Url, ProviderError> {
     reqwest::Url::parse(url).map_err(|e| ProviderError::Config {
-        message: format!("invalid URL {url}: {e}"),
+        message: format!("invalid URL {}: {e}", redact_url(url)),
     })
-}
-
-/// Decodes one stream frame's JSON; an empty frame is `None`, and a malformed one is logged
-/// on `span` and skipped (`None`), so one bad frame never ends a stream.
-pub(crate) fn parse_frame<'a, T: serde::Deserialize<'a>>(
-    data: &'a str,
-    span: &tracing::Span,
-) -> Option<T> {
-    let data = data.trim();
-    if data.is_empty() {
-        return None;
-    }
-    match serde_json::from_str(data) {
-        Ok(value) => Some(value),
-        Err(e) => {
-            tracing::warn!(
-                parent: span,
-                error = %e,
-                frame = %truncate(data, 200),
-                "skipping malformed stream frame"
-            );
-            None
-        }
-    }
 }
 
 /// Pushes the closing events of a stream (the usage, if any, then the finish reason) and
@@ -966,6 +870,94 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    /// Values a hostile or broken upstream sends: none panics (`Duration::from_secs_f64`
+    /// did on the huge ones), huge ones are clamped, nonsense is ignored.
+    #[test]
+    fn huge_and_nonsense_retry_delays_are_clamped_or_ignored() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let max = RetryPolicy::MAX_RETRY_AFTER;
+        for huge in [
+            "1e20",
+            "1e400",
+            "inf",
+            "+inf",
+            "infinity",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_retry_after(huge, now), Some(max), "{huge}");
+        }
+        for nonsense in [
+            "NaN",
+            "nan",
+            "-inf",
+            "-0.5",
+            "",
+            "1e20s",
+            "0x10",
+            "Fri, 99 Foo",
+        ] {
+            assert_eq!(parse_retry_after(nonsense, now), None, "{nonsense}");
+        }
+        assert_eq!(
+            parse_retry_after("31 Dec 9000 23:59:59 GMT", now),
+            Some(max)
+        );
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (ms, want) in [
+            ("1e30", Some(max)),
+            ("NaN", None),
+            ("-5", None),
+            ("1500", Some(Duration::from_millis(1500))),
+        ] {
+            headers.insert("retry-after-ms", ms.parse().unwrap());
+            assert_eq!(retry_after(&headers), want, "{ms}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn retry_after_never_panics_and_stays_within_the_clamp(
+            // Any text, and numbers of every size and form (`1e400`, `-0.5`, `+inf`).
+            value in ".{0,40}|[-+]?([0-9]{0,25}(\\.[0-9]{0,5})?([eE][-+]?[0-9]{1,3})?|inf|nan)"
+        ) {
+            let now = jiff::Timestamp::now();
+            if let Some(delay) = parse_retry_after(&value, now) {
+                proptest::prop_assert!(delay <= RetryPolicy::MAX_RETRY_AFTER);
+            }
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Ok(header) = reqwest::header::HeaderValue::from_str(&value) {
+                headers.insert("retry-after-ms", header.clone());
+                headers.insert(reqwest::header::RETRY_AFTER, header);
+            }
+            if let Some(delay) = retry_after(&headers) {
+                proptest::prop_assert!(delay <= RetryPolicy::MAX_RETRY_AFTER);
+            }
+        }
+
+        #[test]
+        fn numeric_retry_after_is_clamped(secs in proptest::num::f64::ANY) {
+            let delay = parse_retry_after(&secs.to_string(), jiff::Timestamp::now());
+            match delay {
+                Some(delay) => proptest::prop_assert!(delay <= RetryPolicy::MAX_RETRY_AFTER),
+                None => proptest::prop_assert!(secs.is_nan() || secs < 0.0),
+            }
+        }
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_and_query_values() {
+        assert_eq!(
+            redact_url("http://u:secret@127.0.0.1:1/v1"),
+            "http://<redacted>@127.0.0.1:1/v1"
+        );
+        assert_eq!(
+            redact_url("https://gw.example/v1/chat?key=secret&api-version=2024-12-01"),
+            "https://gw.example/v1/chat?key=<redacted>&api-version=2024-12-01"
+        );
+        assert_eq!(redact_url("https://a@b/c@d"), "https://<redacted>@b/c@d");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

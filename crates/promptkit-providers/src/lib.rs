@@ -56,6 +56,8 @@
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;
+#[cfg(any(feature = "http", feature = "fallback"))]
+mod budget;
 #[cfg(feature = "config")]
 pub mod config;
 #[cfg(feature = "fallback")]
@@ -78,3 +80,56 @@ pub use promptkit_core::{
     Message, Provider, ProviderError, ProviderRequest, ProviderResponse, StreamAccumulator,
     StreamEvent, ToolChoice,
 };
+
+/// Formats an error and its sources, each once, separated by `: ` (for logs and for
+/// messages that end a chain, such as [`ProviderError::StreamTruncated`]).
+#[cfg_attr(
+    not(any(feature = "http", feature = "fallback")),
+    allow(dead_code, reason = "used by the HTTP vendors and the fallback")
+)]
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    use std::fmt::Write as _;
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// `url` as it may appear in errors and debug output: the user name, password and query
+/// values removed (they may hold credentials or a gateway key).
+#[cfg_attr(
+    not(any(feature = "http", feature = "config")),
+    allow(dead_code, reason = "used by the HTTP vendors and the configuration")
+)]
+pub(crate) fn redact_url(url: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+                None => before_query.to_owned(),
+            }
+        }
+        None => before_query.to_owned(),
+    };
+    if let Some(query) = query {
+        // Only the API version (Azure) is known to be harmless.
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key != "api-version" => format!("{key}=<redacted>"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}

@@ -173,17 +173,34 @@ macro_rules! body_decoder {
         }
 
         impl $name {
-            /// A decoder at the start of a stream.
+            /// A decoder at the start of a stream, with the default stream limits
+            /// ([`IoLimits::default`](crate::http::IoLimits::default)).
             pub fn new() -> Self {
                 Self {
                     inner: $crate::http::BodyDecoder::new(<$handler>::new(tracing::Span::none())),
                 }
             }
 
-            /// Feeds body bytes; returns the events they complete.
+            /// A decoder with the stream limits of `http` (line and event sizes, malformed
+            /// frames in a row), as a live stream of a provider with those settings has.
+            pub fn with_http(http: &$crate::http::HttpConfig) -> Self {
+                Self {
+                    inner: $crate::http::BodyDecoder::with_config(
+                        <$handler>::new(tracing::Span::none()),
+                        http,
+                    ),
+                }
+            }
+
+            /// Feeds body bytes; returns the events they complete. The decoder is an entry
+            /// point for fuzzing: any bytes give events or a typed error, never a panic.
             ///
             /// # Errors
             ///
+            /// [`ProviderError::ResponseTooLarge`](promptkit_core::ProviderError::ResponseTooLarge)
+            /// when a line or event passes its limit,
+            /// [`ProviderError::Decode`](promptkit_core::ProviderError::Decode) after too many
+            /// malformed frames in a row, and:
             #[doc = $feed]
             pub fn feed(
                 &mut self,
@@ -196,6 +213,8 @@ macro_rules! body_decoder {
             ///
             /// # Errors
             ///
+            /// [`ProviderError::ResponseTooLarge`](promptkit_core::ProviderError::ResponseTooLarge)
+            /// when the last line passes the event limit, and:
             #[doc = $finish]
             pub fn finish(
                 &mut self,

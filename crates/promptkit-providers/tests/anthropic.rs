@@ -25,6 +25,7 @@ fn http() -> HttpConfig {
             max_delay: Duration::from_millis(50),
             max_elapsed: Duration::from_secs(5),
         },
+        ..HttpConfig::default()
     }
 }
 
@@ -269,7 +270,7 @@ async fn stream_error_event_is_a_typed_error() -> anyhow::Result<()> {
     let provider = provider(&server);
     let (events, error) = collect(&provider, &request()).await;
     assert!(
-        matches!(&error, Some(ProviderError::RateLimited { message, .. }) if message == "Overloaded"),
+        matches!(&error, Some(ProviderError::Overloaded { status: 529, message, .. }) if message == "Overloaded"),
         "{error:?}"
     );
     assert!(

@@ -117,3 +117,87 @@ async fn switching_provider_is_a_configuration_change() {
     );
     upstream.shutdown().await.unwrap();
 }
+
+/// `openai-compatible` never sends `OPENAI_API_KEY` to the server it names: only the
+/// variable `api_key_env` names is read (the review's test 30, at the spec level).
+#[tokio::test]
+async fn a_compatible_server_never_gets_the_openai_key_implicitly() {
+    let upstream = MockUpstream::start(Profile::INSTANT).await.unwrap();
+    let env = |var: &str| match var {
+        "OPENAI_API_KEY" => Some("sk-x".to_owned()),
+        "LOCAL_KEY" => Some("local-secret".to_owned()),
+        _ => None,
+    };
+    let spec = |json: serde_json::Value| serde_json::from_value::<ProviderSpec>(json).unwrap();
+    let request = ProviderRequest::new(vec![Message::user("hi")]);
+    for (api_key_env, want) in [
+        (None, None),
+        (Some("LOCAL_KEY"), Some("Bearer local-secret")),
+    ] {
+        let mut json = serde_json::json!({"type": "openai-compatible", "model": "llama3",
+            "base_url": upstream.base_url(), "max_attempts": 1});
+        if let Some(var) = api_key_env {
+            json["api_key_env"] = var.into();
+        }
+        let provider = spec(json).build_with_env(env).unwrap();
+        upstream.push(Scripted::json(
+            200,
+            serde_json::json!({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}),
+        ));
+        provider.predict(&request).await.unwrap();
+        let sent = upstream.requests().pop().unwrap();
+        assert_eq!(sent.header("authorization"), want, "{api_key_env:?}");
+    }
+    upstream.shutdown().await.unwrap();
+}
+
+/// `Debug` of a spec names its headers but shows no header value, and the base URL without
+/// its credentials or query values.
+#[test]
+fn a_spec_debug_shows_no_secret() {
+    let spec: ProviderSpec = serde_json::from_value(serde_json::json!({
+        "type": "azure-openai",
+        "model": "gpt-4o",
+        "base_url": "https://u:secret-password@example.openai.azure.com/?key=secret-query",
+        "headers": {"authorization": "Bearer secret-token", "x-team": "search"}
+    }))
+    .unwrap();
+    let debug = format!("{spec:?}");
+    assert!(!debug.contains("secret"), "{debug}");
+    assert!(
+        debug.contains("authorization") && debug.contains("x-team"),
+        "{debug}"
+    );
+    assert!(debug.contains("example.openai.azure.com"), "{debug}");
+    let built = spec
+        .build_with_env(|_| Some("secret-key".to_owned()))
+        .unwrap();
+    let debug = format!("{built:?}");
+    assert!(!debug.contains("secret"), "{debug}");
+}
+
+/// The bounds of provider I/O are configuration too, and a compatible server keeps its
+/// longer default timeouts when the spec does not set them.
+#[test]
+fn io_bounds_are_configurable() {
+    let spec: ProviderSpec = serde_json::from_value(serde_json::json!({
+        "type": "openai-compatible", "model": "llama3", "base_url": "http://127.0.0.1:9/v1",
+        "first_event_timeout_ms": 1500, "max_stream_duration_ms": 60000,
+        "max_body_bytes": 1000, "max_event_bytes": 2000, "max_stream_bytes": 3000
+    }))
+    .unwrap();
+    let provider = spec.build_with_env(|_| None).unwrap();
+    let debug = format!("{provider:?}");
+    for want in [
+        "first_event_timeout: 1.5s",
+        "max_stream_duration: 60s",
+        "max_body_bytes: 1000",
+        "max_line_bytes: 2000",
+        "max_event_bytes: 2000",
+        "max_stream_bytes: 3000",
+        // Not set in the spec: the compatible form's own default.
+        "request_timeout: 120s",
+    ] {
+        assert!(debug.contains(want), "{want} in {debug}");
+    }
+}

@@ -32,6 +32,7 @@ fn http() -> HttpConfig {
         idle_timeout: IDLE_TIMEOUT,
         max_concurrency: None,
         retry: RetryPolicy::none(),
+        ..HttpConfig::default()
     }
 }
 
@@ -129,8 +130,21 @@ fn error_for(failure: Failure) -> ProviderError {
             message: "scripted".into(),
         },
         Failure::Server => ProviderError::Server {
-            status: 503,
+            status: 500,
             message: "scripted".into(),
+        },
+        Failure::Overloaded => ProviderError::Overloaded {
+            status: 503,
+            retry_after: None,
+            message: "scripted".into(),
+        },
+        Failure::QuotaExhausted => ProviderError::QuotaExhausted {
+            message: "scripted".into(),
+        },
+        Failure::MidStreamError => ProviderError::Overloaded {
+            status: 529,
+            retry_after: None,
+            message: conformance::MID_STREAM_MESSAGE.into(),
         },
         Failure::Disconnect => ProviderError::Transport {
             message: "scripted".into(),
@@ -182,7 +196,9 @@ impl Target for MockTarget {
                     message: "scripted".into(),
                 })
             }
-            Failure::Stall => MockTurn::text("partial ").with_stream_error(error_for(failure)),
+            Failure::Stall | Failure::MidStreamError => {
+                MockTurn::text("partial ").with_stream_error(error_for(failure))
+            }
             other => MockTurn::error(error_for(other)),
         };
         self.provider.push_turn(turn);

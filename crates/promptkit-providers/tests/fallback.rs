@@ -34,8 +34,8 @@ async fn fails_over_on_retryable_errors_and_names_the_server() {
     let response = fallback.predict(&request()).await.unwrap();
     assert_eq!(response.text(), "from backup");
     assert_eq!(response.served_by.as_deref(), Some("backup"));
-    // The primary now cools down: the next call goes to the backup first.
-    assert_eq!(fallback.order(), ["backup", "primary"]);
+    // The primary now cools down: it is skipped while the backup is healthy.
+    assert_eq!(fallback.order(), ["backup"]);
     backup.push_turn(MockTurn::text("again"));
     assert_eq!(
         fallback
@@ -118,7 +118,7 @@ async fn collect(stream: promptkit_core::EventStream) -> (Vec<StreamEvent>, Opti
 }
 
 #[tokio::test]
-async fn streams_fail_over_before_output_and_after_it_only_when_allowed() {
+async fn streams_fail_over_until_content_and_never_replay_it() {
     let broken = || {
         MockTurn::text("partial answer that breaks")
             .with_chunk_size(4)
@@ -134,27 +134,70 @@ async fn streams_fail_over_before_output_and_after_it_only_when_allowed() {
     events.iter().for_each(|e| acc.push(e));
     assert_eq!(acc.finish().text(), "streamed from b");
 
-    // After output started, by default the error is returned.
+    // A stream that opens and fails before any content: fails over too, with nothing to
+    // retract.
+    let a = Arc::new(
+        MockProvider::new("a", "a").with_turn(MockTurn::text("").with_stream_error(server_error())),
+    );
+    let b = Arc::new(MockProvider::new("b", "b").with_turn(MockTurn::text("complete")));
+    let fallback = FallbackProvider::new("fb", vec![a, b], FallbackPolicy::default()).unwrap();
+    let (events, error) = collect(fallback.stream(&request()).await.unwrap()).await;
+    assert!(error.is_none(), "{error:?}");
+    assert!(!events.iter().any(|e| matches!(e, StreamEvent::Reset)));
+    let mut acc = StreamAccumulator::new();
+    events.iter().for_each(|e| acc.push(e));
+    assert_eq!(acc.finish().text(), "complete");
+
+    // After content was streamed, the error is returned: the text is never replayed from
+    // another candidate.
     let a = Arc::new(MockProvider::new("a", "a").with_turn(broken()));
     let b = Arc::new(MockProvider::new("b", "b").with_turn(MockTurn::text("complete")));
     let fallback =
         FallbackProvider::new("fb", vec![a, b.clone()], FallbackPolicy::default()).unwrap();
-    let (_, error) = collect(fallback.stream(&request()).await.unwrap()).await;
-    assert!(error.is_some());
-    assert!(b.requests().is_empty());
-
-    // With after_partial_output, a Reset tells consumers to start over on the next candidate.
-    let a = Arc::new(MockProvider::new("a", "a").with_turn(broken()));
-    let b = Arc::new(MockProvider::new("b", "b").with_turn(MockTurn::text("complete")));
-    let policy = FallbackPolicy {
-        after_partial_output: true,
-        ..FallbackPolicy::default()
-    };
-    let fallback = FallbackProvider::new("fb", vec![a, b], policy).unwrap();
     let (events, error) = collect(fallback.stream(&request()).await.unwrap()).await;
-    assert!(error.is_none(), "{error:?}");
-    assert!(events.iter().any(|e| matches!(e, StreamEvent::Reset)));
-    let mut acc = StreamAccumulator::new();
-    events.iter().for_each(|e| acc.push(e));
-    assert_eq!(acc.finish().text(), "complete");
+    assert!(
+        matches!(error, Some(ProviderError::Overloaded { .. })),
+        "{error:?}"
+    );
+    assert!(!events.iter().any(|e| matches!(e, StreamEvent::Reset)));
+    assert!(b.requests().is_empty());
+}
+
+fn rate_limited() -> ProviderError {
+    ProviderError::from_status(429, "slow down", None)
+}
+
+#[tokio::test]
+async fn cooling_candidates_are_skipped_while_one_is_healthy() {
+    let a = Arc::new(MockProvider::new("a", "a").with_turn(MockTurn::error(rate_limited())));
+    let b = Arc::new(MockProvider::new("b", "b").with_turn(MockTurn::error(rate_limited())));
+    let c = Arc::new(MockProvider::new("c", "c").with_default_text("from c"));
+    let fallback = FallbackProvider::new(
+        "fb",
+        vec![a.clone(), b.clone(), c.clone()],
+        FallbackPolicy::default(),
+    )
+    .unwrap();
+    assert_eq!(fallback.predict(&request()).await.unwrap().text(), "from c");
+    // a and b cool down: only c is tried, however often it is called.
+    assert_eq!(fallback.order(), ["c"]);
+    for _ in 0..3 {
+        fallback.predict(&request()).await.unwrap();
+    }
+    assert_eq!((a.requests().len(), b.requests().len()), (1, 1));
+    assert_eq!(c.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn when_every_candidate_cools_the_soonest_to_recover_goes_first() {
+    let a = Arc::new(MockProvider::new("a", "a").with_turn(MockTurn::error(rate_limited())));
+    let b = Arc::new(MockProvider::new("b", "b").with_turn(MockTurn::error(rate_limited())));
+    let fallback =
+        FallbackProvider::new("fb", vec![a.clone(), b.clone()], FallbackPolicy::default()).unwrap();
+    assert!(matches!(
+        fallback.predict(&request()).await,
+        Err(ProviderError::AllFailed { .. })
+    ));
+    // a failed first, so its cooldown ends first.
+    assert_eq!(fallback.order(), ["a", "b"]);
 }

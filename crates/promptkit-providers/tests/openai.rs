@@ -25,6 +25,7 @@ fn http() -> HttpConfig {
             max_delay: Duration::from_millis(50),
             max_elapsed: Duration::from_secs(5),
         },
+        ..HttpConfig::default()
     }
 }
 
@@ -455,7 +456,7 @@ async fn server_errors_exhaust_the_retry_budget() -> anyhow::Result<()> {
         .await
         .expect_err("fails");
     assert!(
-        matches!(err, ProviderError::Server { status: 503, .. }),
+        matches!(err, ProviderError::Overloaded { status: 503, .. }),
         "{err}"
     );
     assert_eq!(server.requests().len(), 3);

@@ -38,6 +38,7 @@ fn http(idle: Duration) -> HttpConfig {
             max_delay: Duration::from_millis(1),
             max_elapsed: Duration::from_secs(10),
         },
+        ..HttpConfig::default()
     }
 }
 
@@ -185,9 +186,8 @@ async fn idle_timeout_between_chunks(wire: Wire) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Headers that come but a first event that does not: the stream fails before it is
-/// returned, as a first-chunk timeout after the idle timeout (the request's own, longer
-/// deadline does not apply once the headers are in).
+/// A stream whose first event is late: the request's first-event deadline fires, and the
+/// `stream` future itself returns a first-chunk timeout after it.
 async fn a_first_event_that_never_comes_times_out(wire: Wire) -> anyhow::Result<()> {
     let server = MockUpstream::start(Profile::INSTANT).await?;
     let mut scripted = wire.answer(&Answer::text(&["late"]), true);
@@ -196,10 +196,11 @@ async fn a_first_event_that_never_comes_times_out(wire: Wire) -> anyhow::Result<
     };
     steps.insert(0, SseStep::Delay(Duration::from_millis(800)));
     server.push(scripted);
-    let idle = Duration::from_millis(150);
+    let deadline = Duration::from_millis(150);
     let config = HttpConfig {
         retry: RetryPolicy::none(),
-        ..http(idle)
+        first_event_timeout: deadline,
+        ..http(Duration::from_secs(5))
     };
     let provider = build(wire, &server, config);
     // Had the timeout not fired, the event would have come and the stream opened.
@@ -212,7 +213,7 @@ async fn a_first_event_that_never_comes_times_out(wire: Wire) -> anyhow::Result<
             ProviderError::Timeout {
                 phase: TimeoutPhase::FirstChunk,
                 after,
-            } if after == idle
+            } if after == deadline
         ),
         "{wire:?}: {error:?}"
     );
@@ -323,7 +324,7 @@ async fn fallback_to_the_second_vendor_and_back_after_the_cooldown() -> anyhow::
     let (events, error) = collect(&fallback).await?;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(text(&events), "chunk-1 chunk-2 chunk-3 ");
-    assert_eq!(fallback.order(), ["openai", "gemini"]);
+    assert_eq!(fallback.order(), ["openai"]);
     let response = fallback.predict(&request()).await?;
     assert_eq!(response.served_by.as_deref(), Some("openai"));
     assert_eq!(
@@ -339,5 +340,118 @@ async fn fallback_to_the_second_vendor_and_back_after_the_cooldown() -> anyhow::
     assert_eq!(response.served_by.as_deref(), Some("gemini"));
     assert_eq!(gemini_server.requests().len(), 2);
     assert_eq!(openai_server.requests().len(), 2);
+    Ok(())
+}
+
+/// Three candidates, every one answering 429 (the review's test 29): one call makes at most
+/// the fallback's attempt budget in upstream requests, although each candidate would retry
+/// three times on its own; the first two hand over at once, the last retries within what is
+/// left. Then every candidate cools down and is tried again only when none is healthy.
+#[tokio::test]
+async fn a_fallback_call_stays_within_its_attempt_budget() -> anyhow::Result<()> {
+    let servers = [
+        MockUpstream::start(Profile::INSTANT).await?,
+        MockUpstream::start(Profile::INSTANT).await?,
+        MockUpstream::start(Profile::INSTANT).await?,
+    ];
+    let wires = [Wire::OpenAi, Wire::Anthropic, Wire::Gemini];
+    let mut candidates = Vec::new();
+    for (server, wire) in servers.iter().zip(wires) {
+        for _ in 0..10 {
+            server.push(wire.failure(
+                Failure::RateLimited {
+                    retry_after_secs: 0,
+                },
+                false,
+            ));
+        }
+        candidates.push(build(wire, server, http(Duration::from_secs(5))));
+    }
+    let fallback = FallbackProvider::new(
+        "chain",
+        candidates,
+        FallbackPolicy {
+            max_attempts: Some(4),
+            ..FallbackPolicy::default()
+        },
+    )?;
+    let error = fallback.predict(&request()).await.expect_err("all limited");
+    let ProviderError::AllFailed { attempts } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(attempts.len(), 3);
+    let sent: Vec<usize> = servers.iter().map(|s| s.requests().len()).collect();
+    assert_eq!(
+        sent,
+        [1, 1, 2],
+        "one attempt each, the last one retries once"
+    );
+
+    // Every candidate cools down: all are tried again, the first to have failed first, and
+    // the budget still holds.
+    assert_eq!(fallback.order(), ["openai", "anthropic", "gemini"]);
+    let error = fallback
+        .stream(&request())
+        .await
+        .err()
+        .expect("all limited");
+    assert!(
+        matches!(error, ProviderError::AllFailed { .. }),
+        "{error:?}"
+    );
+    let total: usize = servers.iter().map(|s| s.requests().len()).sum();
+    assert_eq!(total, 4 + 4);
+    Ok(())
+}
+
+/// A used-up quota (OpenAI `insufficient_quota`, Anthropic's credit-balance 400, Gemini's
+/// per-day `RESOURCE_EXHAUSTED`) is its own class: never retried, although the candidate may
+/// retry, and the fallback moves on to the next vendor at once.
+#[tokio::test]
+async fn a_used_up_quota_is_not_retried_and_fails_over() -> anyhow::Result<()> {
+    for wire in [Wire::OpenAi, Wire::Anthropic, Wire::Gemini] {
+        let primary_server = MockUpstream::start(Profile::INSTANT).await?;
+        let backup_server = MockUpstream::start(Profile::INSTANT).await?;
+        let retries = HttpConfig {
+            retry: RetryPolicy {
+                max_attempts: 3,
+                initial_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(1),
+                max_elapsed: Duration::from_secs(5),
+            },
+            ..http(Duration::from_secs(5))
+        };
+        let backup_wire = if wire == Wire::OpenAi {
+            Wire::Anthropic
+        } else {
+            Wire::OpenAi
+        };
+        for _ in 0..3 {
+            primary_server.push(wire.failure(Failure::QuotaExhausted, false));
+        }
+        backup_server.push(backup_wire.answer(&Answer::text(&["from the backup"]), false));
+
+        // Alone, the candidate would retry a retryable error: a used-up quota is not one.
+        let alone = build(wire, &primary_server, retries.clone());
+        let error = alone.predict(&request()).await.expect_err("quota");
+        assert!(
+            matches!(error, ProviderError::QuotaExhausted { .. }) && !error.is_retryable(),
+            "{wire:?}: {error:?}"
+        );
+        assert_eq!(primary_server.requests().len(), 1, "{wire:?}: retried");
+
+        let fallback = FallbackProvider::new(
+            "chain",
+            vec![
+                build(wire, &primary_server, retries.clone()),
+                build(backup_wire, &backup_server, retries),
+            ],
+            FallbackPolicy::default(),
+        )?;
+        let response = fallback.predict(&request()).await?;
+        assert_eq!(response.text(), "from the backup", "{wire:?}");
+        assert_eq!(primary_server.requests().len(), 2, "{wire:?}");
+        assert_eq!(backup_server.requests().len(), 1, "{wire:?}");
+    }
     Ok(())
 }

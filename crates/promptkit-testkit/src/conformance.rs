@@ -16,9 +16,10 @@
 //!   parses);
 //! - usage and cost, normalised (input includes cached tokens, output includes reasoning)
 //!   and priced with [`pricing`];
-//! - every error class: authentication, rate limiting with its retry delay, context too
-//!   long, content filtered, bad request, server error, a connection that drops mid-stream
-//!   or mid-body, and a stream that stalls past the idle timeout.
+//! - every error class: authentication, rate limiting with its retry delay, a used-up
+//!   quota, overload, context too long, content filtered, bad request, server error, the
+//!   vendor's error inside a stream, a connection that drops mid-stream or mid-body, and a
+//!   stream that stalls past the idle timeout.
 //!
 //! What a target must set up for the checks to hold: no retries (errors surface as they
 //! are), an idle timeout of [`IDLE_TIMEOUT`], and prices [`pricing`] for its model.
@@ -58,6 +59,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// How long a scripted stall lasts: ten idle timeouts.
 pub const STALL: Duration = Duration::from_secs(3);
+
+/// The vendor's message of a [`Failure::MidStreamError`], which the error must keep.
+pub const MID_STREAM_MESSAGE: &str = "The model is overloaded right now.";
 
 /// The prices targets must set for their model: 2 USD per million input tokens, 0.5 per
 /// million cached input tokens, 8 per million output tokens (reasoning included).
@@ -150,8 +154,18 @@ pub enum Failure {
     ContentFiltered,
     /// The request is invalid.
     BadRequest,
-    /// The vendor fails.
+    /// The vendor fails (HTTP 500).
     Server,
+    /// The vendor is overloaded (OpenAI and Gemini 503, Anthropic 529): retryable, and not a
+    /// rate limit.
+    Overloaded,
+    /// The account's quota or credit is used up (OpenAI `insufficient_quota`, a Gemini
+    /// per-day quota, a too-low Anthropic credit balance): not retryable.
+    QuotaExhausted,
+    /// A stream sends one text delta, then the vendor's own error inside the stream (an
+    /// OpenAI error chunk, an Anthropic `overloaded_error` event, a bare Gemini error object):
+    /// the error keeps the vendor's class and message instead of becoming a truncation.
+    MidStreamError,
     /// The connection drops: after one text delta (stream) or mid-body (not streaming).
     Disconnect,
     /// A stream sends one text delta, then nothing for [`STALL`].
@@ -266,6 +280,9 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario::Error(Failure::ContentFiltered),
     Scenario::Error(Failure::BadRequest),
     Scenario::Error(Failure::Server),
+    Scenario::Error(Failure::Overloaded),
+    Scenario::Error(Failure::QuotaExhausted),
+    Scenario::Error(Failure::MidStreamError),
     Scenario::Error(Failure::Disconnect),
     Scenario::Error(Failure::Stall),
 ];
@@ -729,6 +746,19 @@ fn error_matches(failure: Failure, error: &ProviderError) -> Result<(), String> 
         Failure::ContentFiltered => matches!(error, ProviderError::ContentFiltered { .. }),
         Failure::BadRequest => matches!(error, ProviderError::BadRequest { status: 400, .. }),
         Failure::Server => matches!(error, ProviderError::Server { status, .. } if *status >= 500),
+        Failure::Overloaded => {
+            matches!(error, ProviderError::Overloaded { status, .. } if *status >= 503)
+                && error.is_retryable()
+        }
+        Failure::QuotaExhausted => {
+            matches!(error, ProviderError::QuotaExhausted { .. }) && !error.is_retryable()
+        }
+        Failure::MidStreamError => {
+            matches!(
+                error,
+                ProviderError::Overloaded { .. } | ProviderError::Server { .. }
+            ) && error.to_string().contains(MID_STREAM_MESSAGE)
+        }
         Failure::Disconnect => matches!(
             error,
             ProviderError::StreamTruncated { .. } | ProviderError::Transport { .. }
@@ -753,8 +783,8 @@ async fn error_class(target: &dyn Target, failure: Failure) -> Result<(), String
         _ => None,
     };
 
-    // Not streaming.
-    if failure != Failure::Stall {
+    // Not streaming (a stall and an error inside a stream are stream failures only).
+    if !matches!(failure, Failure::Stall | Failure::MidStreamError) {
         target.fail(failure, false);
         match (provider.predict(&request).await, &filtered_by_finish) {
             (Ok(response), Some(reason)) => ensure!(
@@ -799,7 +829,7 @@ async fn error_class(target: &dyn Target, failure: Failure) -> Result<(), String
             error_matches(failure, &error).map_err(|e| format!("stream: {e}"))?;
             match failure {
                 // Mid-stream failures arrive as stream items after the first delta.
-                Failure::Disconnect | Failure::Stall => {
+                Failure::Disconnect | Failure::Stall | Failure::MidStreamError => {
                     ensure!(
                         streamed.opened && deltas >= 1,
                         "stream: the failure came before any delta"
@@ -882,6 +912,11 @@ impl Wire {
                 steps.push(SseStep::Delay(STALL));
                 Scripted::sse(steps)
             }
+            Failure::MidStreamError => {
+                let mut steps = stream_head(self, &partial, false);
+                steps.push(self.mid_stream_error());
+                Scripted::sse(steps)
+            }
             Failure::ContentFiltered => self.filtered(streaming),
             _ => self.error_response(failure),
         }
@@ -915,7 +950,24 @@ impl Wire {
                     "invalid_value",
                     "Invalid value for 'messages'.",
                 ),
-                _ => Scripted::openai_error(503, "server_error", "server_error", "overloaded"),
+                Failure::Overloaded => Scripted::openai_error(
+                    503,
+                    "server_error",
+                    "service_unavailable",
+                    "The engine is currently overloaded, please try again later.",
+                ),
+                Failure::QuotaExhausted => Scripted::openai_error(
+                    429,
+                    "insufficient_quota",
+                    "insufficient_quota",
+                    "You exceeded your current quota, please check your plan and billing details.",
+                ),
+                _ => Scripted::openai_error(
+                    500,
+                    "server_error",
+                    "server_error",
+                    "The server had an error while processing your request.",
+                ),
             },
             Self::Anthropic => match failure {
                 Failure::Auth => {
@@ -936,6 +988,15 @@ impl Wire {
                     400,
                     "invalid_request_error",
                     "messages: at least one message is required",
+                ),
+                Failure::Overloaded => {
+                    Scripted::anthropic_error(529, "overloaded_error", "Overloaded")
+                }
+                Failure::QuotaExhausted => Scripted::anthropic_error(
+                    400,
+                    "invalid_request_error",
+                    "Your credit balance is too low to access the Anthropic API. Please go to \
+                     Plans & Billing to upgrade or purchase credits.",
                 ),
                 _ => Scripted::anthropic_error(500, "api_error", "Internal server error"),
             },
@@ -967,13 +1028,50 @@ impl Wire {
                     "Invalid JSON payload received. Unknown name \"foo\".",
                     vec![],
                 ),
-                _ => Scripted::gemini_error(
+                Failure::Overloaded => Scripted::gemini_error(
                     503,
                     "UNAVAILABLE",
                     "The model is overloaded. Please try again later.",
                     vec![],
                 ),
+                // A per-day quota: the retry delay does not make it a rate limit.
+                Failure::QuotaExhausted => Scripted::gemini_error(
+                    429,
+                    "RESOURCE_EXHAUSTED",
+                    "You exceeded your current quota, please check your plan and billing details.",
+                    vec![
+                        json!({"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                            "violations": [{
+                                "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                                "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}),
+                        gemini::retry_info(20),
+                    ],
+                ),
+                _ => Scripted::gemini_error(
+                    500,
+                    "INTERNAL",
+                    "An internal error has occurred.",
+                    vec![],
+                ),
             },
+        }
+    }
+
+    /// The vendor's own error inside a stream, carrying [`MID_STREAM_MESSAGE`].
+    fn mid_stream_error(self) -> SseStep {
+        match self {
+            Self::OpenAi | Self::OpenAiCompatible => openai_chunk(
+                self,
+                json!({"error": {"message": MID_STREAM_MESSAGE, "type": "server_error",
+                    "code": null}}),
+            ),
+            Self::Anthropic => {
+                anthropic::step(anthropic::error("overloaded_error", MID_STREAM_MESSAGE))
+            }
+            // Gemini writes the error object bare (not as an SSE event), pretty-printed.
+            Self::Gemini => SseStep::Raw(format!(
+                "{{\n  \"error\": {{\n    \"code\": 503,\n    \"message\": \"{MID_STREAM_MESSAGE}\",\n    \"status\": \"UNAVAILABLE\"\n  }}\n}}\n"
+            )),
         }
     }
 

@@ -114,6 +114,17 @@ pub enum SseStep {
     Done,
     /// A pause.
     Delay(Duration),
+    /// `text` sent verbatim `times` times (`None`: until the client goes away), with `every`
+    /// between two sends: floods, endless streams and huge bodies, generated as they are
+    /// sent (never held whole).
+    Repeat {
+        /// The bytes of one send.
+        text: String,
+        /// How many sends.
+        times: Option<u64>,
+        /// The pause between two sends.
+        every: Duration,
+    },
     /// Abort the connection without finishing the body. The server waits 20 ms first, so
     /// the bytes before it reach the client instead of being dropped with the connection.
     Disconnect,
@@ -811,9 +822,23 @@ fn scripted_response(scripted: Scripted) -> Response {
     response
 }
 
+/// A repeat in progress: the bytes, the sends left (`None`: endless), the pause.
+type Repeating = (Bytes, Option<u64>, Duration);
+
 fn sse_body(steps: Vec<SseStep>) -> Body {
-    let stream = futures_util::stream::unfold(VecDeque::from(steps), |mut steps| async move {
+    let state: (VecDeque<SseStep>, Option<Repeating>) = (VecDeque::from(steps), None);
+    let stream = futures_util::stream::unfold(state, |(mut steps, mut repeating)| async move {
         loop {
+            if let Some((bytes, left, every)) = repeating.take() {
+                if left == Some(0) {
+                    continue;
+                }
+                if !every.is_zero() {
+                    tokio::time::sleep(every).await;
+                }
+                let next = (bytes.clone(), left.map(|n| n - 1), every);
+                return Some((Ok(bytes), (steps, Some(next))));
+            }
             let step = steps.pop_front()?;
             let bytes = match step {
                 SseStep::Json(value) => format!("data: {value}\n\n"),
@@ -825,6 +850,14 @@ fn sse_body(steps: Vec<SseStep>) -> Body {
                     tokio::time::sleep(delay).await;
                     continue;
                 }
+                SseStep::Repeat { text, times, every } => {
+                    if times == Some(0) {
+                        continue;
+                    }
+                    let bytes = Bytes::from(text);
+                    let next = (bytes.clone(), times.map(|n| n - 1), every);
+                    return Some((Ok(bytes), (steps, Some(next))));
+                }
                 SseStep::Disconnect => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     steps.clear();
@@ -833,11 +866,11 @@ fn sse_body(steps: Vec<SseStep>) -> Body {
                             io::ErrorKind::ConnectionAborted,
                             "scripted disconnect",
                         )),
-                        steps,
+                        (steps, None),
                     ));
                 }
             };
-            return Some((Ok(Bytes::from(bytes)), steps));
+            return Some((Ok(Bytes::from(bytes)), (steps, None)));
         }
     });
     Body::from_stream(stream)

@@ -88,7 +88,7 @@ impl fmt::Debug for AnthropicConfig {
             .field("id", &self.id)
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("url", &self.url())
+            .field("url", &crate::http::redact_url(&self.url()))
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),

@@ -6,7 +6,7 @@ use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent};
 use serde::Deserialize;
 
 use super::wire::{Block, MessagesResponse, REDACTED_KEY, SIGNATURE_KEY, WireError, WireUsage};
-use crate::http::{Progress, SseHandler, parse_frame, push_close};
+use crate::http::{Frame, Progress, SseHandler, error_chain, parse_frame, push_close};
 use crate::sse::SseEvent;
 use crate::vendor::body_decoder;
 
@@ -149,7 +149,9 @@ impl EventDecoder {
             "error" => {
                 return Err(event.error.unwrap_or_default().to_error(None, None));
             }
-            // `ping` and event types added later.
+            // A ping carries nothing: it keeps the connection open, not the answer going.
+            "ping" | "" => return Ok(Progress::KeepAlive),
+            // Event types added later.
             _ => {}
         }
         Ok(Progress::More)
@@ -259,13 +261,17 @@ impl EventDecoder {
 }
 
 impl SseHandler for EventDecoder {
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     fn on_event(
         &mut self,
         event: SseEvent,
         out: &mut VecDeque<StreamEvent>,
     ) -> Result<Progress, ProviderError> {
-        match parse_frame::<WireEvent>(&event.data, &self.span) {
-            Some(mut wire) => {
+        match parse_frame::<WireEvent>(&event.data) {
+            Frame::Parsed(mut wire) => {
                 if wire.kind.is_empty()
                     && let Some(name) = event.event
                 {
@@ -273,7 +279,8 @@ impl SseHandler for EventDecoder {
                 }
                 self.apply(wire, out)
             }
-            None => Ok(Progress::More),
+            Frame::Empty => Ok(Progress::KeepAlive),
+            Frame::Malformed(frame) => Ok(Progress::Malformed(frame)),
         }
     }
 
@@ -284,7 +291,10 @@ impl SseHandler for EventDecoder {
     ) -> Result<(), ProviderError> {
         Err(ProviderError::StreamTruncated {
             message: match error {
-                Some(e) => format!("the connection failed before message_stop: {e}"),
+                Some(e) => format!(
+                    "the connection failed before message_stop: {}",
+                    error_chain(e)
+                ),
                 None => "the stream ended before message_stop".to_owned(),
             },
         })

@@ -211,12 +211,12 @@ fn decode(input: &str) -> (Vec<StreamEvent>, Option<ProviderError>) {
     let mut sse = SseDecoder::new();
     let mut decoder = EventDecoder::new(tracing::Span::none());
     let mut out = VecDeque::new();
-    let mut events = sse.feed(input.as_bytes());
-    events.extend(sse.finish());
+    let mut events = sse.feed(input.as_bytes()).unwrap();
+    events.extend(sse.finish().unwrap());
     for event in events {
         match decoder.on_event(event, &mut out) {
             Ok(Progress::End | Progress::Answered) => return (out.into(), None),
-            Ok(Progress::More) => {}
+            Ok(Progress::More | Progress::KeepAlive | Progress::Malformed(_)) => {}
             Err(e) => return (out.into(), Some(e)),
         }
     }
@@ -304,7 +304,7 @@ fn stream_error_event_and_truncation() {
             {"type": "overloaded_error", "message": "Overloaded"}}));
     let (_, error) = decode(&input);
     assert!(
-        matches!(error, Some(ProviderError::RateLimited { .. })),
+        matches!(error, Some(ProviderError::Overloaded { status: 529, .. })),
         "{error:?}"
     );
     let input = frame(&json!({"type": "error", "error": {"type": "api_error", "message": "x"}}));
@@ -356,9 +356,28 @@ fn error_bodies_map_to_typed_errors() {
     ));
     let retry = Some(Duration::from_secs(3));
     match error_from_body(529, &body("overloaded_error", "Overloaded"), retry) {
-        ProviderError::RateLimited { retry_after, .. } => assert_eq!(retry_after, retry),
+        ProviderError::Overloaded {
+            status: 529,
+            retry_after,
+            ..
+        } => assert_eq!(retry_after, retry),
         other => panic!("{other:?}"),
     }
+    // A used-up credit balance comes as an invalid request, and billing errors as 402.
+    let credit = body(
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API.",
+    );
+    let quota = error_from_body(400, &credit, None);
+    assert!(
+        matches!(&quota, ProviderError::QuotaExhausted { message } if message.contains("credit")),
+        "{quota:?}"
+    );
+    assert!(!quota.is_retryable());
+    assert!(matches!(
+        error_from_body(402, &body("billing_error", "pay up"), None),
+        ProviderError::QuotaExhausted { .. }
+    ));
     assert!(matches!(
         error_from_body(429, &body("rate_limit_error", "slow"), None),
         ProviderError::RateLimited { .. }

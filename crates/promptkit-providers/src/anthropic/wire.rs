@@ -379,15 +379,25 @@ impl WireError {
             .message
             .clone()
             .unwrap_or_else(|| format!("{kind} (HTTP status {status})"));
+        let lower = message.to_ascii_lowercase();
         match kind {
             "authentication_error" | "permission_error" => ProviderError::Auth { message },
-            "rate_limit_error" | "overloaded_error" => ProviderError::RateLimited {
+            "rate_limit_error" => ProviderError::RateLimited {
                 retry_after,
                 message,
             },
-            "invalid_request_error"
-                if message.to_ascii_lowercase().contains("prompt is too long") =>
-            {
+            "overloaded_error" => ProviderError::Overloaded {
+                status: if status >= 500 { status } else { 529 },
+                retry_after,
+                message,
+            },
+            // "Your credit balance is too low to access the Anthropic API" comes as an
+            // invalid request (400); the billing type as 402.
+            "billing_error" => ProviderError::QuotaExhausted { message },
+            "invalid_request_error" if lower.contains("credit balance") => {
+                ProviderError::QuotaExhausted { message }
+            }
+            "invalid_request_error" if lower.contains("prompt is too long") => {
                 ProviderError::ContextTooLong { message }
             }
             "invalid_request_error" => ProviderError::BadRequest {

@@ -17,7 +17,9 @@
 //!   or, when empty, from its call. Ids Gemini does send are kept and sent back;
 //! - tool schemas go through [`sanitize_schema`] (Gemini's schema subset), or are sent as
 //!   `parametersJsonSchema` with [`SchemaMode::JsonSchema`]; a tool without properties is
-//!   declared without parameters;
+//!   declared without parameters; a tool whose schema cannot be sanitised (a `$ref` that
+//!   does not resolve or recurses, or one that expands past [`MAX_NODES`]) is left out of
+//!   the request with a warning, so one bad tool never fails every turn;
 //! - `tool_choice`: auto (the default, not sent), none → `NONE`, required → `ANY`, a named
 //!   tool → `ANY` with `allowedFunctionNames`. Gemini has no switch for parallel calls, so
 //!   `parallel_tool_calls` is not sent;
@@ -58,7 +60,7 @@ use promptkit_core::{
 use reqwest::header::HeaderMap;
 
 pub use pricing::gemini_pricing;
-pub use schema::{MAX_DEPTH, SchemaError, sanitize_schema};
+pub use schema::{MAX_DEPTH, MAX_NODES, SchemaError, sanitize_schema};
 pub use stream::GeminiStreamDecoder;
 
 use crate::http::{
@@ -115,7 +117,7 @@ impl fmt::Debug for GeminiConfig {
             .field("id", &self.id)
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("base_url", &self.base_url)
+            .field("base_url", &crate::http::redact_url(&self.base_url))
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),

@@ -31,10 +31,19 @@ pub enum SchemaError {
     /// The schema nests deeper than [`MAX_DEPTH`] levels.
     #[error("the schema nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// The schema, with its references inlined, has more than [`MAX_NODES`] subschemas (a
+    /// few references used many times each multiply: 30 levels of definitions that each
+    /// use the next twice are a billion nodes).
+    #[error("the schema expands to more than {MAX_NODES} subschemas once its $refs are inlined")]
+    TooLarge,
 }
 
 /// How deep a schema may nest (after inlining references).
 pub const MAX_DEPTH: usize = 64;
+
+/// How many subschemas a sanitised schema may have (after inlining references): far above
+/// any real tool's, and small enough that refusing a hostile one takes microseconds.
+pub const MAX_NODES: usize = 10_000;
 
 /// Keywords of Gemini's schema subset that are copied as they are.
 const PLAIN: &[&str] = &[
@@ -108,11 +117,13 @@ const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "obj
 ///
 /// # Errors
 ///
-/// [`SchemaError`] when a reference cannot be inlined or the schema nests too deep.
+/// [`SchemaError`] when a reference cannot be inlined, or the schema nests too deep or
+/// expands too far.
 pub fn sanitize_schema(schema: &Value) -> Result<Value, SchemaError> {
     let mut sanitizer = Sanitizer {
         root: schema,
         expanding: Vec::new(),
+        nodes: 0,
     };
     sanitizer.convert(schema, 0)
 }
@@ -121,12 +132,18 @@ struct Sanitizer<'a> {
     root: &'a Value,
     // References being inlined, outermost first (to detect recursion).
     expanding: Vec<String>,
+    // Subschemas converted so far (bounded by `MAX_NODES`).
+    nodes: usize,
 }
 
 impl Sanitizer<'_> {
     fn convert(&mut self, node: &Value, depth: usize) -> Result<Value, SchemaError> {
         if depth > MAX_DEPTH {
             return Err(SchemaError::TooDeep);
+        }
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(SchemaError::TooLarge);
         }
         let Value::Object(map) = node else {
             // `true`, `false` and anything else that is not a schema object: no constraint.

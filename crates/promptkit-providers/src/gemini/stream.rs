@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 
 use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent, Usage};
 
-use super::wire::{CALL_ID_KEY, GenerateResponse, Part, SIGNATURE_KEY};
-use crate::http::{Progress, SseHandler, parse_frame, push_close};
+use super::wire::{CALL_ID_KEY, GenerateResponse, Part, SIGNATURE_KEY, error_in_text};
+use crate::http::{Frame, Progress, SseHandler, error_chain, parse_frame, push_close};
 use crate::sse::SseEvent;
 use crate::vendor::body_decoder;
 
@@ -32,6 +32,9 @@ pub(crate) struct ChunkDecoder {
     usage: Option<Usage>,
     // Whether any text, reasoning or call was produced.
     output: bool,
+    // Text of the stream outside any SSE event: Gemini writes a bare JSON error object
+    // into an event stream that fails after it started.
+    unframed: String,
     pub(crate) model: Option<String>,
     span: tracing::Span,
 }
@@ -45,6 +48,7 @@ impl ChunkDecoder {
             finish_message: None,
             usage: None,
             output: false,
+            unframed: String::new(),
             model: None,
             span,
         }
@@ -179,15 +183,47 @@ impl ChunkDecoder {
 }
 
 impl SseHandler for ChunkDecoder {
+    const UNFRAMED: bool = true;
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     fn on_event(
         &mut self,
         event: SseEvent,
         out: &mut VecDeque<StreamEvent>,
     ) -> Result<Progress, ProviderError> {
         // Gemini has no closing event: its stream ends with the body (`on_end`).
-        match parse_frame::<GenerateResponse>(&event.data, &self.span) {
-            Some(chunk) => self.apply(chunk, out).map(|()| Progress::More),
-            None => Ok(Progress::More),
+        match parse_frame::<GenerateResponse>(&event.data) {
+            Frame::Parsed(chunk) => {
+                let keep_alive = chunk.candidates.is_empty()
+                    && chunk.usage_metadata.is_none()
+                    && chunk.prompt_feedback.is_none()
+                    && chunk.error.is_none();
+                self.apply(chunk, out)?;
+                Ok(if keep_alive {
+                    Progress::KeepAlive
+                } else {
+                    Progress::More
+                })
+            }
+            Frame::Empty => Ok(Progress::KeepAlive),
+            Frame::Malformed(frame) => Ok(Progress::Malformed(frame)),
+        }
+    }
+
+    /// Collects the bare text; once it is a whole Gemini error object, the stream fails with
+    /// that error, its class and message kept.
+    fn on_unframed(
+        &mut self,
+        text: &str,
+        _out: &mut VecDeque<StreamEvent>,
+    ) -> Result<Progress, ProviderError> {
+        self.unframed.push_str(text);
+        match error_in_text(&self.unframed) {
+            Some(error) => Err(error),
+            None => Ok(Progress::KeepAlive),
         }
     }
 
@@ -196,15 +232,29 @@ impl SseHandler for ChunkDecoder {
         error: Option<&reqwest::Error>,
         out: &mut VecDeque<StreamEvent>,
     ) -> Result<(), ProviderError> {
+        if let Some(error) = error_in_text(&self.unframed) {
+            return Err(error);
+        }
         if self.close(out)? {
             // A finish reason was seen: the answer is complete even if the connection
             // then failed.
             return Ok(());
         }
+        let stray = if self.unframed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} bytes outside any event were not a Gemini error)",
+                self.unframed.len()
+            )
+        };
         Err(ProviderError::StreamTruncated {
             message: match error {
-                Some(e) => format!("the connection failed before a finish reason: {e}"),
-                None => "the stream ended before a finish reason".to_owned(),
+                Some(e) => format!(
+                    "the connection failed before a finish reason: {}{stray}",
+                    error_chain(e)
+                ),
+                None => format!("the stream ended before a finish reason{stray}"),
             },
         })
     }

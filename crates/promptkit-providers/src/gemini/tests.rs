@@ -121,7 +121,7 @@ fn tools_tool_choice_and_sanitised_parameters() {
 }
 
 #[test]
-fn a_recursive_tool_schema_is_a_typed_error() {
+fn a_tool_whose_schema_cannot_be_sanitised_is_left_out_alone() {
     let tree = ToolDef::new(
         "tree",
         "",
@@ -129,16 +129,67 @@ fn a_recursive_tool_schema_is_a_typed_error() {
             "$defs": {"node": {"type": "object", "properties": {
                 "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}}),
     );
-    let request = ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![tree]);
-    match build_body(&request, SchemaMode::Sanitized) {
-        Err(ProviderError::Unsupported { message }) => {
-            assert!(message.contains("tool `tree`"), "{message}");
-            assert!(message.contains("recursive"), "{message}");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert!(matches!(
+        sanitize_schema(&tree.input_schema),
+        Err(SchemaError::RecursiveRef { .. })
+    ));
+    let fine = ToolDef::new(
+        "fine",
+        "",
+        json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+    );
+    let request = ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![tree, fine]);
+    let body = build_body(&request, SchemaMode::Sanitized).unwrap();
+    let names: Vec<&str> = body["tools"][0]["functionDeclarations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(names, ["fine"]);
+    // With no tool left, none is declared (an empty declaration list is a 400).
+    let request =
+        ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![request.tools[0].clone()]);
+    let body = build_body(&request, SchemaMode::Sanitized).unwrap();
+    assert!(body.get("tools").is_none() && body.get("toolConfig").is_none());
     // The native mode passes references through.
     assert!(build_body(&request, SchemaMode::JsonSchema).is_ok());
+}
+
+/// Thirty levels of definitions that each use the next twice expand to 2^30 subschemas:
+/// the sanitiser refuses them at its node limit, quickly, and only that tool is left out.
+#[test]
+fn a_doubly_referenced_dag_is_refused_at_the_size_limit() {
+    let mut defs = serde_json::Map::new();
+    for level in 0..30 {
+        let next = format!("#/$defs/d{}", level + 1);
+        defs.insert(
+            format!("d{level}"),
+            json!({"type": "object", "properties": {
+                "left": {"$ref": next}, "right": {"$ref": next}}}),
+        );
+    }
+    defs.insert("d30".into(), json!({"type": "string"}));
+    let schema = json!({"type": "object", "properties": {"root": {"$ref": "#/$defs/d0"}},
+        "$defs": defs});
+    // Without the limit this would not end (nor fit in memory).
+    assert_eq!(sanitize_schema(&schema), Err(SchemaError::TooLarge));
+    // Five levels (64 leaves) are fine.
+    let mut small = schema.clone();
+    small["$defs"]["d5"] = json!({"type": "string"});
+    assert!(sanitize_schema(&small).is_ok());
+
+    let dag = ToolDef::new("dag", "", schema);
+    let fine = ToolDef::new(
+        "fine",
+        "",
+        json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+    );
+    let request = ProviderRequest::new(vec![Message::user("x")]).with_tools(vec![dag, fine]);
+    let body = build_body(&request, SchemaMode::Sanitized).unwrap();
+    let declarations = body["tools"][0]["functionDeclarations"].as_array().unwrap();
+    assert_eq!(declarations.len(), 1);
+    assert_eq!(declarations[0]["name"], "fine");
 }
 
 #[test]
@@ -563,7 +614,7 @@ fn blocks_truncation_and_malformed_frames() {
         "message": "overloaded"}})]);
     assert!(matches!(
         result,
-        Err(ProviderError::Server { status: 503, .. })
+        Err(ProviderError::Overloaded { status: 503, .. })
     ));
 }
 
@@ -654,7 +705,7 @@ fn error_bodies_map_to_typed_errors() {
     let array = format!("[{}]", body(503, "UNAVAILABLE", "overloaded", json!([])));
     assert!(matches!(
         error_from_body(503, &array, None),
-        ProviderError::Server { status: 503, .. }
+        ProviderError::Overloaded { status: 503, .. }
     ));
     assert!(matches!(
         error_from_body(502, "<html>bad gateway</html>", None),
@@ -696,4 +747,85 @@ fn built_in_prices() {
         (cost.total_usd - (0.18 + 0.03 + 2.5)).abs() < 1e-9,
         "{cost:?}"
     );
+}
+
+/// `retryDelay` values a hostile upstream sends: no panic, clamped, nonsense ignored.
+#[test]
+fn retry_delays_are_clamped_or_ignored() {
+    use super::wire::parse_retry_delay;
+    let max = crate::http::RetryPolicy::MAX_RETRY_AFTER;
+    assert_eq!(parse_retry_delay("17s"), Some(Duration::from_secs(17)));
+    assert_eq!(
+        parse_retry_delay(" 0.5s "),
+        Some(Duration::from_millis(500))
+    );
+    for huge in ["1e20s", "1e400s", "infs"] {
+        assert_eq!(parse_retry_delay(huge), Some(max), "{huge}");
+    }
+    for nonsense in ["NaNs", "-1s", "17", "s", "", "1e20"] {
+        assert_eq!(parse_retry_delay(nonsense), None, "{nonsense}");
+    }
+    let error = error_from_body(
+        429,
+        &json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "slow",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": "1e20s"}]}})
+        .to_string(),
+        None,
+    );
+    assert!(
+        matches!(error, ProviderError::RateLimited { retry_after: Some(d), .. } if d == max),
+        "{error:?}"
+    );
+}
+
+proptest::proptest! {
+    #[test]
+    fn retry_delay_never_panics_and_stays_within_the_clamp(
+        value in ".{0,40}|[-+]?([0-9]{0,25}(\\.[0-9]{0,5})?([eE][-+]?[0-9]{1,3})?|inf|nan)"
+    ) {
+        let max = crate::http::RetryPolicy::MAX_RETRY_AFTER;
+        for delay in [value.clone(), format!("{value}s")] {
+            if let Some(d) = super::wire::parse_retry_delay(&delay) {
+                proptest::prop_assert!(d <= max);
+            }
+        }
+    }
+}
+
+/// Gemini's quota answers: a per-day quota or a zero limit is used up, a per-minute one is a
+/// rate limit; 503 is overload.
+#[test]
+fn quota_and_overload_classes() {
+    let quota = |id: &str, message: &str| {
+        error_from_body(
+            429,
+            &json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": message,
+                "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaId": id}]}]}})
+            .to_string(),
+            None,
+        )
+    };
+    assert!(matches!(
+        quota(
+            "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+            "You exceeded your current quota"
+        ),
+        ProviderError::QuotaExhausted { .. }
+    ));
+    assert!(matches!(
+        quota(
+            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+            "You exceeded your current quota"
+        ),
+        ProviderError::RateLimited { .. }
+    ));
+    assert!(matches!(
+        quota(
+            "GenerateContentInputTokensPerModelPerMinute-FreeTier",
+            "Quota exceeded for metric: x, limit: 0, model: gemini-2.5-pro"
+        ),
+        ProviderError::QuotaExhausted { .. }
+    ));
 }

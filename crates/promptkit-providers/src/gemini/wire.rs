@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::SchemaMode;
 use super::schema::sanitize_schema;
-use crate::http::{null_as_default, object_arguments, tool_result_of, truncate};
+use crate::http::{delay_from_secs, null_as_default, object_arguments, tool_result_of, truncate};
 
 /// `provider_data` key of a thought signature (on a tool call or a reasoning part).
 pub(crate) const SIGNATURE_KEY: &str = "gemini.thought_signature";
@@ -85,29 +85,24 @@ pub(crate) fn build_body(
             if !tool.description.is_empty() {
                 declaration.insert("description".into(), tool.description.clone().into());
             }
-            if let Some((key, parameters)) = tool_parameters(&tool.input_schema, mode)
-                .map_err(|e| schema_error(&format!("tool `{}`", tool.name), &e))?
-            {
-                declaration.insert(key.into(), parameters);
+            match tool_parameters(&tool.input_schema, mode) {
+                Ok(Some((key, parameters))) => {
+                    declaration.insert(key.into(), parameters);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Only this tool is affected: the model cannot call it this turn.
+                    tracing::warn!(
+                        tool = %tool.name,
+                        error = %e,
+                        "leaving out a tool whose schema Gemini cannot take"
+                    );
+                    continue;
+                }
             }
             declarations.push(Value::Object(declaration));
         }
-        body.insert(
-            "tools".into(),
-            json!([{"functionDeclarations": declarations}]),
-        );
-        let config = match &request.tool_choice {
-            ToolChoice::Auto => None,
-            ToolChoice::None => Some(json!({"mode": "NONE"})),
-            ToolChoice::Required => Some(json!({"mode": "ANY"})),
-            ToolChoice::Tool(name) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
-        };
-        if let Some(config) = config {
-            body.insert(
-                "toolConfig".into(),
-                json!({"functionCallingConfig": config}),
-            );
-        }
+        insert_tools(&mut body, declarations, &request.tool_choice);
     }
 
     let generation = generation_config(request, mode)?;
@@ -119,6 +114,28 @@ pub(crate) fn build_body(
         body.entry(key.clone()).or_insert_with(|| value.clone());
     }
     Ok(Value::Object(body))
+}
+
+/// Declares the tools and the tool choice; nothing when no tool is left to declare.
+fn insert_tools(body: &mut Map<String, Value>, declarations: Vec<Value>, choice: &ToolChoice) {
+    if declarations.is_empty() {
+        return;
+    }
+    let mut tools = Map::new();
+    tools.insert("functionDeclarations".into(), Value::Array(declarations));
+    body.insert("tools".into(), Value::Array(vec![Value::Object(tools)]));
+    let config = match choice {
+        ToolChoice::Auto => None,
+        ToolChoice::None => Some(json!({"mode": "NONE"})),
+        ToolChoice::Required => Some(json!({"mode": "ANY"})),
+        ToolChoice::Tool(name) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
+    };
+    if let Some(config) = config {
+        body.insert(
+            "toolConfig".into(),
+            json!({"functionCallingConfig": config}),
+        );
+    }
 }
 
 /// Appends a turn, merging it into the previous one when the role is the same (a user
@@ -571,8 +588,9 @@ struct ErrorBody {
 }
 
 impl WireError {
-    /// The `retryDelay` of a `google.rpc.RetryInfo` detail (`"17s"`, `"0.5s"`).
-    fn retry_delay(&self) -> Option<Duration> {
+    /// The `retryDelay` of a `google.rpc.RetryInfo` detail (`"17s"`, `"0.5s"`), clamped to
+    /// [`RetryPolicy::MAX_RETRY_AFTER`](crate::http::RetryPolicy::MAX_RETRY_AFTER).
+    pub(crate) fn retry_delay(&self) -> Option<Duration> {
         self.details
             .iter()
             .filter(|d| {
@@ -581,10 +599,35 @@ impl WireError {
                     .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
             })
             .filter_map(|d| d.get("retryDelay").and_then(Value::as_str))
-            .find_map(|delay| {
-                let secs: f64 = delay.trim().strip_suffix('s')?.parse().ok()?;
-                (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+            .find_map(parse_retry_delay)
+    }
+
+    /// Whether a `RESOURCE_EXHAUSTED` answer is a used-up quota rather than a rate limit:
+    /// a violated per-day quota (`GenerateRequestsPerDayPerProjectPerModel`), or a quota
+    /// whose limit is 0 (a model the project's tier does not include). Waiting a minute
+    /// fixes neither.
+    fn quota_exhausted(&self, message: &str) -> bool {
+        let per_day = |text: &str| {
+            let lower = text.to_ascii_lowercase();
+            lower.contains("perday") || lower.contains("per_day")
+        };
+        let violated_daily = self
+            .details
+            .iter()
+            .filter(|d| {
+                d.get("@type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.ends_with("google.rpc.QuotaFailure"))
             })
+            .filter_map(|d| d.get("violations").and_then(Value::as_array))
+            .flatten()
+            .any(|v| {
+                ["quotaId", "quotaMetric"]
+                    .iter()
+                    .filter_map(|k| v.get(*k).and_then(Value::as_str))
+                    .any(per_day)
+            });
+        violated_daily || message.contains("limit: 0,") || message.ends_with("limit: 0")
     }
 
     /// The `reason` of a `google.rpc.ErrorInfo` detail (`"API_KEY_INVALID"`).
@@ -617,7 +660,17 @@ impl WireError {
             return ProviderError::Auth { message };
         }
         if kind == "RESOURCE_EXHAUSTED" || code == 429 {
+            if self.quota_exhausted(&message) {
+                return ProviderError::QuotaExhausted { message };
+            }
             return ProviderError::RateLimited {
+                retry_after: retry_after.or_else(|| self.retry_delay()),
+                message,
+            };
+        }
+        if kind == "UNAVAILABLE" || code == 503 {
+            return ProviderError::Overloaded {
+                status: 503,
                 retry_after: retry_after.or_else(|| self.retry_delay()),
                 message,
             };
@@ -640,7 +693,7 @@ impl WireError {
                     message,
                 }
             }
-            "INTERNAL" | "UNAVAILABLE" | "UNKNOWN" => ProviderError::Server {
+            "INTERNAL" | "UNKNOWN" | "DEADLINE_EXCEEDED" => ProviderError::Server {
                 status: if code >= 500 { code } else { 500 },
                 message,
             },
@@ -649,22 +702,32 @@ impl WireError {
     }
 }
 
-/// Maps an error response body (`{"error":{…}}`, or that object in a one-element array as
-/// the non-SSE stream sends it) to a typed error.
-pub(crate) fn error_from_body(
-    status: u16,
-    body: &str,
-    retry_after: Option<Duration>,
-) -> ProviderError {
-    let parsed: ErrorBody = serde_json::from_str::<ErrorBody>(body)
+/// A `retryDelay` (`"17s"`, `"0.5s"`), clamped; `None` when it does not parse.
+pub(crate) fn parse_retry_delay(delay: &str) -> Option<Duration> {
+    let secs: f64 = delay.trim().strip_suffix('s')?.trim().parse().ok()?;
+    delay_from_secs(secs)
+}
+
+/// The error object of an error body: `{"error":{…}}`, or that object in a one-element
+/// array as the non-SSE stream sends it.
+fn parse_error_body(body: &str) -> Option<WireError> {
+    serde_json::from_str::<ErrorBody>(body)
         .ok()
         .or_else(|| {
             serde_json::from_str::<Vec<ErrorBody>>(body)
                 .ok()
                 .and_then(|v| v.into_iter().next())
         })
-        .unwrap_or_default();
-    let error = parsed.error.unwrap_or_else(|| WireError {
+        .and_then(|parsed| parsed.error)
+}
+
+/// Maps an error response body to a typed error.
+pub(crate) fn error_from_body(
+    status: u16,
+    body: &str,
+    retry_after: Option<Duration>,
+) -> ProviderError {
+    let error = parse_error_body(body).unwrap_or_else(|| WireError {
         message: {
             let trimmed = body.trim();
             (!trimmed.is_empty()).then(|| truncate(trimmed, 500))
@@ -672,4 +735,15 @@ pub(crate) fn error_from_body(
         ..WireError::default()
     });
     error.to_error(Some(status), retry_after)
+}
+
+/// The typed error of a whole Gemini error object written, unframed, into an event stream
+/// (the stream's HTTP status is 200: the error's own `code` and `status` classify it).
+/// `None` while `text` is not (yet) such an object.
+pub(crate) fn error_in_text(text: &str) -> Option<ProviderError> {
+    let trimmed = text.trim_start();
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return None;
+    }
+    parse_error_body(trimmed).map(|error| error.to_error(None, None))
 }

@@ -89,7 +89,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("id", &self.id)
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("url", &self.url())
+            .field("url", &crate::http::redact_url(&self.url()))
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -142,7 +142,8 @@ impl OpenAiConfig {
 
     /// An OpenAI-compatible server (Ollama, vLLM, LM Studio) at `base_url` (the part before
     /// `/chat/completions`, for example `http://localhost:11434/v1`). No key, no prices;
-    /// `max_tokens` is sent instead of `max_completion_tokens`; a 120 s request timeout.
+    /// `max_tokens` is sent instead of `max_completion_tokens`; a 120 s request timeout and
+    /// first-event deadline.
     #[cfg(feature = "openai-compatible")]
     pub fn compatible(base_url: impl Into<String>, model: impl Into<String>) -> Self {
         let mut config = Self::openai(model, String::new());
@@ -151,7 +152,9 @@ impl OpenAiConfig {
         config.pricing = PricingTable::new();
         config.shape_max_completion_tokens = false;
         config.system = "openai_compatible";
+        // A local server may load the model before it answers.
         config.http.request_timeout = std::time::Duration::from_secs(120);
+        config.http.first_event_timeout = std::time::Duration::from_secs(120);
         config.with_base_url(base_url)
     }
 
@@ -293,7 +296,7 @@ impl OpenAiProvider {
                 raw: truncate(&String::from_utf8_lossy(&bytes), 2000),
             })?;
         if let Some(error) = parsed.error {
-            return Err(error.to_error(500, None));
+            return Err(error.to_error(None, None));
         }
         let mut message = Message::new(Role::Assistant);
         let choice = parsed.choices.into_iter().next();

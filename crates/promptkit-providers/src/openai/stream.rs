@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use promptkit_core::{FinishReason, ProviderData, ProviderError, StreamEvent, Usage};
 
 use super::wire::{ChatChunk, finish_reason};
-use crate::http::{Progress, SseHandler, parse_frame, push_close};
+use crate::http::{Frame, Progress, SseHandler, error_chain, parse_frame, push_close};
 use crate::sse::SseEvent;
 use crate::vendor::body_decoder;
 
@@ -49,7 +49,7 @@ impl ChunkDecoder {
         out: &mut VecDeque<StreamEvent>,
     ) -> Result<bool, ProviderError> {
         if let Some(error) = chunk.error {
-            return Err(error.to_error(500, None));
+            return Err(error.to_error(None, None));
         }
         if self.model.is_none() {
             self.model = chunk.model.map(Cow::into_owned);
@@ -145,31 +145,40 @@ impl ChunkDecoder {
 }
 
 impl SseHandler for ChunkDecoder {
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     fn on_event(
         &mut self,
         event: SseEvent,
         out: &mut VecDeque<StreamEvent>,
     ) -> Result<Progress, ProviderError> {
         let data = event.data.trim();
-        if data.is_empty() {
-            return Ok(Progress::More);
-        }
         if data == "[DONE]" {
             // `[DONE]` without a finish reason: the server says the answer is complete.
             let reason = self.finish.take().unwrap_or(FinishReason::Stop);
             self.close(reason, out);
             return Ok(Progress::End);
         }
-        let Some(chunk) = parse_frame::<ChatChunk<'_>>(data, &self.span) else {
-            return Ok(Progress::More);
+        let chunk = match parse_frame::<ChatChunk<'_>>(data) {
+            Frame::Parsed(chunk) => chunk,
+            Frame::Empty => return Ok(Progress::KeepAlive),
+            Frame::Malformed(frame) => return Ok(Progress::Malformed(frame)),
         };
+        // A chunk with no choice, usage or error (`{}`, `{"choices":[]}`) is a keep-alive.
+        let keep_alive = chunk.choices.is_empty() && chunk.usage.is_none() && chunk.error.is_none();
         if self.apply(chunk, out)?
             && let Some(reason) = self.finish.take()
         {
             self.close(reason, out);
             return Ok(Progress::Answered);
         }
-        Ok(Progress::More)
+        Ok(if keep_alive {
+            Progress::KeepAlive
+        } else {
+            Progress::More
+        })
     }
 
     fn on_end(
@@ -185,7 +194,10 @@ impl SseHandler for ChunkDecoder {
             }
             None => Err(ProviderError::StreamTruncated {
                 message: match error {
-                    Some(e) => format!("the connection failed before a finish reason: {e}"),
+                    Some(e) => format!(
+                        "the connection failed before a finish reason: {}",
+                        error_chain(e)
+                    ),
                     None => "the stream ended before a finish reason or [DONE]".to_owned(),
                 },
             }),

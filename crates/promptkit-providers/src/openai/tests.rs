@@ -241,11 +241,28 @@ fn error_bodies_map_to_typed_errors() {
             ProviderError::BadRequest { .. }
         ));
     }
-    let server = error_from_body(503, "<html>down</html>", None);
+    let overloaded = error_from_body(503, "<html>down</html>", None);
     assert!(
-        matches!(&server, ProviderError::Server { status: 503, message } if message.contains("down"))
+        matches!(&overloaded, ProviderError::Overloaded { status: 503, message, .. } if message.contains("down"))
     );
-    assert!(server.is_retryable());
+    assert!(overloaded.is_retryable());
+    let server = error_from_body(
+        500,
+        r#"{"error":{"message":"boom","type":"server_error"}}"#,
+        None,
+    );
+    assert!(matches!(&server, ProviderError::Server { status: 500, .. }));
+    // A used-up quota is a 429 that waiting does not fix.
+    let quota = error_from_body(
+        429,
+        r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+        Some(Duration::from_secs(1)),
+    );
+    assert!(
+        matches!(&quota, ProviderError::QuotaExhausted { .. }),
+        "{quota:?}"
+    );
+    assert!(!quota.is_retryable());
     // Ollama-style `{"error": "text"}`.
     let ollama = error_from_body(404, r#"{"error":"model 'x' not found"}"#, None);
     assert!(
@@ -262,6 +279,7 @@ fn progress(frames: &[&str]) -> Vec<Progress> {
         .map(|data| {
             let event = SseDecoder::new()
                 .feed(format!("data: {data}\n\n").as_bytes())
+                .unwrap()
                 .remove(0);
             handler.on_event(event, &mut out).expect("decodes")
         })
@@ -292,12 +310,12 @@ fn decode(frames: &str) -> (Vec<StreamEvent>, Result<(), ProviderError>) {
     let mut sse = SseDecoder::new();
     let mut handler = ChunkDecoder::new(tracing::Span::none());
     let mut out = VecDeque::new();
-    let mut events = sse.feed(frames.as_bytes());
-    events.extend(sse.finish());
+    let mut events = sse.feed(frames.as_bytes()).unwrap();
+    events.extend(sse.finish().unwrap());
     for event in events {
         match handler.on_event(event, &mut out) {
             Ok(Progress::End | Progress::Answered) => return (out.into(), Ok(())),
-            Ok(Progress::More) => {}
+            Ok(Progress::More | Progress::KeepAlive | Progress::Malformed(_)) => {}
             Err(e) => return (out.into(), Err(e)),
         }
     }

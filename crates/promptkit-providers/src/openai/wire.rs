@@ -540,29 +540,42 @@ impl WireError {
         self.code.as_ref().and_then(Value::as_str)
     }
 
-    /// The typed error for this vendor error at `status`.
+    /// The typed error for this vendor error at HTTP `status`, or, for an error object
+    /// inside a stream or a 200 body (`None`), at the status its type stands for.
     pub(crate) fn to_error(
         &self,
-        status: u16,
+        status: Option<u16>,
         retry_after: Option<std::time::Duration>,
     ) -> ProviderError {
+        let code = self.code_str().unwrap_or("");
+        let kind = self.kind.as_deref().unwrap_or("");
+        let is = |names: &[&str]| names.contains(&code) || names.contains(&kind);
+        let status = status.unwrap_or_else(|| {
+            if is(&["rate_limit_exceeded", "requests", "tokens"]) {
+                429
+            } else if is(&["overloaded", "service_unavailable"]) {
+                503
+            } else {
+                500
+            }
+        });
         let message = self
             .message
             .clone()
             .unwrap_or_else(|| format!("HTTP status {status}"));
-        let code = self.code_str().unwrap_or("");
-        let kind = self.kind.as_deref().unwrap_or("");
-        if code == "context_length_exceeded" || kind == "context_length_exceeded" {
+        if is(&["context_length_exceeded"]) {
             return ProviderError::ContextTooLong { message };
         }
-        if matches!(code, "content_filter" | "content_policy_violation")
-            || matches!(kind, "content_filter" | "content_policy_violation")
-        {
+        if is(&["content_filter", "content_policy_violation"]) {
             return ProviderError::ContentFiltered { message };
         }
-        if code == "insufficient_quota" || kind == "insufficient_quota" {
+        if is(&[
+            "insufficient_quota",
+            "billing_hard_limit_reached",
+            "billing_not_active",
+        ]) {
             // A 429 that waiting will not fix.
-            return ProviderError::BadRequest { status, message };
+            return ProviderError::QuotaExhausted { message };
         }
         ProviderError::from_status(status, message, retry_after)
     }
@@ -589,7 +602,7 @@ pub(crate) fn error_from_body(
             ..WireError::default()
         },
     };
-    error.to_error(status, retry_after)
+    error.to_error(Some(status), retry_after)
 }
 
 /// Text of a non-streaming `message.content`: a string, or an array of parts.
