@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use promptkit_core::{
-    BoxFuture, ContentPart, ToolCall, ToolContext, ToolDef, ToolError, ToolErrorKind, ToolExecutor,
-    ToolResult, ToolSet,
+    BoxFuture, ToolCall, ToolContext, ToolDef, ToolError, ToolErrorKind, ToolExecutor, ToolResult,
+    ToolSet,
 };
 use serde_json::Value;
 
@@ -251,7 +251,9 @@ impl ToolRegistry {
         self
     }
 
-    /// Sets the result size cap in bytes of text.
+    /// Sets the result size cap in bytes (default 1 MiB; 0 for none). Text, media (as
+    /// base64) and structured output (as JSON) share it; what does not fit is cut or dropped
+    /// with a note saying so.
     #[must_use]
     pub fn with_max_result_bytes(mut self, bytes: usize) -> Self {
         self.max_result_bytes = bytes;
@@ -476,24 +478,11 @@ impl ToolRegistry {
         Ok((fixed, fixes))
     }
 
-    fn cap(&self, mut result: ToolResult) -> ToolResult {
-        let limit = self.max_result_bytes;
-        if limit == 0 {
+    fn cap(&self, result: ToolResult) -> ToolResult {
+        if self.max_result_bytes == 0 {
             return result;
         }
-        for part in &mut result.content {
-            if let ContentPart::Text { text, .. } = part
-                && text.len() > limit
-            {
-                let original = text.len();
-                let cut = text.floor_char_boundary(limit);
-                text.truncate(cut);
-                text.push_str(&format!(
-                    "\n[truncated: the result was {original} bytes, the limit is {limit}]"
-                ));
-            }
-        }
-        result
+        crate::cap::cap_result(result, self.max_result_bytes)
     }
 }
 

@@ -551,3 +551,51 @@ async fn a_background_child_dies_with_a_successful_call() {
         "the background `sleep` (pid {pid}) outlived the call"
     );
 }
+
+#[derive(Deserialize, JsonSchema)]
+struct Rows {
+    count: usize,
+}
+
+/// Review test 38: structured output is capped like text, with a marker saying so.
+#[tokio::test]
+async fn huge_structured_output_is_capped_with_a_marker() {
+    let registry = ToolRegistry::new();
+    registry.register_function(FunctionTool::new(
+        "rows",
+        "Returns rows",
+        |args: Rows, _ctx| async move {
+            let rows: Vec<serde_json::Value> = (0..args.count)
+                .map(|i| json!({"id": i, "name": format!("row number {i}"), "payload": "x".repeat(80)}))
+                .collect();
+            Ok::<_, String>(json!({"rows": rows}))
+        },
+    ));
+    let ctx = ToolContext::default();
+    // About 10 MiB of JSON.
+    let result = registry
+        .execute(&ToolCall::new("c", "rows", json!({"count": 90_000})), &ctx)
+        .await
+        .unwrap();
+    assert!(result.structured.is_none());
+    let text = result.text_content();
+    assert!(text.starts_with("{\"rows\":[{"), "{}", &text[..40]);
+    assert!(
+        text.ends_with(
+            "[truncated: the structured result is larger than the limit of 1048576 bytes of JSON]"
+        ),
+        "{}",
+        &text[text.len() - 120..]
+    );
+    assert!(text.len() < (1 << 20) + 200, "{} bytes", text.len());
+
+    // Small output is untouched.
+    let small = registry
+        .execute(&ToolCall::new("c", "rows", json!({"count": 2})), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        small.structured.unwrap()["rows"].as_array().unwrap().len(),
+        2
+    );
+}
