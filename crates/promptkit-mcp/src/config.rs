@@ -496,16 +496,40 @@ fn millis(d: Duration) -> u64 {
 /// Looks up an environment variable; see [`ClientOptions::with_env`](crate::ClientOptions::with_env).
 pub(crate) type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Expands `${NAME}` and `${NAME:-default}` in `text`; `$${` is a literal `${`. A variable
-/// that is set but empty counts as unset.
-pub(crate) fn expand(text: &str, env: &EnvLookup) -> Result<String, String> {
+/// Expands `${NAME}` and `${NAME:-default}` in `text` as a server configuration's values are
+/// expanded when the server starts, reading variables through `env`; `$${` is a literal
+/// `${`. A variable that is set but empty counts as unset.
+///
+/// ```
+/// use promptkit_mcp::expand_variables;
+///
+/// let env = |name: &str| (name == "TOKEN").then(|| "t-123".to_owned());
+/// assert_eq!(expand_variables("Bearer ${TOKEN}", &env).unwrap(), "Bearer t-123");
+/// assert_eq!(expand_variables("${REGION:-eu} costs $$5", &env).unwrap(), "eu costs $$5");
+/// assert_eq!(expand_variables("$${TOKEN}", &env).unwrap(), "${TOKEN}");
+/// assert!(expand_variables("${MISSING}", &env).is_err());
+/// ```
+///
+/// # Errors
+/// An unterminated `${`, a reference that is not a variable name, or an unset variable
+/// without a default (named; no value is ever in the message).
+pub fn expand_variables(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     expand_collecting(text, env, &mut Vec::new())
 }
 
-/// [`expand`], also collecting the substituted values (to keep them out of messages).
+/// [`expand_variables`] for the crate's lookups.
+pub(crate) fn expand(text: &str, env: &EnvLookup) -> Result<String, String> {
+    expand_collecting(text, &**env, &mut Vec::new())
+}
+
+/// [`expand_variables`], also collecting the substituted values (to keep them out of
+/// messages).
 pub(crate) fn expand_collecting(
     text: &str,
-    env: &EnvLookup,
+    env: &dyn Fn(&str) -> Option<String>,
     substituted: &mut Vec<String>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
@@ -519,7 +543,7 @@ pub(crate) fn expand_collecting(
         } else if let Some(after) = rest.strip_prefix("${") {
             let end = after
                 .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in `{text}`"))?;
+                .ok_or_else(|| "unterminated `${`".to_owned())?;
             let spec = &after[..end];
             let (name, default) = match spec.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
@@ -578,7 +602,7 @@ mod tests {
         let mut substituted = Vec::new();
         let url = expand_collecting(
             "https://h/mcp?key=${TOKEN}&x=${MISSING:-1}",
-            &env,
+            &*env,
             &mut substituted,
         );
         assert_eq!(url.unwrap(), "https://h/mcp?key=s3cret&x=1");

@@ -125,11 +125,11 @@ mod server;
 mod sse;
 mod types;
 
-pub use config::{McpConfig, ServerConfig, ToolFilter, TransportKind};
+pub use config::{McpConfig, ServerConfig, ToolFilter, TransportKind, expand_variables};
 pub use error::McpError;
 pub use names::{
-    MAX_SERVER_NAME_LEN, MAX_TOOL_NAME_LEN, NAMESPACE, qualified_name, split_qualified_name,
-    validate_server_name,
+    MAX_SERVER_NAME_LEN, MAX_TOOL_NAME_LEN, NAMESPACE, assign_names, qualified_name,
+    split_qualified_name, validate_server_name,
 };
 pub use registry::McpRegistry;
 pub use server::{McpServer, McpTool};

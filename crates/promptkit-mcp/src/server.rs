@@ -518,11 +518,7 @@ impl Inner {
     /// Replaces every known secret in `text`.
     fn scrub(&self, text: &str) -> String {
         let secrets = self.secrets.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out = text.to_owned();
-        for secret in secrets.iter() {
-            out = out.replace(secret.as_str(), "[redacted]");
-        }
-        out
+        crate::process::scrub(text, &secrets)
     }
 
     /// The live connection, if there is one.
@@ -796,7 +792,7 @@ impl Inner {
         listed.sort_by(|a, b| a.name.cmp(&b.name));
         listed.dedup_by(|a, b| a.name == b.name);
         let raw: Vec<&str> = listed.iter().map(|t| t.name.as_ref()).collect();
-        let qualified = names::assign(&self.name, &raw);
+        let qualified = names::assign_names(&self.name, &raw);
         let tools = listed
             .into_iter()
             .zip(qualified)
