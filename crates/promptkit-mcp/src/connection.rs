@@ -216,9 +216,12 @@ impl ClientHandler for Handler {
         &self,
         _context: NotificationContext<RoleClient>,
     ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
-        tracing::debug!(server = %self.server, "MCP tool list changed");
-        self.stale.store(true, Ordering::SeqCst);
-        self.changes.send_modify(|g| *g += 1);
+        tracing::trace!(server = %self.server, "MCP tool list changed");
+        // One bump per change of state: a flood of notifications before the next listing
+        // wakes watchers once.
+        if !self.stale.swap(true, Ordering::SeqCst) {
+            self.changes.send_modify(|g| *g += 1);
+        }
         std::future::ready(())
     }
 }

@@ -8,6 +8,7 @@
 mod everything;
 mod http;
 mod lifecycle;
+mod limits;
 mod secrets;
 mod sse;
 mod stdio;
