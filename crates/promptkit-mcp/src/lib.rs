@@ -144,6 +144,8 @@ pub use names::{
 };
 pub use registry::McpRegistry;
 pub use server::{McpServer, McpTool};
+#[doc(hidden)]
+pub use sse::decode_events_for_fuzzing;
 pub use types::{
     ClientOptions, Prompt, PromptArgument, PromptResult, Resource, ResourceContent, ServerHealth,
     ServerInfo, ServerStatus, ToolAnnotations,

@@ -88,3 +88,23 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    /// The event-stream decoder (the fuzzing entry point) never panics, and how the bytes are
+    /// split into chunks never changes the events.
+    #[test]
+    fn sse_events_do_not_depend_on_chunking(
+        bytes in prop::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b':'), Just(b' '), any::<u8>(),
+                        Just(b'd'), Just(b'a'), Just(b't'), Just(b'e'), Just(b'v')],
+            0..400,
+        ),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let whole = promptkit_mcp::decode_events_for_fuzzing([bytes.as_slice()]);
+        let at = cut.index(bytes.len() + 1);
+        let (a, b) = bytes.split_at(at);
+        let split = promptkit_mcp::decode_events_for_fuzzing([a, b]);
+        prop_assert_eq!(whole, split);
+    }
+}
