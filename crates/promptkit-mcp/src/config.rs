@@ -304,6 +304,43 @@ pub struct ServerConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub shutdown_grace_ms: Option<u64>,
+    /// Time limit of one `tools/list` in milliseconds (default 10 s), pages included. A
+    /// server that does not answer in time is left out of the turn, and listing it again
+    /// waits for a back-off (1 s, doubling up to 30 s), so a hanging server cannot delay
+    /// every turn.
+    #[serde(
+        default,
+        alias = "listTimeoutMs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub list_timeout_ms: Option<u64>,
+    /// Most bytes of one tool result (default 1 MiB): text beyond it is cut with a marker,
+    /// media that does not fit is dropped with a note.
+    #[serde(
+        default,
+        alias = "maxResultBytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_result_bytes: Option<usize>,
+    /// Most tools offered from this server (default 128, after filtering, in name order); the
+    /// rest are left out with a warning.
+    #[serde(default, alias = "maxTools", skip_serializing_if = "Option::is_none")]
+    pub max_tools: Option<usize>,
+    /// Longest tool description in bytes (default 8 KiB); a longer one is cut.
+    #[serde(
+        default,
+        alias = "maxDescriptionBytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_description_bytes: Option<usize>,
+    /// Largest input schema of a tool in bytes of JSON (default 64 KiB); a tool with a larger
+    /// one is left out with a warning.
+    #[serde(
+        default,
+        alias = "maxSchemaBytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_schema_bytes: Option<usize>,
     /// A disabled server is listed in the registry's health but never started.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
@@ -315,6 +352,16 @@ pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default grace period of a stdio shutdown.
 pub(crate) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Default time limit of a tool listing.
+pub(crate) const DEFAULT_LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default most bytes of a tool result.
+pub(crate) const DEFAULT_MAX_RESULT_BYTES: usize = 1 << 20;
+/// Default most tools offered per server.
+pub(crate) const DEFAULT_MAX_TOOLS: usize = 128;
+/// Default longest tool description.
+pub(crate) const DEFAULT_MAX_DESCRIPTION_BYTES: usize = 8 * 1024;
+/// Default largest tool input schema.
+pub(crate) const DEFAULT_MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
 impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -335,6 +382,11 @@ impl fmt::Debug for ServerConfig {
             .field("timeout_ms", &self.timeout_ms)
             .field("startup_timeout_ms", &self.startup_timeout_ms)
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .field("list_timeout_ms", &self.list_timeout_ms)
+            .field("max_result_bytes", &self.max_result_bytes)
+            .field("max_tools", &self.max_tools)
+            .field("max_description_bytes", &self.max_description_bytes)
+            .field("max_schema_bytes", &self.max_schema_bytes)
             .field("disabled", &self.disabled)
             .finish()
     }
@@ -427,6 +479,35 @@ impl ServerConfig {
         self
     }
 
+    /// Sets the time limit of one `tools/list`.
+    #[must_use]
+    pub fn with_list_timeout(mut self, timeout: Duration) -> Self {
+        self.list_timeout_ms = Some(millis(timeout));
+        self
+    }
+
+    /// Sets the most bytes of one tool result.
+    #[must_use]
+    pub fn with_max_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_result_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the most tools offered from this server.
+    #[must_use]
+    pub fn with_max_tools(mut self, tools: usize) -> Self {
+        self.max_tools = Some(tools);
+        self
+    }
+
+    /// Sets the longest tool description and the largest input schema, in bytes.
+    #[must_use]
+    pub fn with_listing_limits(mut self, description_bytes: usize, schema_bytes: usize) -> Self {
+        self.max_description_bytes = Some(description_bytes);
+        self.max_schema_bytes = Some(schema_bytes);
+        self
+    }
+
     /// The transport this configuration selects.
     ///
     /// # Errors
@@ -462,15 +543,49 @@ impl ServerConfig {
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
         }
+        let sizes = [
+            self.max_result_bytes,
+            self.max_tools,
+            self.max_description_bytes,
+            self.max_schema_bytes,
+        ]
+        .map(|v| v.map(|v| u64::try_from(v).unwrap_or(u64::MAX)));
         for (key, value) in [
             ("timeout_ms", self.timeout_ms),
             ("startup_timeout_ms", self.startup_timeout_ms),
+            ("list_timeout_ms", self.list_timeout_ms),
+            ("max_result_bytes", sizes[0]),
+            ("max_tools", sizes[1]),
+            ("max_description_bytes", sizes[2]),
+            ("max_schema_bytes", sizes[3]),
         ] {
             if value == Some(0) {
                 return Err(format!("`{key}` must be greater than zero"));
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn list_timeout(&self) -> Duration {
+        self.list_timeout_ms
+            .map_or(DEFAULT_LIST_TIMEOUT, Duration::from_millis)
+    }
+
+    pub(crate) fn max_result_bytes(&self) -> usize {
+        self.max_result_bytes.unwrap_or(DEFAULT_MAX_RESULT_BYTES)
+    }
+
+    pub(crate) fn max_tools(&self) -> usize {
+        self.max_tools.unwrap_or(DEFAULT_MAX_TOOLS)
+    }
+
+    pub(crate) fn max_description_bytes(&self) -> usize {
+        self.max_description_bytes
+            .unwrap_or(DEFAULT_MAX_DESCRIPTION_BYTES)
+    }
+
+    pub(crate) fn max_schema_bytes(&self) -> usize {
+        self.max_schema_bytes.unwrap_or(DEFAULT_MAX_SCHEMA_BYTES)
     }
 
     pub(crate) fn call_timeout(&self) -> Duration {
@@ -496,16 +611,40 @@ fn millis(d: Duration) -> u64 {
 /// Looks up an environment variable; see [`ClientOptions::with_env`](crate::ClientOptions::with_env).
 pub(crate) type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Expands `${NAME}` and `${NAME:-default}` in `text`; `$${` is a literal `${`. A variable
-/// that is set but empty counts as unset.
-pub(crate) fn expand(text: &str, env: &EnvLookup) -> Result<String, String> {
+/// Expands `${NAME}` and `${NAME:-default}` in `text` as a server configuration's values are
+/// expanded when the server starts, reading variables through `env`; `$${` is a literal
+/// `${`. A variable that is set but empty counts as unset.
+///
+/// ```
+/// use promptkit_mcp::expand_variables;
+///
+/// let env = |name: &str| (name == "TOKEN").then(|| "t-123".to_owned());
+/// assert_eq!(expand_variables("Bearer ${TOKEN}", &env).unwrap(), "Bearer t-123");
+/// assert_eq!(expand_variables("${REGION:-eu} costs $$5", &env).unwrap(), "eu costs $$5");
+/// assert_eq!(expand_variables("$${TOKEN}", &env).unwrap(), "${TOKEN}");
+/// assert!(expand_variables("${MISSING}", &env).is_err());
+/// ```
+///
+/// # Errors
+/// An unterminated `${`, a reference that is not a variable name, or an unset variable
+/// without a default (named; no value is ever in the message).
+pub fn expand_variables(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     expand_collecting(text, env, &mut Vec::new())
 }
 
-/// [`expand`], also collecting the substituted values (to keep them out of messages).
+/// [`expand_variables`] for the crate's lookups.
+pub(crate) fn expand(text: &str, env: &EnvLookup) -> Result<String, String> {
+    expand_collecting(text, &**env, &mut Vec::new())
+}
+
+/// [`expand_variables`], also collecting the substituted values (to keep them out of
+/// messages).
 pub(crate) fn expand_collecting(
     text: &str,
-    env: &EnvLookup,
+    env: &dyn Fn(&str) -> Option<String>,
     substituted: &mut Vec<String>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
@@ -519,7 +658,7 @@ pub(crate) fn expand_collecting(
         } else if let Some(after) = rest.strip_prefix("${") {
             let end = after
                 .find('}')
-                .ok_or_else(|| format!("unterminated `${{` in `{text}`"))?;
+                .ok_or_else(|| "unterminated `${`".to_owned())?;
             let spec = &after[..end];
             let (name, default) = match spec.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
@@ -578,7 +717,7 @@ mod tests {
         let mut substituted = Vec::new();
         let url = expand_collecting(
             "https://h/mcp?key=${TOKEN}&x=${MISSING:-1}",
-            &env,
+            &*env,
             &mut substituted,
         );
         assert_eq!(url.unwrap(), "https://h/mcp?key=s3cret&x=1");

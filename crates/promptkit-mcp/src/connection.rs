@@ -75,11 +75,21 @@ pub(crate) fn resolve(
 ) -> Result<Resolved, String> {
     let mut secrets = Vec::new();
     let target = if kind == TransportKind::Stdio {
-        let program = expand(config.command.as_deref().unwrap_or_default(), env)?;
+        // Values expanded into the command line are secrets too: `${TOKEN}` in `args` is
+        // common, and the command line shows in errors (and in `ps`).
+        let program = expand_collecting(
+            config.command.as_deref().unwrap_or_default(),
+            &**env,
+            &mut secrets,
+        )
+        .map_err(|e| format!("`command`: {e}"))?;
         let args = config
             .args
             .iter()
-            .map(|a| expand(a, env))
+            .enumerate()
+            .map(|(i, a)| {
+                expand_collecting(a, &**env, &mut secrets).map_err(|e| format!("`args[{i}]`: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut vars: Vec<(String, String)> = Vec::new();
         let mut set = |name: &str, value: String| {
@@ -114,10 +124,16 @@ pub(crate) fn resolve(
             env: vars,
             cwd,
             grace: config.shutdown_grace(),
+            secrets: Vec::new(),
         })
     } else {
         // Variables in the URL are often tokens in the query: keep their values secret.
-        let url = expand_collecting(config.url.as_deref().unwrap_or_default(), env, &mut secrets)?;
+        let url = expand_collecting(
+            config.url.as_deref().unwrap_or_default(),
+            &**env,
+            &mut secrets,
+        )
+        .map_err(|e| format!("`url`: {e}"))?;
         let mut headers = HeaderMap::new();
         for (name, value) in &config.headers {
             let value = expand(value, env).map_err(|e| format!("header `{name}`: {e}"))?;
@@ -147,7 +163,15 @@ pub(crate) fn resolve(
             kind,
         }
     };
+    // Short values ("1", "en") would blank out ordinary words of every message; longer
+    // secrets go first so that one containing another is replaced whole.
     secrets.retain(|s| s.len() >= 4);
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    let mut target = target;
+    if let Target::Stdio(spawn) = &mut target {
+        spawn.secrets.clone_from(&secrets);
+    }
     Ok(Resolved { target, secrets })
 }
 
@@ -192,9 +216,12 @@ impl ClientHandler for Handler {
         &self,
         _context: NotificationContext<RoleClient>,
     ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
-        tracing::debug!(server = %self.server, "MCP tool list changed");
-        self.stale.store(true, Ordering::SeqCst);
-        self.changes.send_modify(|g| *g += 1);
+        tracing::trace!(server = %self.server, "MCP tool list changed");
+        // One bump per change of state: a flood of notifications before the next listing
+        // wakes watchers once.
+        if !self.stale.swap(true, Ordering::SeqCst) {
+            self.changes.send_modify(|g| *g += 1);
+        }
         std::future::ready(())
     }
 }

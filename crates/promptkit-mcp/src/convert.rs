@@ -87,14 +87,61 @@ pub(crate) fn resource_content(contents: mcp::ResourceContents) -> Result<Resour
     }
 }
 
-/// A `tools/call` result as the result of `call`.
+/// A `tools/call` result as the result of `call`, within `limit` bytes (0: no limit).
 ///
 /// `isError: true` becomes an error result (kind [`ToolErrorKind::Execution`]) the model sees;
-/// structured content goes to [`ToolResult::structured`].
-pub(crate) fn tool_result(call: &ToolCall, result: mcp::CallToolResult) -> ToolResult {
+/// structured content goes to [`ToolResult::structured`]. Content blocks share the `limit`
+/// in order: text that does not fit is cut with a marker; an image, audio clip or embedded
+/// blob that does not fit is dropped, before it is decoded, and a note says so; structured
+/// content that does not fit becomes its JSON text, cut, with a marker.
+pub(crate) fn tool_result(
+    call: &ToolCall,
+    result: mcp::CallToolResult,
+    limit: usize,
+) -> ToolResult {
     let is_error = result.is_error.unwrap_or(false);
-    let mut content: Vec<ContentPart> = result.content.into_iter().map(content_part).collect();
-    let structured = result.structured_content.filter(|v| !v.is_null());
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let mut left = limit;
+    let mut content: Vec<ContentPart> = Vec::with_capacity(result.content.len());
+    for block in result.content {
+        let size = block_size(&block);
+        if size <= left {
+            left -= size;
+            content.push(content_part(block));
+            continue;
+        }
+        // Text is cut and ends the budget; media that does not fit takes none of it.
+        let text = match block {
+            ContentBlock::Text(text) => Ok(text.text),
+            ContentBlock::Resource(embedded) => match embedded.resource {
+                mcp::ResourceContents::TextResourceContents { text, .. } => Ok(text),
+                other => Err(describe_resource(&other)),
+            },
+            ContentBlock::Image(image) => Err(format!("an image ({})", image.mime_type)),
+            ContentBlock::Audio(audio) => Err(format!("an audio clip ({})", audio.mime_type)),
+            _ => Err("a content block".to_owned()),
+        };
+        content.push(match text {
+            Ok(text) => {
+                let part = truncated(text, left, limit);
+                left = 0;
+                part
+            }
+            Err(what) => dropped(&what, size, limit),
+        });
+    }
+    let structured = result
+        .structured_content
+        .filter(|v| !v.is_null())
+        .and_then(|value| match capped_json(&value, left) {
+            None => Some(value),
+            Some(text) => {
+                content.push(ContentPart::text(format!(
+                    "{text}\n[truncated: the structured result is larger than the limit of {limit} bytes of JSON]"
+                )));
+                None
+            }
+        });
     if content.is_empty() && structured.is_none() {
         content.push(ContentPart::text(if is_error {
             "the MCP tool reported an error without details"
@@ -110,6 +157,82 @@ pub(crate) fn tool_result(call: &ToolCall, result: mcp::CallToolResult) -> ToolR
         is_error,
         error_kind: is_error.then_some(ToolErrorKind::Execution),
     }
+}
+
+/// The bytes a block adds to a stored message or a request: its text, or its base64 data.
+fn block_size(block: &ContentBlock) -> usize {
+    match block {
+        ContentBlock::Text(text) => text.text.len(),
+        ContentBlock::Image(image) => image.data.len(),
+        ContentBlock::Audio(audio) => audio.data.len(),
+        ContentBlock::Resource(embedded) => match &embedded.resource {
+            mcp::ResourceContents::TextResourceContents { text, .. } => text.len(),
+            mcp::ResourceContents::BlobResourceContents { blob, .. } => blob.len(),
+            other => serde_json::to_string(other).map_or(0, |s| s.len()),
+        },
+        ContentBlock::ResourceLink(link) => {
+            link.uri.len() + link.name.len() + link.description.as_ref().map_or(0, String::len)
+        }
+        other => serde_json::to_string(other).map_or(0, |s| s.len()),
+    }
+}
+
+fn describe_resource(contents: &mcp::ResourceContents) -> String {
+    match contents {
+        mcp::ResourceContents::BlobResourceContents { uri, mime_type, .. } => format!(
+            "the resource {uri} ({})",
+            mime_type.as_deref().unwrap_or("application/octet-stream")
+        ),
+        _ => "a resource".to_owned(),
+    }
+}
+
+/// `text` cut to `room` bytes, with a marker naming its size and the limit.
+fn truncated(mut text: String, room: usize, limit: usize) -> ContentPart {
+    let original = text.len();
+    text.truncate(text.floor_char_boundary(room));
+    text.push_str(&format!(
+        "\n[truncated: the result was {original} bytes, the limit is {limit}]"
+    ));
+    ContentPart::text(text)
+}
+
+fn dropped(what: &str, size: usize, limit: usize) -> ContentPart {
+    ContentPart::text(format!(
+        "[dropped: {what} of {size} bytes does not fit the result limit of {limit} bytes]"
+    ))
+}
+
+/// `None` when `value` serialises within `room` bytes; otherwise its first `room` bytes of
+/// JSON. Serialising stops at the limit, so a huge value is never built whole.
+fn capped_json(value: &serde_json::Value, room: usize) -> Option<String> {
+    struct Limited {
+        kept: Vec<u8>,
+        room: usize,
+    }
+    impl std::io::Write for Limited {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let free = self.room - self.kept.len();
+            if buf.len() > free {
+                self.kept.extend_from_slice(&buf[..free]);
+                return Err(std::io::Error::other("over the limit"));
+            }
+            self.kept.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = Limited {
+        kept: Vec::new(),
+        room,
+    };
+    if serde_json::to_writer(&mut writer, value).is_ok() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&writer.kept);
+    Some(text.trim_end_matches('\u{FFFD}').to_owned())
 }
 
 pub(crate) fn annotations(
@@ -222,6 +345,7 @@ mod tests {
                 ],
                 "structuredContent": {"answer": 42}
             })),
+            1 << 20,
         );
         assert!(!result.is_error);
         assert_eq!(result.call_id, "c1");
@@ -257,15 +381,16 @@ mod tests {
         let result = tool_result(
             &call,
             parse(json!({"content": [{"type": "text", "text": "no such file"}], "isError": true})),
+            0,
         );
         assert!(result.is_error);
         assert_eq!(result.error_kind, Some(ToolErrorKind::Execution));
         assert_eq!(result.text_content(), "no such file");
 
-        let empty = tool_result(&call, parse(json!({"content": [], "isError": true})));
+        let empty = tool_result(&call, parse(json!({"content": [], "isError": true})), 0);
         assert!(empty.is_error);
         assert!(!empty.text_content().is_empty());
-        let nothing = tool_result(&call, parse(json!({"content": []})));
+        let nothing = tool_result(&call, parse(json!({"content": []})), 0);
         assert!(!nothing.is_error);
         assert_eq!(nothing.text_content(), "the MCP tool returned no output");
     }
@@ -276,6 +401,7 @@ mod tests {
         let result = tool_result(
             &call,
             parse(json!({"content": [{"type": "image", "data": "%%%", "mimeType": "image/png"}]})),
+            0,
         );
         assert!(
             result.content[0]
@@ -283,5 +409,52 @@ mod tests {
                 .unwrap()
                 .contains("invalid base64")
         );
+    }
+
+    #[test]
+    fn blocks_share_the_result_limit() {
+        let call = ToolCall::new("c4", "t", json!({}));
+        let result = tool_result(
+            &call,
+            parse(json!({
+                "content": [
+                    {"type": "text", "text": "a".repeat(60)},
+                    {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"},
+                    {"type": "image", "data": "A".repeat(400), "mimeType": "image/png"},
+                    {"type": "resource", "resource": {"uri": "test://big.pdf", "mimeType": "application/pdf", "blob": "A".repeat(400)}},
+                    {"type": "text", "text": "b".repeat(50)},
+                    {"type": "text", "text": "never decoded"}
+                ],
+                "structuredContent": {"rows": "r".repeat(100)}
+            })),
+            100,
+        );
+        let texts: Vec<String> = result
+            .content
+            .iter()
+            .map(|p| p.as_text().unwrap_or("<media>").to_owned())
+            .collect();
+        assert_eq!(texts[0], "a".repeat(60));
+        assert_eq!(texts[1], "<media>");
+        assert_eq!(
+            texts[2],
+            "[dropped: an image (image/png) of 400 bytes does not fit the result limit of 100 bytes]"
+        );
+        assert!(texts[3].starts_with("[dropped: the resource test://big.pdf (application/pdf)"));
+        assert_eq!(
+            texts[4],
+            format!(
+                "{}\n[truncated: the result was 50 bytes, the limit is 100]",
+                "b".repeat(28)
+            )
+        );
+        assert_eq!(
+            texts[5],
+            "\n[truncated: the result was 13 bytes, the limit is 100]"
+        );
+        assert!(result.structured.is_none());
+        assert!(texts[6].ends_with(
+            "[truncated: the structured result is larger than the limit of 100 bytes of JSON]"
+        ));
     }
 }

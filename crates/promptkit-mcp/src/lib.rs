@@ -20,13 +20,23 @@
 //!   this process), streamable HTTP (headers, bearer auth, one transparent re-initialisation
 //!   on an expired session) and the legacy HTTP+SSE transport; a URL without a `type`
 //!   tries streamable HTTP, then SSE.
-//! - Tool names are namespaced `mcp__<server>__<tool>` ([`qualified_name`]), so two
-//!   servers offering the same tool never collide. A `notifications/tools/list_changed`
-//!   makes the next listing fresh and bumps [`McpRegistry::tools_generation`].
+//! - Tool names are namespaced `mcp__<server>__<tool>` ([`qualified_name`],
+//!   [`assign_names`]), so two servers offering the same tool never collide. A
+//!   `notifications/tools/list_changed` makes the next listing fresh and bumps
+//!   [`McpRegistry::tools_generation`]; a flood of them is re-listed at a bounded rate.
+//! - Listings are checked tool by tool: a tool whose input schema does not compile, is not
+//!   an object or is too large is left out, a long description is cut, and at most
+//!   `max_tools` tools are offered per server, with warnings in the log and in
+//!   [`ServerHealth::listing_warnings`]. A listing that hangs is given up after
+//!   `list_timeout_ms` and not tried again before a back-off, so it cannot delay every turn.
 //! - Results map to [`ToolResult`](promptkit_core::ToolResult)s: text, images and audio as
 //!   content parts, embedded resources by media type, structured content as structured output,
-//!   and `isError` as an error result the model sees. A call that fails after it may have
-//!   reached the server is never repeated.
+//!   and `isError` as an error result the model sees, all within `max_result_bytes` (text cut
+//!   with a marker, media that does not fit dropped with a note). A call that fails after it
+//!   may have reached the server is never repeated.
+//! - Secrets (header values, the bearer token, `env` values, and every `${VAR}` expanded into
+//!   the URL, `command` or `args`) never appear in errors, health or logs, server stderr
+//!   included; the HTTP transports follow redirects only within the server's origin.
 //!
 //! # Who should depend on this crate
 //!
@@ -118,6 +128,7 @@ mod config;
 mod connection;
 mod convert;
 mod error;
+mod listing;
 mod names;
 mod process;
 mod registry;
@@ -125,14 +136,16 @@ mod server;
 mod sse;
 mod types;
 
-pub use config::{McpConfig, ServerConfig, ToolFilter, TransportKind};
+pub use config::{McpConfig, ServerConfig, ToolFilter, TransportKind, expand_variables};
 pub use error::McpError;
 pub use names::{
-    MAX_SERVER_NAME_LEN, MAX_TOOL_NAME_LEN, NAMESPACE, qualified_name, split_qualified_name,
-    validate_server_name,
+    MAX_SERVER_NAME_LEN, MAX_TOOL_NAME_LEN, NAMESPACE, assign_names, qualified_name,
+    split_qualified_name, validate_server_name,
 };
 pub use registry::McpRegistry;
 pub use server::{McpServer, McpTool};
+#[doc(hidden)]
+pub use sse::decode_events_for_fuzzing;
 pub use types::{
     ClientOptions, Prompt, PromptArgument, PromptResult, Resource, ResourceContent, ServerHealth,
     ServerInfo, ServerStatus, ToolAnnotations,

@@ -107,25 +107,51 @@ pub fn validate_server_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Assigns qualified names to the tools of one server, in order, making names that would
-/// collide after sanitising unique by appending a hash of the original name.
-pub(crate) fn assign(server: &str, tools: &[&str]) -> Vec<String> {
+/// Qualified names for the tools of one server, in order: [`qualified_name`] for each, and a
+/// hash of the original name appended where that name is taken already (two names that differ
+/// only in characters the sanitising replaces, such as `a.b` and `a_b`). Every result is
+/// checked against the names given so far, so the names are always distinct, and the same
+/// list always gets the same names. `server` must be valid (see [`validate_server_name`]).
+///
+/// ```
+/// use promptkit_mcp::assign_names;
+///
+/// let names = assign_names("s", &["a.b", "a_b", "a b"]);
+/// assert_eq!(names[0], "mcp__s__a_b");
+/// assert!(names[1] != names[0] && names[2] != names[1] && names[2] != names[0]);
+/// ```
+pub fn assign_names(server: &str, tools: &[&str]) -> Vec<String> {
     let mut taken = BTreeSet::new();
     tools
         .iter()
         .map(|tool| {
-            let mut name = qualified_name(server, tool);
-            if !taken.insert(name.clone()) {
-                let hash = format!("{:08x}", fnv1a(tool.as_bytes()));
+            let base = qualified_name(server, tool);
+            let mut name = base.clone();
+            let mut salt = 0_u32;
+            while taken.contains(&name) {
+                let hash = format!("{:08x}", salted_hash(tool.as_bytes(), salt));
                 let room = MAX_TOOL_NAME_LEN - hash.len() - 1;
-                name.truncate(room.min(name.len()));
+                name = base[..base.floor_char_boundary(room.min(base.len()))].to_owned();
                 name.push('_');
                 name.push_str(&hash);
-                taken.insert(name.clone());
+                salt += 1;
             }
+            taken.insert(name.clone());
             name
         })
         .collect()
+}
+
+/// The FNV-1a hash of `bytes`, and for `salt > 0` of `bytes` followed by the salt: the next
+/// candidate when a suffixed name is taken too.
+fn salted_hash(bytes: &[u8], salt: u32) -> u32 {
+    let hash = fnv1a(bytes);
+    if salt == 0 {
+        return hash;
+    }
+    salt.to_le_bytes().iter().fold(hash, |hash, b| {
+        (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// 32-bit FNV-1a: a small hash that is the same on every platform and release.
@@ -176,12 +202,20 @@ mod tests {
 
     #[test]
     fn colliding_sanitised_names_get_distinct_suffixes() {
-        let names = assign("s", &["a.b", "a_b", "a b"]);
+        let names = assign_names("s", &["a.b", "a_b", "a b"]);
         assert_eq!(names[0], "mcp__s__a_b");
         assert_ne!(names[1], names[0]);
         assert_ne!(names[2], names[1]);
         assert_ne!(names[2], names[0]);
         assert!(names.iter().all(|n| n.len() <= MAX_TOOL_NAME_LEN));
+
+        // A tool named like the suffixed name another tool would get: the suffixed name is
+        // checked too, so neither entry replaces the other.
+        let crafted = format!("a_b_{:08x}", fnv1a(b"a.b"));
+        let names = assign_names("s", &["a_b", &crafted, "a.b"]);
+        assert_eq!(names[1], format!("mcp__s__{crafted}"));
+        assert_ne!(names[2], names[1]);
+        assert_ne!(names[2], names[0]);
     }
 
     #[test]

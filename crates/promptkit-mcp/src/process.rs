@@ -37,7 +37,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Spawn {
     pub(crate) program: String,
     pub(crate) args: Vec<String>,
@@ -45,6 +45,42 @@ pub(crate) struct Spawn {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) grace: Duration,
+    /// Values to keep out of logs and messages (expanded variables, `env` values), longest
+    /// first.
+    pub(crate) secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Spawn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawn")
+            .field("program", &scrub(&self.program, &self.secrets))
+            .field(
+                "args",
+                &self
+                    .args
+                    .iter()
+                    .map(|a| scrub(a, &self.secrets))
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .field("cwd", &self.cwd)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `text` with every one of `secrets` replaced.
+pub(crate) fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "[redacted]");
+        }
+    }
+    out
 }
 
 /// Lines of stderr kept for error messages.
@@ -147,7 +183,12 @@ pub(crate) fn spawn(
         .ok_or_else(|| std::io::Error::other("stdin was not piped"))?;
     let tail = StderrTail::default();
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(drain_stderr(server.to_owned(), stderr, tail.clone()));
+        tokio::spawn(drain_stderr(
+            server.to_owned(),
+            stderr,
+            tail.clone(),
+            spec.secrets.clone(),
+        ));
     }
     let watchdog = pgid.filter(|_| cfg!(unix)).and_then(|pgid| match Watchdog::spawn(pgid) {
         Ok(watchdog) => Some(watchdog),
@@ -348,8 +389,9 @@ impl Watchdog {
     }
 }
 
-/// Logs a server's stderr line by line (long lines in pieces) and keeps the last lines.
-async fn drain_stderr(server: String, stderr: ChildStderr, tail: StderrTail) {
+/// Logs a server's stderr line by line (long lines in pieces), with `secrets` replaced, and
+/// keeps the last lines.
+async fn drain_stderr(server: String, stderr: ChildStderr, tail: StderrTail, secrets: Vec<String>) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
     loop {
@@ -367,22 +409,46 @@ async fn drain_stderr(server: String, stderr: ChildStderr, tail: StderrTail) {
         };
         reader.consume(consumed);
         if complete || line.len() >= STDERR_MAX_LINE {
-            emit(&server, &line, &tail);
+            emit(&server, &line, &tail, &secrets);
             line.clear();
         }
     }
     if !line.is_empty() {
-        emit(&server, &line, &tail);
+        emit(&server, &line, &tail, &secrets);
     }
     tail.closed.send_replace(true);
 }
 
-fn emit(server: &str, line: &[u8], tail: &StderrTail) {
+fn emit(server: &str, line: &[u8], tail: &StderrTail, secrets: &[String]) {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\n', '\r']);
     if text.is_empty() {
         return;
     }
+    let text = scrub(text, secrets);
     tracing::debug!(target: "promptkit_mcp::stderr", server, "{text}");
-    tail.push(text.to_owned());
+    tail.push(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_env_values_and_expanded_secrets() {
+        let spawn = Spawn {
+            program: "/opt/k-secret-path/server".to_owned(),
+            args: vec!["--token".to_owned(), "k-secret-token".to_owned()],
+            env: vec![("API_KEY".to_owned(), "k-secret-env".to_owned())],
+            cwd: None,
+            grace: Duration::from_secs(1),
+            secrets: vec!["k-secret-token".to_owned(), "k-secret-path".to_owned()],
+        };
+        let debug = format!("{spawn:?}");
+        assert!(!debug.contains("k-secret"), "{debug}");
+        assert!(
+            debug.contains("API_KEY") && debug.contains("--token"),
+            "{debug}"
+        );
+    }
 }

@@ -4,12 +4,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use promptkit_core::{
     BoxFuture, ToolCall, ToolContext, ToolDef, ToolError, ToolExecutor, ToolResult, ToolSet,
-    empty_object_schema,
 };
 use rmcp::model::{
     CallToolRequestParams, GetPromptRequestParams, PaginatedRequestParams,
@@ -23,6 +22,7 @@ use crate::config::{ServerConfig, TransportKind};
 use crate::connection::{self, Connection, Handler};
 use crate::convert;
 use crate::error::McpError;
+use crate::listing::{self, Limits, Pacing, ToolCache};
 use crate::names;
 use crate::types::{
     ClientOptions, Prompt, PromptResult, Resource, ResourceContent, ServerHealth, ServerStatus,
@@ -74,6 +74,8 @@ struct Inner {
     stats: Mutex<Stats>,
     /// Values never to show in messages, from the last start.
     secrets: Mutex<Vec<String>>,
+    /// When the tool list may be listed next.
+    pacing: Mutex<Pacing>,
 }
 
 enum State {
@@ -88,54 +90,6 @@ struct Stats {
     restarts: u32,
     failures: u32,
     last_error: Option<String>,
-}
-
-/// The listed tools of a server, after filtering.
-struct ToolCache {
-    /// By qualified name.
-    tools: BTreeMap<String, ToolEntry>,
-}
-
-struct ToolEntry {
-    /// The server's name for the tool.
-    mcp_name: String,
-    definition: ToolDef,
-    annotations: ToolAnnotations,
-    validator: OnceLock<Option<Arc<jsonschema::Validator>>>,
-}
-
-impl ToolEntry {
-    /// Checks `arguments` against the input schema. A schema that does not compile is not
-    /// enforced (the server validates too).
-    fn validate(&self, arguments: &Value) -> Result<(), String> {
-        let validator = self.validator.get_or_init(|| {
-            jsonschema::validator_for(&self.definition.input_schema)
-                .map(Arc::new)
-                .inspect_err(|e| {
-                    tracing::debug!(tool = %self.definition.name, error = %e, "MCP tool schema does not compile; not validating its arguments");
-                })
-                .ok()
-        });
-        let Some(validator) = validator else {
-            return Ok(());
-        };
-        let errors: Vec<String> = validator
-            .iter_errors(arguments)
-            .map(|e| {
-                let path = e.instance_path().to_string();
-                if path.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{path}: {e}")
-                }
-            })
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
-    }
 }
 
 /// A tool of an MCP server, ready to register in a tool registry.
@@ -279,6 +233,7 @@ impl McpServer {
             .map_err(|e| McpError::Config(format!("server `{name}`: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .redirect(same_origin_redirects())
             .build()
             .map_err(|e| McpError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
@@ -297,6 +252,7 @@ impl McpServer {
                 detected: Mutex::new(None),
                 stats: Mutex::new(Stats::default()),
                 secrets: Mutex::new(Vec::new()),
+                pacing: Mutex::new(Pacing::default()),
             }),
         })
     }
@@ -469,6 +425,22 @@ impl McpServer {
     }
 }
 
+/// Redirects followed by the HTTP transports: within the server's origin only, at most five.
+/// Configured headers (often credentials) go with every request, and reqwest strips only the
+/// standard credential headers on a cross-host redirect, so another origin is never followed.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(reqwest::Url::origin);
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if first.is_some_and(|origin| origin == attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
 /// Waits until the generation in `changes` exceeds `since`.
 pub(crate) async fn wait_for_generation(changes: &watch::Sender<u64>, since: u64) -> u64 {
     let mut rx = changes.subscribe();
@@ -518,11 +490,7 @@ impl Inner {
     /// Replaces every known secret in `text`.
     fn scrub(&self, text: &str) -> String {
         let secrets = self.secrets.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut out = text.to_owned();
-        for secret in secrets.iter() {
-            out = out.replace(secret.as_str(), "[redacted]");
-        }
-        out
+        crate::process::scrub(text, &secrets)
     }
 
     /// The live connection, if there is one.
@@ -703,7 +671,21 @@ impl Inner {
         F: Fn(Peer<RoleClient>) -> Fut,
         Fut: Future<Output = Result<T, ServiceError>>,
     {
-        let timeout = self.config.call_timeout();
+        self.idempotent_within(operation, self.config.call_timeout(), request)
+            .await
+    }
+
+    /// [`Inner::idempotent`] with `timeout` for the requests (not for a start).
+    async fn idempotent_within<T, F, Fut>(
+        &self,
+        operation: &str,
+        timeout: Duration,
+        request: F,
+    ) -> Result<T, McpError>
+    where
+        F: Fn(Peer<RoleClient>) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>>,
+    {
         let mut retried = false;
         loop {
             let connection = self.connection().await?;
@@ -732,13 +714,41 @@ impl Inner {
     }
 
     /// The tool list, listed again when stale.
+    ///
+    /// A listing has [`ServerConfig::list_timeout_ms`] (lock wait included); one that fails
+    /// or times out is not tried again before a back-off ends, and a stale list is re-listed
+    /// at a bounded rate. Meanwhile the current list serves, when there is one.
     async fn tool_cache(&self) -> Result<Arc<ToolCache>, McpError> {
+        let cached = self.cached_tools();
         if !self.stale.load(Ordering::SeqCst)
-            && let Some(cache) = self.cached_tools()
+            && let Some(cache) = cached
         {
             return Ok(cache);
         }
-        let _list = self.list_lock.lock().await;
+        let backing_off = self.pacing().backing_off();
+        if let Some((message, retry_in)) = backing_off {
+            return cached.ok_or_else(|| McpError::Unavailable {
+                server: self.name.clone(),
+                message,
+                retry_in,
+            });
+        }
+        if let Some(cache) = &cached
+            && !self.pacing().take_relist()
+        {
+            return Ok(cache.clone());
+        }
+        let limit = self.config.list_timeout();
+        let timed_out = || McpError::Timeout {
+            server: self.name.clone(),
+            operation: "tools/list".to_owned(),
+            timeout: limit,
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        let Ok(_list) = tokio::time::timeout_at(deadline, self.list_lock.lock()).await else {
+            // Another caller is listing and has not finished in time.
+            return cached.ok_or_else(timed_out);
+        };
         if !self.stale.load(Ordering::SeqCst)
             && let Some(cache) = self.cached_tools()
         {
@@ -746,29 +756,27 @@ impl Inner {
         }
         // Cleared first, so a `list_changed` arriving while listing marks it stale again.
         self.stale.store(false, Ordering::SeqCst);
-        let listed = self
-            .idempotent("tools/list", |peer| async move {
-                let mut all = Vec::new();
-                let mut cursors = Cursors::default();
-                let mut params = None;
-                loop {
-                    let page = peer.list_tools(params).await?;
-                    all.extend(page.tools);
-                    match cursors.next(page.next_cursor)? {
-                        Some(cursor) => params = Some(cursor),
-                        None => return Ok(all),
-                    }
-                }
-            })
-            .await;
-        let listed = match listed {
+        let listed = match self.list_tools(deadline).await {
             Ok(listed) => listed,
             Err(e) => {
                 self.stale.store(true, Ordering::SeqCst);
-                return Err(e);
+                if !matches!(e, McpError::Start { .. } | McpError::Unavailable { .. }) {
+                    self.stats().last_error = Some(e.to_string());
+                    let backoff = self.pacing().failed(e.to_string());
+                    tracing::warn!(server = %self.name, error = %e, retry_in = ?backoff, "MCP tool listing failed");
+                }
+                return cached.ok_or(e);
             }
         };
-        let cache = Arc::new(self.build_cache(listed));
+        self.pacing().succeeded();
+        let (tools, complete) = listed;
+        let cache = Arc::new(listing::build(
+            &self.name,
+            &self.config.tools,
+            &Limits::of(&self.config),
+            tools,
+            complete,
+        ));
         let changed = self.cached_tools().is_none_or(|old| {
             old.tools.len() != cache.tools.len()
                 || old
@@ -784,6 +792,41 @@ impl Inner {
         Ok(cache)
     }
 
+    /// Every page of `tools/list` until `deadline`, stopping early once enough tools pass the
+    /// filter; `true` when the listing is complete.
+    async fn list_tools(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Vec<rmcp::model::Tool>, bool), McpError> {
+        let limit = self.config.list_timeout();
+        let enough = Limits::of(&self.config).enough();
+        let filter = &self.config.tools;
+        let listing = self.idempotent_within("tools/list", limit, |peer| async move {
+            let mut all = Vec::new();
+            let mut offered = 0_usize;
+            let mut cursors = Cursors::default();
+            let mut params = None;
+            loop {
+                let page = peer.list_tools(params).await?;
+                offered += page.tools.iter().filter(|t| filter.allows(&t.name)).count();
+                all.extend(page.tools);
+                match cursors.next(page.next_cursor)? {
+                    Some(_) if offered >= enough => return Ok((all, false)),
+                    Some(cursor) => params = Some(cursor),
+                    None => return Ok((all, true)),
+                }
+            }
+        });
+        match tokio::time::timeout_at(deadline, listing).await {
+            Ok(result) => result,
+            Err(_) => Err(McpError::Timeout {
+                server: self.name.clone(),
+                operation: "tools/list".to_owned(),
+                timeout: limit,
+            }),
+        }
+    }
+
     fn cached_tools(&self) -> Option<Arc<ToolCache>> {
         self.tools
             .read()
@@ -791,43 +834,8 @@ impl Inner {
             .clone()
     }
 
-    fn build_cache(&self, mut listed: Vec<rmcp::model::Tool>) -> ToolCache {
-        listed.retain(|t| self.config.tools.allows(&t.name));
-        listed.sort_by(|a, b| a.name.cmp(&b.name));
-        listed.dedup_by(|a, b| a.name == b.name);
-        let raw: Vec<&str> = listed.iter().map(|t| t.name.as_ref()).collect();
-        let qualified = names::assign(&self.name, &raw);
-        let tools = listed
-            .into_iter()
-            .zip(qualified)
-            .map(|(tool, name)| {
-                let schema = Value::Object((*tool.input_schema).clone());
-                let schema = if schema.as_object().is_some_and(Map::is_empty) {
-                    empty_object_schema()
-                } else {
-                    schema
-                };
-                let mut definition = ToolDef::new(
-                    name.clone(),
-                    tool.description.as_deref().unwrap_or_default(),
-                    schema,
-                );
-                if let Some(output) = &tool.output_schema {
-                    definition = definition.with_output_schema(Value::Object((**output).clone()));
-                }
-                let entry = ToolEntry {
-                    mcp_name: tool.name.to_string(),
-                    annotations: convert::annotations(
-                        tool.annotations.as_ref(),
-                        tool.title.as_deref(),
-                    ),
-                    definition,
-                    validator: OnceLock::new(),
-                };
-                (name, entry)
-            })
-            .collect();
-        ToolCache { tools }
+    fn pacing(&self) -> std::sync::MutexGuard<'_, Pacing> {
+        self.pacing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs one `tools/call`, at most once.
@@ -859,7 +867,11 @@ impl Inner {
                 .map_err(|e| e.into_tool_error(&call.name))?;
             let params = CallToolRequestParams::new(mcp_name.to_owned()).with_arguments(arguments);
             match connection.peer.call_tool(params).await {
-                Ok(result) => Ok(convert::tool_result(call, result)),
+                Ok(result) => Ok(convert::tool_result(
+                    call,
+                    result,
+                    self.config.max_result_bytes(),
+                )),
                 Err(e) => {
                     let error = self.service_error("tools/call", e);
                     if matches!(error, McpError::Transport { .. }) {
@@ -923,6 +935,7 @@ impl Inner {
             State::ShutDown => (ServerStatus::ShutDown, None),
         };
         let stats = self.stats();
+        let cache = self.cached_tools();
         let transport = self
             .detected
             .lock()
@@ -933,7 +946,8 @@ impl Inner {
             status,
             transport,
             pid: connection.as_ref().and_then(|c| c.pid()),
-            tools: self.cached_tools().map(|c| c.tools.len()),
+            tools: cache.as_ref().map(|c| c.tools.len()),
+            listing_warnings: cache.map(|c| c.warnings.clone()).unwrap_or_default(),
             restarts: stats.restarts,
             last_error: stats.last_error.clone(),
             server: connection.and_then(|c| c.info.clone()),

@@ -326,6 +326,24 @@ impl Decoder {
     }
 }
 
+/// Decodes an event stream delivered in `chunks`, for fuzzing the decoder from outside the
+/// crate: the `(event name, data)` pairs, or the error that ended the stream.
+///
+/// # Errors
+/// An event over the size limit.
+pub fn decode_events_for_fuzzing<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut decoder = Decoder::default();
+    let mut events = Vec::new();
+    for chunk in chunks {
+        decoder
+            .push(chunk, &mut events)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(events.into_iter().map(|e| (e.name, e.data)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

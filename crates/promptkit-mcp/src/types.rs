@@ -122,9 +122,12 @@ pub struct ServerHealth {
     pub pid: Option<u32>,
     /// How many tools it offers after filtering, once listed.
     pub tools: Option<usize>,
+    /// What the last listing left out or cut (a tool whose schema does not compile, a
+    /// description over the limit, tools beyond `max_tools`).
+    pub listing_warnings: Vec<String>,
     /// How many times it was started again after its connection was lost.
     pub restarts: u32,
-    /// The last failure (start failure or lost connection).
+    /// The last failure (a failed start or listing, a lost connection).
     pub last_error: Option<String>,
     /// The handshake information of the current connection.
     pub server: Option<ServerInfo>,

@@ -9,9 +9,12 @@
 //!   timeouts and rate limits, output validation and a result size cap.
 //! - Executors ([`executors`]): in-process async functions with typed arguments
 //!   ([`FunctionTool`], schema derived from the Rust type), HTTP endpoints (feature `http`:
-//!   URL templates, secret headers from the environment that never appear in errors, query
-//!   or JSON body, response selection by JSON Pointer, a size cap), subprocesses (JSON over
-//!   stdin/stdout, killed with their children on timeout or cancellation) and mocks.
+//!   URL templates whose arguments can fill the path and query but never pick the host or
+//!   climb the path, no redirects unless a tool asks for same-origin ones, an optional host
+//!   allow-list, fixed fields the model cannot override, secret headers from the environment
+//!   that never appear in errors, query or JSON body, response selection by JSON Pointer, a
+//!   size cap), subprocesses (JSON over stdin/stdout, killed with their children on timeout,
+//!   cancellation and at the end of every call) and mocks.
 //!
 //! # Feature flags
 //!
@@ -68,6 +71,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod cap;
 mod descriptor;
 pub mod executors;
 pub mod names;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use promptkit_core::{
-    BoxFuture, ContentPart, ToolCall, ToolContext, ToolDef, ToolError, ToolErrorKind, ToolExecutor,
-    ToolResult, ToolSet,
+    BoxFuture, ToolCall, ToolContext, ToolDef, ToolError, ToolErrorKind, ToolExecutor, ToolResult,
+    ToolSet,
 };
 use serde_json::Value;
 
@@ -38,40 +38,56 @@ impl ExecutorFactory for MockFactory {
 /// Builds `http` tools over one client: the one given to
 /// [`ToolRegistry::with_http_client`], or one made when the first HTTP tool is registered
 /// (building a client loads the system's root certificates, which a registry without HTTP
-/// tools should not pay for).
+/// tools should not pay for). The registry's own client follows no redirects: HTTP tools
+/// decide about redirects themselves.
 #[cfg(feature = "http")]
 #[derive(Debug, Default)]
 struct HttpFactory {
     client: OnceLock<reqwest::Client>,
+    /// Hosts every HTTP tool of the registry must call (none: no registry-wide limit).
+    allowed_hosts: Vec<String>,
 }
 
 #[cfg(feature = "http")]
 impl HttpFactory {
-    fn with_client(client: reqwest::Client) -> Self {
-        Self {
-            client: OnceLock::from(client),
-        }
-    }
-
     fn client(&self) -> Result<reqwest::Client, String> {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());
         }
         let built = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         // Two threads may race to build one; either result serves.
         Ok(self.client.get_or_init(|| built).clone())
+    }
+
+    /// A factory with this one's client (if built or given) and allow-list, changed by
+    /// `change`.
+    fn derive(&self, change: impl FnOnce(&mut Self)) -> Self {
+        let mut next = Self {
+            client: self.client.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+        };
+        change(&mut next);
+        next
     }
 }
 
 #[cfg(feature = "http")]
 impl ExecutorFactory for HttpFactory {
     fn build(&self, d: &ToolDescriptor) -> Result<Arc<dyn ToolExecutor>, String> {
-        Ok(Arc::new(crate::executors::HttpExecutor::from_config(
-            &d.config,
-            self.client()?,
-        )?))
+        let executor = crate::executors::HttpExecutor::from_config(&d.config, self.client()?)?;
+        if !self.allowed_hosts.is_empty()
+            && !crate::executors::host_allowed(executor.host(), &self.allowed_hosts)
+        {
+            return Err(format!(
+                "`url`: host `{}` is not among the registry's allowed hosts ({})",
+                executor.host(),
+                self.allowed_hosts.join(", ")
+            ));
+        }
+        Ok(Arc::new(executor))
     }
 }
 
@@ -139,6 +155,8 @@ pub struct ToolRegistry {
     schemas: SchemaCache,
     default_timeout: Duration,
     max_result_bytes: usize,
+    #[cfg(feature = "http")]
+    http: Arc<HttpFactory>,
 }
 
 impl fmt::Debug for ToolRegistry {
@@ -166,7 +184,9 @@ impl ToolRegistry {
         kinds.insert("mock".to_owned(), Arc::new(MockFactory));
         kinds.insert("subprocess".to_owned(), Arc::new(SubprocessFactory));
         #[cfg(feature = "http")]
-        kinds.insert("http".to_owned(), Arc::new(HttpFactory::default()));
+        let http = Arc::new(HttpFactory::default());
+        #[cfg(feature = "http")]
+        kinds.insert("http".to_owned(), http.clone());
         Self {
             tools: RwLock::default(),
             kinds: RwLock::new(kinds),
@@ -174,18 +194,47 @@ impl ToolRegistry {
             schemas: SchemaCache::default(),
             default_timeout: Duration::from_secs(30),
             max_result_bytes: 1 << 20,
+            #[cfg(feature = "http")]
+            http,
         }
     }
 
     /// `http` tools registered from now on send their requests through `client`, for
-    /// example the client a provider uses, so that tools and model share one connection pool
-    /// and one TLS set-up. Without it the registry builds a client of its own when the first
-    /// HTTP tool is registered.
+    /// example to use a proxy or extra root certificates. Without it the registry builds a
+    /// client of its own when the first HTTP tool is registered.
+    ///
+    /// Build `client` with `redirect(reqwest::redirect::Policy::none())`: HTTP tools follow
+    /// redirects themselves, only when a tool opts in and only to the same origin, and a
+    /// client that follows redirects on its own would send tool requests (and their headers)
+    /// wherever a server points them.
     #[cfg(feature = "http")]
     #[must_use]
-    pub fn with_http_client(self, client: reqwest::Client) -> Self {
-        self.register_kind("http", Arc::new(HttpFactory::with_client(client)));
+    pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
+        let factory = self.http.derive(|f| f.client = OnceLock::from(client));
+        self.set_http(factory);
         self
+    }
+
+    /// `http` tools registered from now on must call one of these hosts: exact names
+    /// (`api.example.com`, `127.0.0.1`) or `*.` followed by a domain for its subdomains. A
+    /// descriptor whose URL names another host fails to register. Each tool may narrow this
+    /// further with its own `allowed_hosts`.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn with_allowed_hosts<S: Into<String>>(
+        mut self,
+        hosts: impl IntoIterator<Item = S>,
+    ) -> Self {
+        let hosts: Vec<String> = hosts.into_iter().map(Into::into).collect();
+        let factory = self.http.derive(|f| f.allowed_hosts = hosts);
+        self.set_http(factory);
+        self
+    }
+
+    #[cfg(feature = "http")]
+    fn set_http(&mut self, factory: HttpFactory) {
+        self.http = Arc::new(factory);
+        self.register_kind("http", self.http.clone());
     }
 
     /// Only tools matching these patterns (`*` suffix for prefixes) are offered and run.
@@ -202,7 +251,9 @@ impl ToolRegistry {
         self
     }
 
-    /// Sets the result size cap in bytes of text.
+    /// Sets the result size cap in bytes (default 1 MiB; 0 for none). Text, media (as
+    /// base64) and structured output (as JSON) share it; what does not fit is cut or dropped
+    /// with a note saying so.
     #[must_use]
     pub fn with_max_result_bytes(mut self, bytes: usize) -> Self {
         self.max_result_bytes = bytes;
@@ -427,24 +478,11 @@ impl ToolRegistry {
         Ok((fixed, fixes))
     }
 
-    fn cap(&self, mut result: ToolResult) -> ToolResult {
-        let limit = self.max_result_bytes;
-        if limit == 0 {
+    fn cap(&self, result: ToolResult) -> ToolResult {
+        if self.max_result_bytes == 0 {
             return result;
         }
-        for part in &mut result.content {
-            if let ContentPart::Text { text, .. } = part
-                && text.len() > limit
-            {
-                let original = text.len();
-                let cut = text.floor_char_boundary(limit);
-                text.truncate(cut);
-                text.push_str(&format!(
-                    "\n[truncated: the result was {original} bytes, the limit is {limit}]"
-                ));
-            }
-        }
-        result
+        crate::cap::cap_result(result, self.max_result_bytes)
     }
 }
 

@@ -33,19 +33,10 @@ fn coerce_scalar(value: &Value, ty: &str, schema: &Value) -> Option<Value> {
     match (value, ty) {
         (Value::String(s), "integer") => {
             let t = s.trim();
-            t.parse::<i64>().ok().map(Value::from).or_else(|| {
-                t.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.fract() == 0.0 && f.is_finite())
-                    .and_then(|f| serde_json::Number::from_f64(f).map(|_| f))
-                    .map(|f| {
-                        #[expect(
-                            clippy::cast_possible_truncation,
-                            reason = "checked integral above"
-                        )]
-                        Value::from(f as i64)
-                    })
-            })
+            t.parse::<i64>()
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().and_then(integral))
+                .map(Value::from)
         }
         (Value::String(s), "number") => s
             .trim()
@@ -88,6 +79,22 @@ fn coerce_scalar(value: &Value, ty: &str, schema: &Value) -> Option<Value> {
             (matching.len() == 1).then(|| Value::String((*matching[0]).to_owned()))
         }
         _ => None,
+    }
+}
+
+/// `f` as an `i64` when it is a whole number inside `i64`'s range. `"1e300"` is not: a cast
+/// would saturate it to `i64::MAX`, a different number from the one the model sent.
+fn integral(f: f64) -> Option<i64> {
+    // 2^63: `i64::MAX as f64` rounds up to it, so the upper bound is exclusive.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if f.is_finite() && f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "whole and inside the range, checked above"
+        )]
+        Some(f as i64)
+    } else {
+        None
     }
 }
 

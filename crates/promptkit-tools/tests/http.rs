@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use futures_util::StreamExt as _;
-use promptkit_core::{ToolCall, ToolContext, ToolSet};
+use promptkit_core::{ToolCall, ToolContext, ToolError, ToolSet};
 use promptkit_tools::executors::{HttpConfig, HttpExecutor};
 use promptkit_tools::{ToolDescriptor, ToolRegistry};
 use serde_json::{Value, json};
@@ -210,7 +210,7 @@ async fn http_tools_use_the_client_the_registry_is_given() {
 }
 
 #[tokio::test]
-async fn a_fixed_url_is_checked_when_the_tool_is_registered() {
+async fn a_url_is_checked_when_the_tool_is_registered() {
     let registry = ToolRegistry::new();
     let error = registry
         .register(http_tool("bad", json!({"url": "no scheme/tool"})))
@@ -221,18 +221,28 @@ async fn a_fixed_url_is_checked_when_the_tool_is_registered() {
             .contains("`no scheme/tool` is not a valid URL"),
         "{error}"
     );
-    // A template is checked when it is filled in, at the call.
-    registry
-        .register(http_tool("templated", json!({"url": "{{base}}/tool"})))
-        .unwrap();
-    let result = registry
-        .execute(
-            &ToolCall::new("c", "templated", json!({"base": "nowhere"})),
-            &ToolContext::default(),
-        )
-        .await;
-    let text = format!("{result:?}");
-    assert!(text.contains("invalid URL `nowhere/tool`"), "{text}");
+    // A template is checked when it loads too: no argument may pick the scheme or the host.
+    for url in [
+        "{{base}}/tool",
+        "http://127.0.0.1:{{port}}/tool",
+        "http://127.0.0.1{{suffix}}/tool",
+    ] {
+        let error = registry
+            .register(http_tool("templated", json!({"url": url})))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("scheme or host"),
+            "{url}: {error}"
+        );
+    }
+    let error = registry
+        .register(http_tool(
+            "dotted",
+            json!({"url": "http://127.0.0.1/a/../{{x}}"}),
+        ))
+        .unwrap_err();
+    assert!(error.to_string().contains("`..` path segment"), "{error}");
+    assert!(registry.names().is_empty());
 }
 
 /// The registry leaves the deadline to the HTTP executor (one timer per call, the client's):
@@ -277,7 +287,7 @@ async fn an_http_tool_times_out_on_slow_headers_and_on_a_stalled_body() {
             .await
             .unwrap_err();
         assert!(
-            matches!(error, promptkit_core::ToolError::Timeout { .. }),
+            matches!(error, ToolError::Timeout { .. }),
             "{name}: {error}"
         );
         assert!(
@@ -285,4 +295,343 @@ async fn an_http_tool_times_out_on_slow_headers_and_on_a_stalled_body() {
             "{name}: the deadline was not kept"
         );
     }
+}
+
+/// A request a [`Recorder`] saw.
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    uri: String,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// A server that records every request and answers by path: a configured status with a
+/// `Location`, or 200 with a JSON echo of the request.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    redirects: Arc<Mutex<HashMap<String, (u16, String)>>>,
+    base: String,
+}
+
+impl Recorder {
+    async fn start() -> Self {
+        let mut recorder = Self::default();
+        let state = recorder.clone();
+        let app = Router::new().fallback(move |request: axum::extract::Request| {
+            let state = state.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                let body = String::from_utf8_lossy(&body).into_owned();
+                let uri = parts.uri.to_string();
+                state.seen.lock().unwrap().push(Recorded {
+                    method: parts.method.to_string(),
+                    uri: uri.clone(),
+                    headers: parts.headers.clone(),
+                    body: body.clone(),
+                });
+                let redirect = state
+                    .redirects
+                    .lock()
+                    .unwrap()
+                    .get(parts.uri.path())
+                    .cloned();
+                match redirect {
+                    Some((status, location)) => (
+                        StatusCode::from_u16(status).unwrap(),
+                        [(axum::http::header::LOCATION, location)],
+                    )
+                        .into_response(),
+                    None => axum::Json(
+                        json!({"method": parts.method.to_string(), "uri": uri, "body": body}),
+                    )
+                    .into_response(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        recorder.base = format!("http://{addr}");
+        recorder
+    }
+
+    fn redirect(&self, path: &str, status: u16, location: &str) {
+        self.redirects
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (status, location.to_owned()));
+    }
+
+    fn seen(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+use axum::response::IntoResponse as _;
+
+async fn run(
+    registry: &ToolRegistry,
+    name: &str,
+    args: Value,
+) -> Result<promptkit_core::ToolResult, ToolError> {
+    registry
+        .execute(&ToolCall::new("c", name, args), &ToolContext::default())
+        .await
+}
+
+/// Review test 31: `.` and `..` from the model never climb the path, and nothing is sent.
+#[tokio::test]
+async fn dot_segments_from_arguments_are_rejected_before_sending() {
+    let server = Recorder::start().await;
+    let registry = ToolRegistry::new();
+    registry
+        .register(http_tool(
+            "item",
+            json!({"url": format!("{}/tenants/acme/items/{{{{id}}}}", server.base), "method": "GET"}),
+        ))
+        .unwrap();
+    registry
+        .register(http_tool(
+            "pair",
+            json!({"url": format!("{}/files/{{{{a}}}}{{{{b}}}}/raw", server.base), "method": "GET"}),
+        ))
+        .unwrap();
+    for (tool, args) in [
+        ("item", json!({"id": ".."})),
+        ("item", json!({"id": "."})),
+        ("pair", json!({"a": ".", "b": "."})),
+        ("pair", json!({"a": "", "b": ".."})),
+        ("item", json!({})),
+    ] {
+        let error = run(&registry, tool, args.clone()).await.unwrap_err();
+        assert!(
+            matches!(error, ToolError::InvalidArguments { .. }),
+            "{args}: {error}"
+        );
+    }
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+
+    // Slashes and dots inside a value stay inside one segment.
+    let ok = run(&registry, "item", json!({"id": "../../admin"}))
+        .await
+        .unwrap();
+    assert!(!ok.is_error, "{ok:?}");
+    let ok = run(&registry, "item", json!({"id": "v1.2"})).await.unwrap();
+    assert!(!ok.is_error, "{ok:?}");
+    let seen: Vec<String> = server.seen().into_iter().map(|r| r.uri).collect();
+    assert_eq!(
+        seen,
+        [
+            "/tenants/acme/items/..%2F..%2Fadmin",
+            "/tenants/acme/items/v1.2"
+        ]
+    );
+}
+
+/// Review test 32: redirects are not followed by default; with `same_origin` only to the same
+/// origin, and the secret headers stay behind.
+#[tokio::test]
+async fn redirects_are_not_followed_unless_same_origin_is_asked_for() {
+    let home = Recorder::start().await;
+    let elsewhere = Recorder::start().await;
+    home.redirect("/away", 302, &format!("{}/landing", elsewhere.base));
+    home.redirect("/hop", 307, "/landing?from=hop");
+    let env = |var: &str| (var == "TOOL_KEY").then(|| "k-secret-header".to_owned());
+    let registry = ToolRegistry::new();
+    for (name, path, redirects) in [
+        ("strict_away", "away", "none"),
+        ("strict_hop", "hop", "none"),
+        ("follow_away", "away", "same_origin"),
+        ("follow_hop", "hop", "same_origin"),
+    ] {
+        let config: HttpConfig = serde_json::from_value(json!({
+            "url": format!("{}/{path}", home.base),
+            "redirects": redirects,
+            "headers": {"X-Plain": "visible"},
+            "headers_from_env": {"X-Api-Key": "TOOL_KEY"}
+        }))
+        .unwrap();
+        let executor = HttpExecutor::with_env(
+            config,
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            env,
+        )
+        .unwrap();
+        registry.register_with(ToolDescriptor::new(name, "a tool"), Arc::new(executor));
+    }
+
+    for name in ["strict_away", "strict_hop", "follow_away"] {
+        let result = run(&registry, name, json!({"q": 1})).await.unwrap();
+        assert!(result.is_error, "{name}: {result:?}");
+        assert!(
+            result.text_content().contains("HTTP 30"),
+            "{name}: {}",
+            result.text_content()
+        );
+    }
+    assert!(elsewhere.seen().is_empty(), "{:?}", elsewhere.seen());
+    assert_eq!(home.seen().len(), 3);
+
+    // A 307 to the same origin is followed with the same method and body, without the
+    // secret header.
+    let followed = run(&registry, "follow_hop", json!({"q": 2})).await.unwrap();
+    assert!(!followed.is_error, "{followed:?}");
+    let seen = home.seen();
+    let (hop, landing) = (&seen[3], &seen[4]);
+    assert_eq!(hop.uri, "/hop");
+    assert_eq!(hop.headers["x-api-key"], "k-secret-header");
+    assert_eq!(landing.uri, "/landing?from=hop");
+    assert_eq!(landing.method, "POST");
+    assert_eq!(landing.body, r#"{"q":2}"#);
+    assert_eq!(landing.headers["x-plain"], "visible");
+    assert!(
+        !landing.headers.contains_key("x-api-key"),
+        "{:?}",
+        landing.headers
+    );
+
+    // The registry's own client follows nothing either.
+    let own = ToolRegistry::new();
+    own.register(http_tool(
+        "away",
+        json!({"url": format!("{}/away", home.base)}),
+    ))
+    .unwrap();
+    let result = run(&own, "away", json!({})).await.unwrap();
+    assert!(result.is_error);
+    assert!(elsewhere.seen().is_empty());
+}
+
+/// Review test 33: a field the operator pinned cannot be changed by the model.
+#[tokio::test]
+async fn static_fields_win_over_arguments() {
+    let server = Recorder::start().await;
+    let registry = ToolRegistry::new();
+    registry
+        .register(http_tool(
+            "post",
+            json!({"url": format!("{}/orders", server.base), "static_body": {"tenant": "a"}}),
+        ))
+        .unwrap();
+    registry
+        .register(http_tool(
+            "get",
+            json!({"url": format!("{}/orders", server.base), "method": "GET",
+                   "static_query": {"tenant": "a"}}),
+        ))
+        .unwrap();
+    registry
+        .register(http_tool(
+            "post_query",
+            json!({"url": format!("{}/orders", server.base), "query": ["tenant", "page"],
+                   "static_query": {"tenant": "a"}}),
+        ))
+        .unwrap();
+    run(&registry, "post", json!({"tenant": "b", "item": 1}))
+        .await
+        .unwrap();
+    run(&registry, "get", json!({"tenant": "b", "item": 1}))
+        .await
+        .unwrap();
+    run(&registry, "post_query", json!({"tenant": "b", "page": 2}))
+        .await
+        .unwrap();
+    let seen = server.seen();
+    let body: Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(body, json!({"tenant": "a", "item": 1}));
+    assert_eq!(seen[1].uri, "/orders?tenant=a&item=1");
+    assert_eq!(seen[2].uri, "/orders?tenant=a&page=2");
+}
+
+/// Review test 34: secrets in `static_query` and in the URL never reach the model.
+#[tokio::test]
+async fn secrets_in_the_url_and_static_query_stay_out_of_errors() {
+    let registry = ToolRegistry::new();
+    registry
+        .register(http_tool(
+            "down",
+            json!({"url": "http://user:k-url-password@127.0.0.1:9/x/{{id}}?api_key=k-url-query",
+                   "method": "GET", "static_query": {"token": "k-static-query"}}),
+        ))
+        .unwrap();
+    let error = run(&registry, "down", json!({"id": "7"}))
+        .await
+        .unwrap_err();
+    let text = format!("{error} {error:?}");
+    assert!(text.contains("127.0.0.1:9/x/7"), "{text}");
+    assert!(!text.contains("k-"), "{text}");
+    assert!(!format!("{registry:?}").contains("k-"));
+
+    // An upstream that echoes the query in its error body.
+    let app = Router::new().fallback(|uri: axum::http::Uri| async move {
+        (StatusCode::BAD_REQUEST, format!("bad request {uri}"))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    registry
+        .register(http_tool(
+            "echoing",
+            json!({"url": format!("http://{addr}/x"), "method": "GET",
+                   "static_query": {"token": "k-static-query"}}),
+        ))
+        .unwrap();
+    let result = run(&registry, "echoing", json!({})).await.unwrap();
+    assert!(result.is_error);
+    assert!(
+        result.text_content().contains("HTTP 400"),
+        "{}",
+        result.text_content()
+    );
+    assert!(
+        !result.text_content().contains("k-static-query"),
+        "{}",
+        result.text_content()
+    );
+}
+
+#[tokio::test]
+async fn hosts_can_be_limited_per_tool_and_per_registry() {
+    let server = Recorder::start().await;
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    let registry = ToolRegistry::new();
+    let error = registry
+        .register(http_tool(
+            "pinned",
+            json!({"url": format!("{}/x", server.base), "allowed_hosts": ["api.example.com"]}),
+        ))
+        .unwrap_err();
+    assert!(error.to_string().contains("allowed_hosts"), "{error}");
+    registry
+        .register(http_tool(
+            "local",
+            json!({"url": format!("{}/x", server.base), "allowed_hosts": ["127.0.0.1"]}),
+        ))
+        .unwrap();
+
+    let limited = ToolRegistry::new().with_allowed_hosts(["127.0.0.1", "*.example.com"]);
+    let error = limited
+        .register(http_tool(
+            "by_name",
+            json!({"url": format!("http://localhost:{port}/x")}),
+        ))
+        .unwrap_err();
+    assert!(error.to_string().contains("allowed hosts"), "{error}");
+    limited
+        .register(http_tool(
+            "by_ip",
+            json!({"url": format!("{}/x", server.base)}),
+        ))
+        .unwrap();
+    let ok = run(&limited, "by_ip", json!({})).await.unwrap();
+    assert!(!ok.is_error, "{ok:?}");
+    assert_eq!(server.seen().len(), 1);
 }

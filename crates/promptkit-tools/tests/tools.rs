@@ -420,3 +420,182 @@ async fn a_cancelled_subprocess_is_killed_with_its_children() {
     }
     assert!(!alive(pid2));
 }
+
+fn sh_with(script: &str, timeout_ms: u64, max_output_bytes: Option<usize>) -> SubprocessExecutor {
+    SubprocessExecutor::new(SubprocessConfig {
+        command: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        env: [("TOOL_TOKEN".to_owned(), "k-env-secret".to_owned())].into(),
+        inherit_env: vec![],
+        cwd: None,
+        timeout_ms: Some(timeout_ms),
+        max_output_bytes,
+    })
+}
+
+/// Review test 35: stdin is written while stdout is read, so large arguments to a program
+/// that answers before it reads cannot deadlock the pipes.
+#[tokio::test]
+async fn large_arguments_to_a_program_that_writes_first_complete() {
+    use promptkit_core::ToolExecutor;
+    let big = "x".repeat(1 << 20);
+    let call = ToolCall::new("c", "proc", json!({"blob": big}));
+    // 1 MiB out before reading a byte of stdin, then count what stdin held.
+    let executor = sh_with(
+        "head -c 1048576 /dev/zero | tr '\\0' y; echo; wc -c",
+        30_000,
+        Some(4 << 20),
+    );
+    let result = executor
+        .execute(&call, &ToolContext::default())
+        .await
+        .unwrap();
+    let text = result.text_content();
+    assert!(text.starts_with("yyyy"), "{}", &text[..40.min(text.len())]);
+    let counted: usize = text.lines().last().unwrap().trim().parse().unwrap();
+    assert_eq!(counted, serde_json::to_vec(&call.arguments).unwrap().len());
+}
+
+/// Review test 36: all of stderr is read, so a program that writes a lot to it and exits 0
+/// returns its result instead of blocking until the timeout.
+#[tokio::test]
+async fn a_chatty_stderr_does_not_block_the_call() {
+    use promptkit_core::ToolExecutor;
+    let call = ToolCall::new("c", "proc", json!({}));
+    let executor = sh_with(
+        "head -c 1048576 /dev/zero | tr '\\0' e >&2; echo finished",
+        30_000,
+        None,
+    );
+    let result = executor
+        .execute(&call, &ToolContext::default())
+        .await
+        .unwrap();
+    assert_eq!(result.text_content(), "finished");
+
+    // The tail shown on failure is bounded and scrubbed of the configured secrets.
+    let failing = sh_with(
+        "head -c 1048576 /dev/zero | tr '\\0' e >&2; echo >&2; echo \"token $TOOL_TOKEN rejected\" >&2; exit 4",
+        30_000,
+        None,
+    );
+    let result = failing
+        .execute(&call, &ToolContext::default())
+        .await
+        .unwrap();
+    assert!(result.is_error);
+    let text = result.text_content();
+    assert!(
+        text.contains("token [REDACTED] rejected"),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    assert!(!text.contains("k-env-secret"));
+    assert!(text.len() < 4096, "{} bytes", text.len());
+}
+
+/// Review test 37: the process group is killed when the call succeeds too, so a background
+/// child does not outlive the call (even one that keeps the call's stderr open).
+#[tokio::test]
+async fn a_background_child_dies_with_a_successful_call() {
+    use promptkit_core::ToolExecutor;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("bg.pid");
+    let script = format!(
+        "sleep 300 > /dev/null & echo $! > {}; echo done",
+        pidfile.display()
+    );
+    let call = ToolCall::new("c", "proc", json!({}));
+    let result = sh_with(&script, 30_000, None)
+        .execute(&call, &ToolContext::default())
+        .await
+        .unwrap();
+    assert_eq!(result.text_content(), "done");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..100 {
+        if !alive(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !alive(pid),
+        "the background `sleep` (pid {pid}) outlived the call"
+    );
+
+    // One that also holds stdout open: the call still ends when the program exits.
+    let pidfile = dir.path().join("holder.pid");
+    let script = format!("sleep 300 & echo $! > {}; echo done", pidfile.display());
+    let result = sh_with(&script, 30_000, None)
+        .execute(&call, &ToolContext::default())
+        .await
+        .unwrap();
+    assert_eq!(result.text_content(), "done");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..100 {
+        if !alive(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !alive(pid),
+        "the background `sleep` (pid {pid}) outlived the call"
+    );
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct Rows {
+    count: usize,
+}
+
+/// Review test 38: structured output is capped like text, with a marker saying so.
+#[tokio::test]
+async fn huge_structured_output_is_capped_with_a_marker() {
+    let registry = ToolRegistry::new();
+    registry.register_function(FunctionTool::new(
+        "rows",
+        "Returns rows",
+        |args: Rows, _ctx| async move {
+            let rows: Vec<serde_json::Value> = (0..args.count)
+                .map(|i| json!({"id": i, "name": format!("row number {i}"), "payload": "x".repeat(80)}))
+                .collect();
+            Ok::<_, String>(json!({"rows": rows}))
+        },
+    ));
+    let ctx = ToolContext::default();
+    // About 10 MiB of JSON.
+    let result = registry
+        .execute(&ToolCall::new("c", "rows", json!({"count": 90_000})), &ctx)
+        .await
+        .unwrap();
+    assert!(result.structured.is_none());
+    let text = result.text_content();
+    assert!(text.starts_with("{\"rows\":[{"), "{}", &text[..40]);
+    assert!(
+        text.ends_with(
+            "[truncated: the structured result is larger than the limit of 1048576 bytes of JSON]"
+        ),
+        "{}",
+        &text[text.len() - 120..]
+    );
+    assert!(text.len() < (1 << 20) + 200, "{} bytes", text.len());
+
+    // Small output is untouched.
+    let small = registry
+        .execute(&ToolCall::new("c", "rows", json!({"count": 2})), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        small.structured.unwrap()["rows"].as_array().unwrap().len(),
+        2
+    );
+}

@@ -31,7 +31,7 @@ async fn streamable_http_with_headers_and_bearer_auth() {
     let registry = McpRegistry::with_options(config, &options).unwrap();
 
     let tools = registry.tools().await;
-    assert_eq!(tools.len(), 16);
+    assert_eq!(tools.len(), 19);
     let echo = call(&registry, "mcp__web__echo", json!({"text": "over http"}))
         .await
         .unwrap();

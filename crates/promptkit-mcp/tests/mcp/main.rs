@@ -8,6 +8,8 @@
 mod everything;
 mod http;
 mod lifecycle;
+mod limits;
+mod secrets;
 mod sse;
 mod stdio;
 mod support;

@@ -15,7 +15,7 @@ async fn legacy_sse_lists_and_calls_tools() {
         McpRegistry::new(McpConfig::new().with_server("old", ServerConfig::sse(&server.url)))
             .unwrap();
     let tools = registry.tools().await;
-    assert_eq!(tools.len(), 16);
+    assert_eq!(tools.len(), 19);
     let echo = call(&registry, "mcp__old__echo", json!({"text": "over sse"}))
         .await
         .unwrap();

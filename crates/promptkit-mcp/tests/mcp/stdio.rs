@@ -31,7 +31,7 @@ async fn lists_paginated_tools_and_maps_every_result_kind() {
     // Listing starts the server lazily and follows every page (4 tools per page).
     let tools = registry.tools().await;
     let names: Vec<&str> = tools.iter().map(promptkit_mcp::McpTool::name).collect();
-    assert_eq!(names.len(), 16, "{names:?}");
+    assert_eq!(names.len(), 19, "{names:?}");
     assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted: {names:?}");
     assert!(names.contains(&"mcp__test__echo"));
     // A name outside `[A-Za-z0-9_-]` is made valid; the executor still uses the original.
@@ -50,7 +50,7 @@ async fn lists_paginated_tools_and_maps_every_result_kind() {
     let health = &registry.health()[0];
     assert_eq!(health.status, ServerStatus::Running);
     assert_eq!(health.transport, TransportKind::Stdio);
-    assert_eq!(health.tools, Some(16));
+    assert_eq!(health.tools, Some(19));
     assert!(health.pid.is_some());
     let info = health.server.as_ref().unwrap();
     assert!(info.tools && info.tools_list_changed && info.resources && info.prompts);
@@ -247,7 +247,7 @@ async fn two_servers_with_the_same_tool_never_collide_and_filters_apply() {
         .unwrap_err();
     assert!(matches!(denied, ToolError::UnknownTool { .. }), "{denied}");
     let definitions = registry.definitions().await.unwrap();
-    assert_eq!(definitions.len(), 16 + 3);
+    assert_eq!(definitions.len(), 19 + 3);
     registry.shutdown().await;
 }
 

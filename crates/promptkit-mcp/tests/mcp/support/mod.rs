@@ -28,7 +28,9 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
-pub(crate) use server::{Counters, TestServer};
+pub(crate) use server::{
+    Counters, HANG_LIST_ENV, LIST_LOG_ENV, LISTING_ENV, MANY_TOOLS_ENV, TestServer,
+};
 
 /// Environment variable naming the server when this binary runs as the stdio test server.
 pub(crate) const SERVER_ENV: &str = "PROMPTKIT_MCP_TEST_SERVER";
@@ -217,6 +219,15 @@ pub(crate) async fn http_server(required: Vec<(&'static str, String)>) -> HttpSe
         );
     let router = Router::new()
         .nest_service("/mcp", service)
+        .route(
+            "/old",
+            axum::routing::any(|| async {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(axum::http::header::LOCATION, "/mcp")],
+                )
+            }),
+        )
         .layer(middleware::from_fn_with_state(state.clone(), gate));
     let (origin, served) = serve(router).await;
     HttpServer {
@@ -383,4 +394,73 @@ impl Transport<RoleServer> for ChannelTransport {
     async fn close(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
+}
+
+/// Log output captured by [`capture_logs`].
+#[derive(Clone, Default)]
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Captures every log line of this thread at every level until the guard is dropped. With a
+/// current-thread runtime that covers every task the test spawns.
+pub(crate) fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+/// A server whose every request is answered `307` to `location`, and which counts requests.
+pub(crate) async fn redirecting_server(location: String) -> (String, Arc<AtomicUsize>, Served) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let router = Router::new().fallback(move || {
+        let counter = counter.clone();
+        let location = location.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(axum::http::header::LOCATION, location)],
+            )
+                .into_response()
+        }
+    });
+    let (origin, served) = serve(router).await;
+    (origin, seen, served)
+}
+
+/// A server that counts requests and answers 404, with the headers of the last one.
+pub(crate) async fn counting_server() -> (String, Arc<Mutex<Vec<axum::http::HeaderMap>>>, Served) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let router = Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let record = record.clone();
+        async move {
+            record.lock().unwrap().push(headers);
+            StatusCode::NOT_FOUND
+        }
+    });
+    let (origin, served) = serve(router).await;
+    (origin, seen, served)
 }

@@ -24,6 +24,17 @@ pub(crate) const PDF_BASE64: &str = "JVBERi0xLjQK";
 
 /// Tools per `tools/list` page, small so that every listing is paginated.
 const PAGE_SIZE: usize = 4;
+/// Tools per page when the server offers thousands.
+const LARGE_PAGE_SIZE: usize = 500;
+
+/// When set to `hostile`, `tools/list` also offers tools with broken or huge definitions.
+pub(crate) const LISTING_ENV: &str = "PROMPTKIT_MCP_TEST_LISTING";
+/// When set to a number, `tools/list` also offers that many generated tools.
+pub(crate) const MANY_TOOLS_ENV: &str = "PROMPTKIT_MCP_TEST_MANY_TOOLS";
+/// When set, `tools/list` never answers.
+pub(crate) const HANG_LIST_ENV: &str = "PROMPTKIT_MCP_TEST_HANG_LIST";
+/// When set to a path, each listing appends a line to that file (first, even when hanging).
+pub(crate) const LIST_LOG_ENV: &str = "PROMPTKIT_MCP_TEST_LIST_LOG";
 
 /// Counters shared with the test that started the server (HTTP and SSE servers run in the
 /// test process).
@@ -33,6 +44,8 @@ pub(crate) struct Counters {
     pub(crate) calls: AtomicUsize,
     /// Calls cancelled by the client.
     pub(crate) cancelled: AtomicUsize,
+    /// Listings received (first pages of `tools/list`).
+    pub(crate) lists: AtomicUsize,
 }
 
 /// The test server.
@@ -143,6 +156,41 @@ impl TestServer {
                 object(json!({}), &[]),
             ),
         ];
+        tools.extend([
+            Tool::new(
+                "big_text",
+                "Returns `bytes` bytes of text",
+                object(json!({"bytes": {"type": "integer"}}), &["bytes"]),
+            ),
+            Tool::new(
+                "big_image",
+                "Returns an image of `bytes` bytes of base64",
+                object(json!({"bytes": {"type": "integer"}}), &["bytes"]),
+            ),
+            Tool::new(
+                "spam_list_changed",
+                "Sends `count` list_changed notifications, 10 per `pause_ms`",
+                object(
+                    json!({"count": {"type": "integer"}, "pause_ms": {"type": "integer"}}),
+                    &["count"],
+                ),
+            ),
+        ]);
+        if std::env::var(LISTING_ENV).is_ok_and(|v| v == "hostile") {
+            tools.extend(hostile_tools());
+        }
+        if let Some(count) = std::env::var(MANY_TOOLS_ENV)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            tools.extend((0..count).map(|i| {
+                Tool::new(
+                    format!("gen_{i:05}"),
+                    "A generated tool",
+                    object(json!({}), &[]),
+                )
+            }));
+        }
         for name in self.extra_tools.lock().unwrap().iter() {
             tools.push(Tool::new(
                 name.clone(),
@@ -205,8 +253,37 @@ impl TestServer {
                 result.structured_content = Some(json!({
                     "calls": self.counters.calls.load(Ordering::SeqCst),
                     "cancelled": self.counters.cancelled.load(Ordering::SeqCst),
+                    "lists": self.counters.lists.load(Ordering::SeqCst),
                 }));
                 Ok(result)
+            }
+            "big_text" => {
+                let bytes = args.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+                text("x".repeat(usize::try_from(bytes).unwrap()))
+            }
+            "big_image" => {
+                let bytes = args.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+                Ok(CallToolResult::success(vec![
+                    ContentBlock::text("before"),
+                    ContentBlock::image("A".repeat(usize::try_from(bytes).unwrap()), "image/png"),
+                    ContentBlock::text("after"),
+                ]))
+            }
+            "spam_list_changed" => {
+                let count = args.get("count").and_then(Value::as_u64).unwrap_or(0);
+                let pause = args.get("pause_ms").and_then(Value::as_u64).unwrap_or(10);
+                let peer = context.peer.clone();
+                tokio::spawn(async move {
+                    for i in 0..count {
+                        if peer.notify_tool_list_changed().await.is_err() {
+                            return;
+                        }
+                        if i % 10 == 9 {
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
+                        }
+                    }
+                });
+                text("spamming".to_owned())
             }
             "crash" => {
                 if let Ok(path) = str_arg("path") {
@@ -270,6 +347,52 @@ impl TestServer {
     }
 }
 
+/// Tools a careless or hostile server might list: one whose input schema does not compile,
+/// one whose input schema is not an object, one with a 1 MiB description, one with a 1 MiB
+/// schema, and one whose output schema does not compile (kept without it).
+fn hostile_tools() -> Vec<Tool> {
+    let schema = |value: Value| Arc::new(value.as_object().unwrap().clone());
+    let properties: serde_json::Map<String, Value> = (0..20_000)
+        .map(|i| {
+            (
+                format!("field_{i:05}"),
+                json!({"type": "string", "description": "padding"}),
+            )
+        })
+        .collect();
+    let mut bad_output = Tool::new(
+        "bad_output",
+        "Declares an output schema that does not compile",
+        schema(json!({"type": "object"})),
+    );
+    bad_output.output_schema = Some(schema(
+        json!({"type": "object", "properties": {"n": {"type": "banana"}}}),
+    ));
+    vec![
+        Tool::new(
+            "banana",
+            "Declares an input schema that does not compile",
+            schema(json!({"type": "banana"})),
+        ),
+        Tool::new(
+            "not_object",
+            "Declares a string input schema",
+            schema(json!({"type": "string"})),
+        ),
+        Tool::new(
+            "long_description",
+            "d".repeat(1 << 20),
+            schema(json!({"type": "object"})),
+        ),
+        Tool::new(
+            "huge_schema",
+            "Declares a schema of about 1 MiB",
+            schema(json!({"type": "object", "properties": properties})),
+        ),
+        bad_output,
+    ]
+}
+
 fn append_line(path: &str) {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -306,8 +429,22 @@ impl ServerHandler for TestServer {
             })
             .transpose()?
             .unwrap_or(0);
+        if start == 0 {
+            self.counters.lists.fetch_add(1, Ordering::SeqCst);
+            if let Ok(path) = std::env::var(LIST_LOG_ENV) {
+                append_line(&path);
+            }
+        }
+        if std::env::var_os(HANG_LIST_ENV).is_some() {
+            std::future::pending::<()>().await;
+        }
         let tools = self.tools();
-        let end = (start + PAGE_SIZE).min(tools.len());
+        let page_size = if tools.len() > 100 {
+            LARGE_PAGE_SIZE
+        } else {
+            PAGE_SIZE
+        };
+        let end = (start + page_size).min(tools.len());
         let mut page = ListToolsResult::with_all_items(tools[start..end].to_vec());
         if end < tools.len() {
             page.next_cursor = Some(end.to_string());
