@@ -21,7 +21,7 @@ pub fn check_whole(format: AudioFormat, len: usize) -> Result<(), AudioError> {
         .bytes_per_sample_frame()
         .filter(|b| *b > 0)
         .ok_or(AudioError::UnsupportedFormat(format))?;
-    if len % sample_bytes == 0 {
+    if len.is_multiple_of(sample_bytes) {
         Ok(())
     } else {
         Err(AudioError::PartialSample { len, sample_bytes })
@@ -33,7 +33,7 @@ pub fn check_whole(format: AudioFormat, len: usize) -> Result<(), AudioError> {
 /// # Errors
 /// [`AudioError::PartialSample`] on an odd length.
 pub fn i16_samples(data: &[u8]) -> Result<Vec<i16>, AudioError> {
-    if data.len() % 2 != 0 {
+    if !data.len().is_multiple_of(2) {
         return Err(AudioError::PartialSample {
             len: data.len(),
             sample_bytes: 2,

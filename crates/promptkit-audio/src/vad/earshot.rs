@@ -1,5 +1,12 @@
 //! The learned detector: `earshot`, a small recurrent network over mel features, pure Rust,
 //! with its weights compiled into the crate (nothing to download, no ONNX runtime).
+//!
+//! **The level gate.** The network answers "is there speech in this frame", and babble,
+//! a television or a colleague across the room are speech. A frame counts only when the
+//! network says speech **and** its speech-band level stands out of the noise floor (the
+//! energy detector's meter) by [`GATE_RATIO`]: the speech probability reported is the lower
+//! of the network's score and the level's probability (0.5 at the gate). In digital
+//! silence the gate is at [`MIN_GATE`], well under quiet speech.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,9 +16,19 @@ use promptkit_core::{
 };
 
 use super::Hysteresis;
+use super::energy::probability;
+use super::level::LevelMeter;
 
 /// The frame `earshot` takes: 256 samples, 16 ms at 16 kHz.
 pub const EARSHOT_FRAME_SAMPLES: usize = 256;
+/// The level a frame needs over the noise floor to count as speech: 3.5 dB.
+const GATE_RATIO: f32 = 1.5;
+/// The gate never goes below this level (RMS of PCM16 normalised to 1, about -54 dBFS).
+const MIN_GATE: f32 = 0.002;
+/// The window whose minimum level the noise floor follows.
+const FLOOR_WINDOW: Duration = Duration::from_secs(3);
+/// The duration of one frame.
+const FRAME: Duration = Duration::from_millis(16);
 
 /// Settings of the learned detector; also its [`VadFactory`].
 ///
@@ -72,6 +89,7 @@ impl EarshotVadConfig {
             hysteresis: Hysteresis::new(self.threshold, self.start, self.stop),
             clock: Duration::ZERO,
             samples: Vec::with_capacity(EARSHOT_FRAME_SAMPLES),
+            meter: LevelMeter::new(16_000, FLOOR_WINDOW),
         }
     }
 }
@@ -93,6 +111,7 @@ pub struct EarshotVad {
     hysteresis: Hysteresis,
     clock: Duration,
     samples: Vec<i16>,
+    meter: LevelMeter,
 }
 
 impl fmt::Debug for EarshotVad {
@@ -134,13 +153,21 @@ impl VoiceActivityDetector for EarshotVad {
         );
         let score = self.model.predict_i16(&self.samples).clamp(0.0, 1.0);
         let from = self.clock;
-        self.clock += Duration::from_millis(16);
-        Ok(self.hysteresis.update(from, self.clock, score))
+        self.clock += FRAME;
+        self.meter.measure(&self.samples, FRAME, self.clock);
+        let floor = self.meter.floor();
+        let gate = probability(
+            self.meter.level(),
+            floor,
+            (floor * GATE_RATIO).max(MIN_GATE),
+        );
+        Ok(self.hysteresis.update(from, self.clock, score.min(gate)))
     }
 
     fn reset(&mut self) {
         self.model.reset();
         self.hysteresis.reset();
+        self.meter.reset();
     }
 }
 

@@ -11,6 +11,10 @@ pub(crate) const ATTACK: Duration = Duration::from_micros(56_070);
 pub(crate) const RELEASE: Duration = Duration::from_micros(16_612);
 /// Floor rise time constant: Go's 0.05 per 20 ms chunk.
 pub(crate) const FLOOR_RISE: Duration = Duration::from_micros(389_914);
+/// Time constant of the slow level whose window minimum is the floor: long enough that the
+/// dips of fluctuating noise (babble, traffic) do not drag the floor far below the noise's
+/// mean, short enough that the pauses of speech still reach down to the noise.
+const FLOOR_SMOOTHING: Duration = Duration::from_millis(300);
 /// The starting floor (threshold 0.015), before the first frame sets it.
 const FLOOR_INIT: f32 = 0.005;
 /// Floor clamp.
@@ -76,6 +80,8 @@ pub(crate) struct LevelMeter {
     low_pass: Option<Biquad>,
     window: Duration,
     smoothed: f32,
+    /// The level smoothed by [`FLOOR_SMOOTHING`], for the floor.
+    slow: f32,
     floor: f32,
     /// `(time, level)` candidates for the window minimum, levels increasing.
     minima: VecDeque<(Duration, f32)>,
@@ -89,6 +95,7 @@ impl LevelMeter {
                 .then(|| Biquad::new(rate, BAND_HIGH_HZ, false)),
             window,
             smoothed: 0.0,
+            slow: 0.0,
             floor: FLOOR_INIT,
             minima: VecDeque::new(),
         }
@@ -100,6 +107,7 @@ impl LevelMeter {
             low_pass.reset();
         }
         self.smoothed = 0.0;
+        self.slow = 0.0;
         self.floor = FLOOR_INIT;
         self.minima.clear();
     }
@@ -135,24 +143,26 @@ impl LevelMeter {
             // climbs to it; if the stream starts in speech, the floor falls to the room's
             // level at the first pause.
             self.smoothed = rms;
+            self.slow = rms;
             self.floor = rms.clamp(FLOOR_MIN, FLOOR_MAX);
         }
         let tau = if rms > self.smoothed { ATTACK } else { RELEASE };
         self.smoothed += factor(step, tau) * (rms - self.smoothed);
+        self.slow += factor(step, FLOOR_SMOOTHING) * (rms - self.slow);
         self.track_floor(now, step);
     }
 
-    /// Moves the floor toward the minimum level of the window ending at `now`: at once when
-    /// it is lower, at Go's rate when it is higher.
+    /// Moves the floor toward the minimum slow level of the window ending at `now`: at once
+    /// when it is lower, at Go's rate when it is higher.
     fn track_floor(&mut self, now: Duration, step: Duration) {
         while self
             .minima
             .back()
-            .is_some_and(|(_, level)| *level >= self.smoothed)
+            .is_some_and(|(_, level)| *level >= self.slow)
         {
             self.minima.pop_back();
         }
-        self.minima.push_back((now, self.smoothed));
+        self.minima.push_back((now, self.slow));
         let window_start = now.saturating_sub(self.window);
         while self
             .minima
@@ -161,10 +171,7 @@ impl LevelMeter {
         {
             self.minima.pop_front();
         }
-        let minimum = self
-            .minima
-            .front()
-            .map_or(self.smoothed, |(_, level)| *level);
+        let minimum = self.minima.front().map_or(self.slow, |(_, level)| *level);
         let target = minimum.clamp(FLOOR_MIN, FLOOR_MAX);
         self.floor = if target < self.floor {
             target
