@@ -51,6 +51,29 @@
 //! # }
 //! ```
 //!
+//! # Example: a learned VAD on frames of another size
+//!
+//! ```
+//! use promptkit_audio::{EarshotVadConfig, rechunk::Rechunker};
+//! use promptkit_core::{AudioFormat, AudioFrame, VadFactory, VadState};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut vad = EarshotVadConfig::new().fresh()?;
+//! // earshot takes 256-sample frames; the transport sends 20 ms (320 samples).
+//! let mut rechunker = Rechunker::new(vad.format(), vad.frame_samples().unwrap_or(320))?;
+//! let mut frames = Vec::new();
+//! for _ in 0..50 {
+//!     let frame = AudioFrame::new(vec![0_u8; 640], AudioFormat::PCM16_16K_MONO);
+//!     rechunker.push(&frame, &mut frames)?;
+//! }
+//! assert_eq!(frames.len(), 62); // one second in 16 ms frames, the rest held back
+//! for frame in &frames {
+//!     assert_eq!(vad.process(frame)?.state, VadState::Quiet);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Example: resampling and G.711
 //!
 //! ```
