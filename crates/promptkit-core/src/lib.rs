@@ -11,10 +11,34 @@
 //! - **Accounting**: [`Usage`] (every count optional: "not reported" is not zero), [`Cost`],
 //!   [`ModelPricing`] and [`PricingTable`]; [`FinishReason`] normalised across vendors.
 //! - **Seams**: [`Provider`] (with [`ProviderRequest`], [`ProviderResponse`],
-//!   [`StreamEvent`] and [`StreamAccumulator`]), [`RealtimeProvider`] and
-//!   [`RealtimeSession`], [`ToolSet`] and [`ToolExecutor`], [`StateStore`],
-//!   [`SpeechToText`], [`TextToSpeech`] and [`VoiceActivityDetector`] with [`AudioFrame`].
-//!   Each has its own typed error. All are object-safe and used as `Arc<dyn …>`.
+//!   [`StreamEvent`] and [`StreamAccumulator`]), [`ToolSet`] and [`ToolExecutor`],
+//!   [`StateStore`]. Each has its own typed error. All are object-safe and used as
+//!   `Arc<dyn …>` (or `Box<dyn …>` for the per-stream detectors).
+//! - **Speech seams**, all on [`AudioFrame`]s in audio time:
+//!   - [`VoiceActivityDetector`] (made fresh per stream by a [`VadFactory`], declaring its
+//!     input [`AudioFormat`] and frame size) and [`TurnDetector`] (from a
+//!     [`TurnDetectorFactory`]), which turns [`TurnSignal`]s (audio, VAD decisions, STT
+//!     events, a semantic model's probability) into [`TurnEvent`]s;
+//!   - [`SpeechToText`]: batch [`Transcript`]s, or a live [`SttSession`] whose
+//!     [`AudioSender`] can `finalize` a turn without closing, and whose stream yields
+//!     [`SttEvent`]s (partials, finals with `speech_final`, speech started, utterance end)
+//!     with [`Word`] timings;
+//!   - [`TextToSpeech`]: one-shot synthesis, or a [`TtsSession`] per answer fed text
+//!     chunks through a [`TextSender`] (send, flush, cancel, finish) and yielding
+//!     [`TtsEvent`]s (audio, word timings, flushed, done); [`TextToSpeech::formats`] lists
+//!     what the service can produce.
+//! - **Realtime seam**: [`RealtimeProvider`] opens a [`RealtimeSession`], a
+//!   [`RealtimeSender`] of [`RealtimeInput`]s (audio, images, text, tool results,
+//!   activity start and end, truncation, session updates) and a stream of
+//!   [`RealtimeEvent`]s tagged with response and item ids ([`ItemRef`]), with session
+//!   resumption; [`RealtimeConfig`] carries turn detection ([`TurnDetection`]), output
+//!   modalities and vendor options, and the provider prices usage like a [`Provider`].
+//!
+//! **Forward compatibility.** The structs that callers and implementors build (options,
+//! configurations, frames, transcripts, event payloads) are `#[non_exhaustive]`: they are
+//! made with a constructor and `with_*` methods, so a field added later breaks no one. Every
+//! enum that will grow is `#[non_exhaustive]` too. The policy and its exceptions are in
+//! `docs/decisions/0018-speech-and-realtime-seams.md`.
 //!
 //! **Who should depend on this crate:** authors of providers, tools, stores and speech
 //! services who implement a seam. Applications use the `promptkit` facade, which re-exports
@@ -97,6 +121,80 @@
 //! # }
 //! ```
 //!
+//! # Example: a voice activity detector
+//!
+//! Detectors keep state for one audio stream, so a stage shared by many runs holds a
+//! [`VadFactory`] and takes a fresh detector per run. This one calls a 10 ms frame speech
+//! when its loudest sample reaches a level:
+//!
+//! ```
+//! use promptkit_core::{
+//!     AudioFormat, AudioFrame, SpeechError, VadDecision, VadEvent, VadFactory, VadState,
+//!     VoiceActivityDetector,
+//! };
+//! use std::time::Duration;
+//!
+//! #[derive(Debug, Default)]
+//! struct Peak {
+//!     clock: Duration,
+//!     speaking: bool,
+//! }
+//!
+//! impl VoiceActivityDetector for Peak {
+//!     fn format(&self) -> AudioFormat { AudioFormat::PCM16_16K_MONO }
+//!     fn frame_samples(&self) -> Option<usize> { Some(160) }
+//!
+//!     fn process(&mut self, frame: &AudioFrame) -> Result<VadDecision, SpeechError> {
+//!         if frame.format != self.format() {
+//!             return Err(SpeechError::UnsupportedFormat(frame.format));
+//!         }
+//!         if frame.samples() != self.frame_samples() {
+//!             return Err(SpeechError::InvalidInput { message: "expected 160 samples".into() });
+//!         }
+//!         let peak = frame
+//!             .data
+//!             .chunks_exact(2)
+//!             .map(|s| i16::from_le_bytes([s[0], s[1]]).unsigned_abs())
+//!             .max()
+//!             .unwrap_or(0);
+//!         let (start, end) = (self.clock, self.clock + Duration::from_millis(10));
+//!         self.clock = end;
+//!         let loud = peak >= 1000;
+//!         let state = if loud { VadState::Speaking } else { VadState::Quiet };
+//!         let decision = VadDecision::new(state, if loud { 1.0 } else { 0.0 });
+//!         Ok(match (loud, self.speaking) {
+//!             (true, false) => decision.with_event(VadEvent::SpeechStarted { at: start }),
+//!             (false, true) => decision.with_event(VadEvent::SpeechEnded { at: start }),
+//!             _ => decision,
+//!         })
+//!         .inspect(|_| self.speaking = loud)
+//!     }
+//!
+//!     fn reset(&mut self) { self.speaking = false; }
+//! }
+//!
+//! #[derive(Debug)]
+//! struct PeakFactory;
+//!
+//! impl VadFactory for PeakFactory {
+//!     fn name(&self) -> &str { "peak" }
+//!     fn fresh(&self) -> Result<Box<dyn VoiceActivityDetector>, SpeechError> {
+//!         Ok(Box::new(Peak::default()))
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), SpeechError> {
+//! let factory: std::sync::Arc<dyn VadFactory> = std::sync::Arc::new(PeakFactory);
+//! let mut vad = factory.fresh()?;
+//! let quiet = AudioFrame::new(vec![0_u8; 320], AudioFormat::PCM16_16K_MONO);
+//! let loud = AudioFrame::new([0xd0_u8, 0x07].repeat(160), AudioFormat::PCM16_16K_MONO);
+//! assert_eq!(vad.process(&quiet)?.event, None);
+//! let decision = vad.process(&loud)?;
+//! assert_eq!(decision.event, Some(VadEvent::SpeechStarted { at: Duration::from_millis(10) }));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Supported Rust versions
 //!
 //! The workspace is built and tested with Rust 1.95, its declared `rust-version`.
@@ -129,13 +227,16 @@ pub use provider::{
     TimeoutPhase,
 };
 pub use realtime::{
-    RealtimeConfig, RealtimeError, RealtimeEvent, RealtimeEvents, RealtimeInput, RealtimeProvider,
-    RealtimeSender, RealtimeSession, TurnDetection,
+    Eagerness, ImageFrame, ItemRef, Modality, OutputTextKind, RealtimeConfig, RealtimeError,
+    RealtimeEvent, RealtimeEvents, RealtimeInput, RealtimeProvider, RealtimeSender,
+    RealtimeSession, ResponseDone, SemanticVad, ServerVad, TurnDetection,
 };
 pub use speech::{
     AudioEncoding, AudioFormat, AudioFrame, AudioSender, AudioStream, SpeechError, SpeechToText,
-    SttSession, SynthesisOptions, TextToSpeech, Transcript, TranscriptStream, TranscriptionOptions,
-    VadEvent, VadState, VoiceActivityDetector,
+    SttEvent, SttMetadata, SttSession, SynthesisOptions, TextSender, TextToSpeech, Transcript,
+    TranscriptStream, TranscriptionOptions, TtsEvent, TtsEventStream, TtsSession, TurnDetector,
+    TurnDetectorFactory, TurnEnd, TurnEndReason, TurnEvent, TurnSignal, VadDecision, VadEvent,
+    VadFactory, VadState, VoiceActivityDetector, Word,
 };
 pub use state::{
     AppendOutcome, Conversation, ConversationInfo, ExpectedVersion, ListOptions, Page, SortOrder,

@@ -11,7 +11,7 @@ use crate::*;
 
 /// Serialises `value`, checks the JSON equals `golden`, deserialises it back and checks the
 /// result equals `value`.
-fn golden<T>(value: &T, golden: &Value)
+pub(crate) fn golden<T>(value: &T, golden: &Value)
 where
     T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
 {
@@ -973,77 +973,6 @@ fn conversation_ids_are_validated() {
 }
 
 #[test]
-fn audio_formats_and_frames() {
-    let format = AudioFormat::PCM16_16K_MONO;
-    assert_eq!(format.bytes_per_second(), Some(32_000));
-    let frame = AudioFrame::new(vec![0_u8; 640], format);
-    assert_eq!(frame.duration(), Some(Duration::from_millis(20)));
-    let mp3 = AudioFormat {
-        encoding: AudioEncoding::Mp3,
-        ..format
-    };
-    assert_eq!(mp3.duration_of(1000), None);
-    golden(
-        &AudioFormat::PCM16_24K_MONO,
-        &json!({"sample_rate": 24000, "channels": 1, "encoding": "pcm16"}),
-    );
-    golden(&VadState::Speaking, &json!("speaking"));
-    golden(
-        &VadEvent::SpeechEnded {
-            at: Duration::from_millis(1500),
-        },
-        &json!({"type": "speech_ended", "at": 1500}),
-    );
-    assert_eq!(AudioEncoding::Mulaw.bytes_per_sample(), Some(1));
-    assert_eq!(AudioEncoding::Wav.mime_type(), "audio/wav");
-}
-
-#[test]
-fn speech_and_realtime_errors() {
-    assert!(
-        SpeechError::Service {
-            status: 503,
-            message: String::new()
-        }
-        .is_retryable()
-    );
-    assert!(
-        !SpeechError::Service {
-            status: 400,
-            message: String::new()
-        }
-        .is_retryable()
-    );
-    assert!(!SpeechError::EmptyAudio.is_retryable());
-    let config = RealtimeConfig {
-        instructions: Some("be brief".into()),
-        turn_detection: TurnDetection::Manual,
-        ..RealtimeConfig::default()
-    };
-    let back: RealtimeConfig =
-        serde_json::from_str(&serde_json::to_string(&config).unwrap()).unwrap();
-    assert_eq!(back, config);
-    let options = SynthesisOptions {
-        voice: Some("alloy".into()),
-        format: Some(AudioFormat::PCM16_24K_MONO),
-        ..SynthesisOptions::default()
-    };
-    let back: SynthesisOptions =
-        serde_json::from_str(&serde_json::to_string(&options).unwrap()).unwrap();
-    assert_eq!(back, options);
-    let transcript = Transcript {
-        text: "hello".into(),
-        is_final: true,
-        language: Some("en".into()),
-        audio_duration_ms: Some(1200),
-    };
-    golden(
-        &transcript,
-        &json!({"text": "hello", "is_final": true, "language": "en", "audio_duration_ms": 1200}),
-    );
-}
-
-#[test]
 fn mime_guessing() {
     assert_eq!(mime_from_extension("PNG"), Some("image/png"));
     assert_eq!(mime_from_extension("wav"), Some("audio/wav"));
@@ -1069,7 +998,8 @@ fn capabilities_gate_content_kinds() {
     assert!(vision.accepts(ContentKind::Image));
 }
 
-/// The seams are object-safe and their trait objects are `Send + Sync`.
+/// The seams are object-safe and their trait objects are `Send + Sync` (`Send` for the
+/// per-stream detectors, which one task owns).
 #[test]
 fn seams_are_object_safe() {
     fn assert_send_sync<T: ?Sized + Send + Sync>() {}
@@ -1082,10 +1012,15 @@ fn seams_are_object_safe() {
     assert_send_sync::<dyn SpeechToText>();
     assert_send_sync::<dyn TextToSpeech>();
     assert_send_sync::<dyn AudioSender>();
+    assert_send_sync::<dyn TextSender>();
+    assert_send_sync::<dyn VadFactory>();
+    assert_send_sync::<dyn TurnDetectorFactory>();
     fn assert_send<T: ?Sized + Send>() {}
     assert_send::<dyn VoiceActivityDetector>();
+    assert_send::<dyn TurnDetector>();
     assert_send::<RealtimeSession>();
     assert_send::<SttSession>();
+    assert_send::<TtsSession>();
 }
 
 /// A store written before leases and `append_if` existed: only the required methods.
@@ -1238,3 +1173,5 @@ fn user_and_message_ids_are_validated_without_echoing_them() {
     let err = StateError::validate_lease("s", "t\0").unwrap_err();
     assert!(matches!(err, StateError::InvalidId { .. }), "{err}");
 }
+mod realtime;
+mod speech;
