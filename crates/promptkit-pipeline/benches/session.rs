@@ -8,6 +8,8 @@
 //!
 //! `cargo bench -p promptkit-pipeline --bench session`
 
+#![allow(clippy::print_stdout, reason = "the benchmark's report is its output")]
+
 use std::alloc::System;
 use std::sync::Arc;
 use std::time::Duration;
