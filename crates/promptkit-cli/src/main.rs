@@ -645,7 +645,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("\nerror: {e} (what was said is saved in session {session})");
+                    eprintln!(
+                        "\nerror: {} (what was said is saved in session {session})",
+                        promptkit::ErrorChain(&e)
+                    );
                     Ok(ExitCode::from(EXIT_TURN))
                 }
             }
@@ -704,7 +707,7 @@ async fn chat(
                             eprintln!("  {}\t{}", def.name, def.description);
                         }
                     }
-                    Err(e) => eprintln!("error: cannot list tools: {e}"),
+                    Err(e) => eprintln!("error: cannot list tools: {}", promptkit::ErrorChain(&e)),
                 },
                 (Some("cost"), _) => eprintln!(
                     "tokens in {} / out {}; cost ${cost:.6}",
@@ -737,7 +740,7 @@ async fn chat(
                 total += reply.usage;
                 cost += reply.cost.map_or(0.0, |c| c.total_usd);
             }
-            Err(e) => eprintln!("error: {e}"),
+            Err(e) => eprintln!("error: {}", promptkit::ErrorChain(&e)),
         }
     }
     eprintln!("session {session} saved");

@@ -154,3 +154,91 @@ fn a_scripted_provider_from_a_config_file() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "scripted answer");
 }
+
+/// A server that answers every request with `status` and a vendor-shaped JSON error.
+fn refusing_upstream(status: &'static str, body: &'static str) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut request = vec![0; length];
+            let _ = reader.read_exact(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+/// The segments of an error line as `{:#}` prints it ("a: b: c"), after "error: ".
+fn segments(stderr: &str) -> Vec<String> {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    line.split(": ").map(str::to_owned).collect()
+}
+
+#[test]
+fn a_failed_turn_prints_each_cause_once() {
+    let home = tempfile::tempdir().unwrap();
+    let refused = refusing_upstream(
+        "401 Unauthorized",
+        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+    );
+    let base = format!("http://{refused}/v1");
+    // A closed port: the connection itself fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_base = format!("http://{}/v1", closed.local_addr().unwrap());
+    drop(closed);
+    for base in [base, closed_base] {
+        let out = promptkit(
+            home.path(),
+            &[
+                "--provider",
+                "openai-compatible",
+                "--base-url",
+                &base,
+                "--model",
+                "m",
+                "run",
+                "hi",
+            ],
+            "",
+        );
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        let segments = segments(&stderr);
+        assert!(segments.len() >= 2, "the cause is printed: {stderr}");
+        for (i, segment) in segments.iter().enumerate() {
+            for later in &segments[i + 1..] {
+                // Short segments ("HTTP 401") may recur inside longer ones by chance.
+                let (short, long) = if segment.len() <= later.len() {
+                    (segment, later)
+                } else {
+                    (later, segment)
+                };
+                assert!(
+                    short != long && (short.len() < 12 || !long.contains(short.as_str())),
+                    "a cause is printed twice ({segment:?} and {later:?}): {stderr}"
+                );
+            }
+        }
+    }
+}
