@@ -166,7 +166,7 @@ async fn a_streaming_guardrail_stops_the_response_before_the_offending_chunk() {
     let err = result.unwrap_err();
     assert_eq!(
         ErrorChain(&err).to_string(),
-        "stage `provider` failed: denied by banned_words: banned word `guarantee`"
+        "stage `provider` failed: the turn was stopped: denied by banned_words: banned word `guarantee`"
     );
     let deltas: Vec<&str> = elements.iter().filter_map(Element::as_text).collect();
     assert_eq!(

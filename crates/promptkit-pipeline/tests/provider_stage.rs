@@ -456,7 +456,7 @@ async fn max_rounds_ends_the_turn_with_a_clear_error() {
         .unwrap_err();
     assert_eq!(
         ErrorChain(&failure).to_string(),
-        "stage `provider` failed: turn stopped after 3 model calls (max_rounds) while the model still asked for tools"
+        "stage `provider` failed: the turn was stopped: the model still asked for tools after 3 model calls (max_rounds)"
     );
     assert_eq!(failure.partial.messages.len(), 1 + 3 * 2);
 }

@@ -53,9 +53,7 @@ pub enum TurnError {
     #[error("tools unavailable")]
     Tools(#[source] ToolError),
     /// The model kept asking for tools past the round limit.
-    #[error(
-        "turn stopped after {0} model calls (max_rounds) while the model still asked for tools"
-    )]
+    #[error("the model still asked for tools after {0} model calls (max_rounds)")]
     MaxRounds(u32),
     /// The turn's (or the conversation's) cost passed its budget.
     #[error("cost budget of ${budget:.4} exceeded: ${spent:.4} spent")]
@@ -97,7 +95,9 @@ impl From<TurnError> for StageError {
             TurnError::Provider(cause) => Self::with_source("model call failed", cause),
             TurnError::Tools(cause) => Self::with_source("tools unavailable", cause),
             TurnError::Output(cause) => cause.into(),
-            other => Self::new(other.to_string()),
+            // The turn error itself is the cause, so callers can tell a budget or a round
+            // limit from a failure (serve answers a budget with a 400).
+            other => Self::with_source("the turn was stopped", other),
         }
     }
 }
