@@ -1432,3 +1432,95 @@ async fn a_turn_over_the_default_cost_budget_is_refused_as_such() {
         }
     }
 }
+
+// 12 and 13 (the live-sessions issue). A client that goes away while its turn runs a tool:
+// the session is not stuck. The next request on it is served normally, and the model sees
+// the abandoned call closed with an "interrupted" result instead of an open call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_during_a_tool_leaves_the_session_usable() {
+    let upstream = MockUpstream::start(Profile {
+        tool_delay: Duration::from_secs(3),
+        ..Profile::INSTANT
+    })
+    .await
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let tool = home.path().join("lookup_order.json");
+    std::fs::write(
+        &tool,
+        json!({"name": "lookup_order", "description": "Looks up an order",
+            "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+            "executor": "http",
+            "config": {"url": format!("{}/tool", upstream.origin()), "method": "POST"}})
+        .to_string(),
+    )
+    .unwrap();
+    upstream.push(Scripted::sse(vec![
+        SseStep::Json(chunks::text("Looking it up. ")),
+        SseStep::Json(chunks::tool_start(0, "call_1", "lookup_order", "{}")),
+        SseStep::Json(chunks::finish("tool_calls")),
+        SseStep::Done,
+    ]));
+    let server = Server::launch(command(
+        home.path(),
+        &upstream.base_url(),
+        &["--tools", tool.to_str().unwrap()],
+        &[],
+    ));
+    let mut abandoned = post(
+        &server,
+        None,
+        &json!({"stream": true, "messages": [{"role": "user", "content": "Where is 7?"}]}),
+    )
+    .header("x-session-id", "gone")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(abandoned.status(), 200);
+    let first = abandoned.chunk().await.unwrap().unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&first).contains("Looking it up."),
+        "{first:?}"
+    );
+    // The tool is running (the upstream holds it for 3 s): the client leaves.
+    assert!(
+        eventually(Duration::from_secs(5), || upstream
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/tool")))
+        .await,
+        "the tool was called"
+    );
+    drop(abandoned);
+
+    upstream.push(answer("Sorry, let me try again."));
+    let next = post(&server, None, &chat("Are you there?"))
+        .header("x-session-id", "gone")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200);
+    let body: Value = next.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"], "Sorry, let me try again.",
+        "{body}"
+    );
+    let calls = model_calls(&upstream);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let seen = calls[1]["messages"].as_array().unwrap();
+    let closed = seen
+        .iter()
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == "call_1")
+        .unwrap_or_else(|| panic!("the abandoned call has a result: {seen:?}"));
+    assert!(
+        closed["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("interrupted")),
+        "{closed}"
+    );
+    assert_eq!(
+        seen.last().unwrap()["content"],
+        "Are you there?",
+        "{seen:?}"
+    );
+}
