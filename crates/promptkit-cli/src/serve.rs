@@ -8,7 +8,7 @@
 //! request's last message. Tools configured on the server run inside the turn: the client sees
 //! the final answer.
 //!
-//! Every request passes the edge first ([`edge`]): the `Host` and `Origin` checks, the API key,
+//! Every request passes the edge first ([`edge()`]): the `Host` and `Origin` checks, the API key,
 //! the rate limit and, for `POST`, the JSON content type; a turn then takes a place in the
 //! bounded queue, its session (one turn at a time, across processes too) and a concurrency
 //! slot. Decision 0014 explains the limits and their defaults.
@@ -110,7 +110,7 @@ pub(crate) struct ServeOptions {
     pub(crate) shutdown_grace: Duration,
 }
 
-/// Who is calling, put in the request's extensions by [`edge`].
+/// Who is calling, put in the request's extensions by [`edge()`].
 #[derive(Debug, Clone)]
 struct Caller {
     request_id: String,

@@ -20,8 +20,12 @@ async fn run_turns(path: &std::ffi::OsStr, role: &str) -> Result<(), StateError>
     let token = format!("{role}-{}", std::process::id());
     for turn in 0..TURNS {
         let (user, answer) = messages(role, turn);
-        store.append(&own, Some(role), std::slice::from_ref(&user)).await?;
-        store.append(&own, None, std::slice::from_ref(&answer)).await?;
+        store
+            .append(&own, Some(role), std::slice::from_ref(&user))
+            .await?;
+        store
+            .append(&own, None, std::slice::from_ref(&answer))
+            .await?;
         // The shared session: one turn at a time across both processes.
         while !store
             .try_lease(SHARED, &token, Duration::from_secs(30))
