@@ -6,11 +6,11 @@
 //!   [`rechunk`] (fixed-size frames from frames of any size), [`pcm`] (PCM16, f32, G.711
 //!   and channel conversions) and [`wav`] (read and write, on `hound`).
 //! - **Voice activity detection** behind the core
-//!   [`VoiceActivityDetector`](promptkit_core::VoiceActivityDetector) seam, fresh per run from
-//!   a [`VadFactory`](promptkit_core::VadFactory): [`EarshotVadConfig`] (a learned detector,
+//!   [`VoiceActivityDetector`] seam, fresh per run from
+//!   a [`VadFactory`]: [`EarshotVadConfig`] (a learned detector,
 //!   pure Rust with its model compiled in; the default) and [`EnergyVadConfig`] (the Go
 //!   original's adaptive energy detector).
-//! - **Turn detection** behind the core [`TurnDetector`](promptkit_core::TurnDetector) seam:
+//! - **Turn detection** behind the core [`TurnDetector`] seam:
 //!   [`TurnConfig`] makes [`SilenceTurnDetector`]s (silence, minimum speech, maximum turn,
 //!   the recogniser's endpointing), and [`TurnSegmenter`] runs a VAD and a detector over a
 //!   stream and cuts out each turn's audio with its pre-roll.

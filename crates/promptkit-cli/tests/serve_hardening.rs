@@ -63,6 +63,31 @@ fn answer(text: &str) -> Scripted {
     ])
 }
 
+/// A `lookup_order` HTTP tool served by the upstream's tool endpoint, written into `home`.
+fn order_tool(home: &std::path::Path, upstream: &MockUpstream) -> std::path::PathBuf {
+    let tool = home.join("lookup_order.json");
+    std::fs::write(
+        &tool,
+        json!({"name": "lookup_order", "description": "Looks up an order",
+            "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+            "executor": "http",
+            "config": {"url": format!("{}/tool", upstream.origin()), "method": "POST"}})
+        .to_string(),
+    )
+    .unwrap();
+    tool
+}
+
+/// A streamed answer that says a few words, then calls `lookup_order` as `call_1`.
+fn looking_it_up() -> Scripted {
+    Scripted::sse(vec![
+        SseStep::Json(chunks::text("Looking it up. ")),
+        SseStep::Json(chunks::tool_start(0, "call_1", "lookup_order", "{}")),
+        SseStep::Json(chunks::finish("tool_calls")),
+        SseStep::Done,
+    ])
+}
+
 /// The same, after `delay`.
 fn slow_answer(text: &str, delay: Duration) -> Scripted {
     Scripted::sse(vec![
@@ -861,22 +886,8 @@ async fn a_silent_tool_round_gets_keep_alive_comments() {
     .await
     .unwrap();
     let home = tempfile::tempdir().unwrap();
-    let tool = home.path().join("lookup_order.json");
-    std::fs::write(
-        &tool,
-        json!({"name": "lookup_order", "description": "Looks up an order",
-            "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}},
-            "executor": "http",
-            "config": {"url": format!("{}/tool", upstream.origin()), "method": "POST"}})
-        .to_string(),
-    )
-    .unwrap();
-    upstream.push(Scripted::sse(vec![
-        SseStep::Json(chunks::text("Looking it up. ")),
-        SseStep::Json(chunks::tool_start(0, "call_1", "lookup_order", "{}")),
-        SseStep::Json(chunks::finish("tool_calls")),
-        SseStep::Done,
-    ]));
+    let tool = order_tool(home.path(), &upstream);
+    upstream.push(looking_it_up());
     upstream.push(answer("It has shipped."));
     let server = Server::launch(command(
         home.path(),
@@ -1445,22 +1456,8 @@ async fn a_client_gone_during_a_tool_leaves_the_session_usable() {
     .await
     .unwrap();
     let home = tempfile::tempdir().unwrap();
-    let tool = home.path().join("lookup_order.json");
-    std::fs::write(
-        &tool,
-        json!({"name": "lookup_order", "description": "Looks up an order",
-            "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}},
-            "executor": "http",
-            "config": {"url": format!("{}/tool", upstream.origin()), "method": "POST"}})
-        .to_string(),
-    )
-    .unwrap();
-    upstream.push(Scripted::sse(vec![
-        SseStep::Json(chunks::text("Looking it up. ")),
-        SseStep::Json(chunks::tool_start(0, "call_1", "lookup_order", "{}")),
-        SseStep::Json(chunks::finish("tool_calls")),
-        SseStep::Done,
-    ]));
+    let tool = order_tool(home.path(), &upstream);
+    upstream.push(looking_it_up());
     let server = Server::launch(command(
         home.path(),
         &upstream.base_url(),

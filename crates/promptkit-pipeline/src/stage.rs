@@ -55,7 +55,7 @@ impl fmt::Display for StageKind {
 ///
 /// `run` is called once per execution with that run's input and output; returning closes the
 /// output (done). Returning `Err` is fatal: it cancels the whole run and becomes its result.
-/// For recoverable problems, send an error element ([`Element::error`]) downstream instead.
+/// For recoverable problems, send an error element ([`Element::error`](crate::Element::error)) downstream instead.
 ///
 /// A stage value is shared by every run of its pipeline, which may be concurrent: keep
 /// per-run state in locals or in the [`RunContext`](crate::RunContext).
