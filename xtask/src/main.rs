@@ -16,6 +16,7 @@
 
 mod bench;
 mod ci;
+mod fuzz;
 mod layering;
 mod metadata;
 mod tidy;
@@ -41,6 +42,8 @@ COMMANDS:
     bench round1
                 The streaming-proxy load benchmark (docs/benchmarks.md): promptkit serve and a
                 no-framework baseline in front of the mock upstream, tier by tier
+    fuzz        Build the fuzz targets (fuzz/, cargo-fuzz) and run each for a while, with a
+                table of executions and corpus sizes; fails when a target crashes
     help        Print this message
 
 OPTIONS (ci):
@@ -48,6 +51,10 @@ OPTIONS (ci):
                             (cargo-deny and the layering check still cover the workspace)
     --advisories            Also run `cargo deny check advisories` (needs the network)
     --keep-going            Run every step even after a failure (the default)
+
+OPTIONS (fuzz):
+    --seconds <N>           Seconds per target (default 60)
+    --target <NAME>         Only this target (repeatable; default: every target)
 
 OPTIONS (bench round1):
     --tiers <C,C,...>       Concurrency tiers (default 10,50,200,500,1000,2000)
@@ -70,6 +77,8 @@ enum Command {
     Layering,
     /// `cargo xtask bench round1 ...`
     Round1(bench::Options),
+    /// `cargo xtask fuzz ...`
+    Fuzz(fuzz::Options),
     /// `cargo xtask help`
     Help,
 }
@@ -117,6 +126,27 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command>
                 }
             }
             Ok(Command::Ci(options))
+        }
+        "fuzz" => {
+            let mut options = fuzz::Options::default();
+            while let Some(arg) = args.next() {
+                let mut value = || {
+                    args.next()
+                        .with_context(|| format!("`{arg}` needs a value"))
+                };
+                match arg.as_str() {
+                    "--seconds" => {
+                        options.seconds = value()?
+                            .parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .context("--seconds takes a positive number")?;
+                    }
+                    "--target" => options.targets.push(value()?),
+                    other => bail!("unknown option `{other}` for `cargo xtask fuzz`\n\n{HELP}"),
+                }
+            }
+            Ok(Command::Fuzz(options))
         }
         "bench" => match args.next().as_deref() {
             Some("round1") => parse_round1(args).map(Command::Round1),
@@ -195,6 +225,7 @@ fn run(command: Command, root: &Path) -> anyhow::Result<bool> {
         Command::Layering => layering::run(root),
         Command::Ci(options) => ci::run(root, &options),
         Command::Round1(options) => bench::round1(root, &options),
+        Command::Fuzz(options) => fuzz::run(root, &options),
     }
 }
 
@@ -266,6 +297,23 @@ mod tests {
         assert!(parse(&["bench", "round2"]).is_err());
         assert!(parse(&["bench", "round1", "--tiers", "10,x"]).is_err());
         assert!(parse(&["bench", "round1", "--scenario", "voice"]).is_err());
+        assert!(parse(&["fuzz", "--seconds", "0"]).is_err());
+        assert!(parse(&["fuzz", "--frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn fuzz_takes_seconds_and_targets() {
+        assert_eq!(
+            parse(&["fuzz", "--seconds", "5", "--target", "mcp_sse"]).unwrap(),
+            Command::Fuzz(super::fuzz::Options {
+                seconds: 5,
+                targets: vec!["mcp_sse".to_owned()],
+            })
+        );
+        assert_eq!(
+            parse(&["fuzz"]).unwrap(),
+            Command::Fuzz(super::fuzz::Options::default())
+        );
     }
 
     #[test]
