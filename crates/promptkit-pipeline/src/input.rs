@@ -132,18 +132,18 @@ impl StageInput {
     /// `tokio::select!`), no element is lost.
     pub async fn recv(&mut self) -> Option<Element> {
         loop {
-            let element = match self.closing.clone() {
+            let element = match self.closing.as_deref() {
                 Some(closing) => {
                     let closed = closing.notify.notified();
                     if closing.is_closed() {
-                        self.close_channels();
+                        self.inner.close();
                         next(&mut self.inner).await
                     } else {
                         tokio::select! {
                             biased;
                             element = next(&mut self.inner) => element,
                             () = closed => {
-                                self.close_channels();
+                                self.inner.close();
                                 continue;
                             }
                         }
@@ -182,11 +182,13 @@ impl StageInput {
         }
         Some(element)
     }
+}
 
+impl Inputs {
     /// A shutdown closed the run's input: no more sends are accepted, and what was queued is
     /// still read.
-    fn close_channels(&mut self) {
-        match &mut self.inner {
+    fn close(&mut self) {
+        match self {
             Inputs::Single(rx) => rx.close(),
             Inputs::FanIn { sources, .. } => sources.iter_mut().for_each(|(_, rx)| rx.close()),
             Inputs::None | Inputs::Shared(_) => {}

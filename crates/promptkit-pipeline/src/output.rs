@@ -189,6 +189,18 @@ pub(crate) async fn send_one(
     }
 }
 
+/// Sends to every channel of a run's input, waiting for room: [`send_one`] for one,
+/// [`broadcast`] for several.
+pub(crate) async fn send_all(
+    txs: &[mpsc::Sender<Element>],
+    element: Element,
+) -> Result<(), OutputClosed> {
+    match txs {
+        [only] => send_one(only, element).await,
+        many => broadcast(many.iter(), element).await,
+    }
+}
+
 /// Sends to every channel: reserves room in each live one (waiting while one is full), then
 /// sends to all, so that a send dropped part-way delivered nothing. Closed channels are
 /// skipped; `Err` when all are closed.

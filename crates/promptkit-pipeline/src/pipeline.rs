@@ -19,7 +19,7 @@ use crate::context::{Progress, StageContext};
 use crate::element::{Control, Element, ElementError, Interrupt, Payload};
 use crate::events::{Emitter, EventBus, EventKind};
 use crate::input::{Closing, Inputs, StageInput};
-use crate::output::{StageOutput, Target, TrySendError, broadcast, send_one, try_deliver};
+use crate::output::{StageOutput, Target, TrySendError, send_all, try_deliver};
 use crate::run::{Outcome, RunShared, Runs, millis};
 use crate::run_context::{RunContext, RunData};
 use crate::{DynStage, StageError};
@@ -602,11 +602,7 @@ fn queue_ready(
 /// Forwards `input` to every root stage, until it ends or no root reads any more.
 async fn feed_roots(mut input: FeedStream, roots: Vec<mpsc::Sender<Element>>) {
     while let Some(element) = std::future::poll_fn(|cx| input.as_mut().poll_next(cx)).await {
-        let sent = match roots.as_slice() {
-            [only] => send_one(only, element).await,
-            many => broadcast(many.iter(), element).await,
-        };
-        if sent.is_err() {
+        if send_all(&roots, element).await.is_err() {
             break;
         }
     }
@@ -631,11 +627,7 @@ impl InputSender {
     /// # Errors
     /// [`InputClosed`] when no root stage is reading any more.
     pub async fn send(&self, element: Element) -> Result<(), InputClosed> {
-        match &*self.txs {
-            [only] => send_one(only, element).await,
-            many => broadcast(many.iter(), element).await,
-        }
-        .map_err(|_| InputClosed)
+        send_all(&self.txs, element).await.map_err(|_| InputClosed)
     }
 
     /// Sends an element to every root stage if each has room now; never waits. A transport
