@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::process::{Output, Stdio};
 
+use promptkit_testkit::upstream::{MockUpstream, Profile, Scripted};
 use serde_json::Value;
 
 mod support;
@@ -155,37 +156,6 @@ fn a_scripted_provider_from_a_config_file() {
     assert_eq!(text(&out.stdout).trim(), "scripted answer");
 }
 
-/// A server that answers every request with `status` and a vendor-shaped JSON error.
-fn refusing_upstream(status: &'static str, body: &'static str) -> std::net::SocketAddr {
-    use std::io::{BufRead, BufReader, Read};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut request = vec![0; length];
-            let _ = reader.read_exact(&mut request);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    addr
-}
-
 /// The segments of an error line as `{:#}` prints it ("a: b: c"), after "error: ".
 fn segments(stderr: &str) -> Vec<String> {
     let line = stderr
@@ -195,14 +165,17 @@ fn segments(stderr: &str) -> Vec<String> {
     line.split(": ").map(str::to_owned).collect()
 }
 
-#[test]
-fn a_failed_turn_prints_each_cause_once() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_turn_prints_each_cause_once() {
     let home = tempfile::tempdir().unwrap();
-    let refused = refusing_upstream(
-        "401 Unauthorized",
-        r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
-    );
-    let base = format!("http://{refused}/v1");
+    let upstream = MockUpstream::start(Profile::INSTANT).await.unwrap();
+    upstream.push(Scripted::openai_error(
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided",
+    ));
+    let base = upstream.base_url();
     // A closed port: the connection itself fails.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_base = format!("http://{}/v1", closed.local_addr().unwrap());
