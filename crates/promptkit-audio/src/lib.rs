@@ -92,6 +92,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "client")]
+pub mod client;
 mod error;
 pub mod g711;
 pub mod pcm;

@@ -232,11 +232,11 @@ pub use realtime::{
     RealtimeSession, ResponseDone, SemanticVad, ServerVad, TurnDetection,
 };
 pub use speech::{
-    AudioEncoding, AudioFormat, AudioFrame, AudioSender, AudioStream, SpeechError, SpeechToText,
-    SttEvent, SttMetadata, SttSession, SynthesisOptions, TextSender, TextToSpeech, Transcript,
-    TranscriptStream, TranscriptionOptions, TtsEvent, TtsEventStream, TtsSession, TurnDetector,
-    TurnDetectorFactory, TurnEnd, TurnEndReason, TurnEvent, TurnSignal, VadDecision, VadEvent,
-    VadFactory, VadState, VoiceActivityDetector, Word,
+    AudioEncoding, AudioFormat, AudioFrame, AudioSender, AudioStream, SpeechError, SpeechPrice,
+    SpeechToText, SpeechUsage, SttEvent, SttMetadata, SttSession, SynthesisOptions, TextSender,
+    TextToSpeech, Transcript, TranscriptStream, TranscriptionOptions, TtsEvent, TtsEventStream,
+    TtsSession, TurnDetector, TurnDetectorFactory, TurnEnd, TurnEndReason, TurnEvent, TurnSignal,
+    VadDecision, VadEvent, VadFactory, VadState, VoiceActivityDetector, Word,
 };
 pub use state::{
     AppendOutcome, Conversation, ConversationInfo, ExpectedVersion, ListOptions, Page, SortOrder,

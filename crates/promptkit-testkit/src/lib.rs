@@ -13,6 +13,9 @@
 //! - [`lines`]: the `data:` lines of an SSE body read in pieces, for the benchmark binaries.
 //! - `mcp` (feature `mcp`): an order service with one tool, served by rmcp over streamable
 //!   HTTP on 127.0.0.1.
+//! - `speech` (feature `speech`): local servers speaking the speech vendors' protocols
+//!   (Deepgram live, Cartesia, ElevenLabs, OpenAI speech and transcriptions) over plain or
+//!   TLS connections, scriptable and with faults, and the speech conformance suite.
 //!
 //! # Example
 //!
@@ -37,6 +40,8 @@ pub mod conformance;
 pub mod lines;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+#[cfg(feature = "speech")]
+pub mod speech;
 pub mod upstream;
 
 pub use promptkit_core::Message;

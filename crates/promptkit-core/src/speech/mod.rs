@@ -11,11 +11,13 @@ use std::time::Duration;
 use crate::future::BoxError;
 
 mod audio;
+mod price;
 mod stt;
 mod tts;
 mod vad;
 
 pub use audio::{AudioEncoding, AudioFormat, AudioFrame};
+pub use price::{SpeechPrice, SpeechUsage};
 pub use stt::{
     AudioSender, SpeechToText, SttEvent, SttMetadata, SttSession, Transcript, TranscriptStream,
     TranscriptionOptions, Word,

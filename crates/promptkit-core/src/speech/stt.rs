@@ -408,6 +408,12 @@ pub trait SpeechToText: Send + Sync + fmt::Debug {
         options: &'a TranscriptionOptions,
     ) -> BoxFuture<'a, Result<Transcript, SpeechError>>;
 
+    /// The service's list price, when configured: what a session's
+    /// [`SpeechUsage`](crate::SpeechUsage) costs. The default is unknown.
+    fn price(&self) -> Option<crate::SpeechPrice> {
+        None
+    }
+
     /// Opens a live session taking audio in `format`. The default reports
     /// [`SpeechError::Unsupported`].
     fn open_stream<'a>(

@@ -174,6 +174,12 @@ pub trait TextToSpeech: Send + Sync + fmt::Debug {
         options: &'a SynthesisOptions,
     ) -> BoxFuture<'a, Result<AudioStream, SpeechError>>;
 
+    /// The service's list price, when configured: what a session's
+    /// [`SpeechUsage`](crate::SpeechUsage) costs. The default is unknown.
+    fn price(&self) -> Option<crate::SpeechPrice> {
+        None
+    }
+
     /// Opens a streaming session for one answer. The default reports
     /// [`SpeechError::Unsupported`]; callers then synthesise sentence by sentence with
     /// [`synthesize`](Self::synthesize).

@@ -513,3 +513,17 @@ async fn streaming_is_optional_and_reported_as_unsupported() {
     let err = tts.open_stream(&options).await.unwrap_err();
     assert_eq!(err.to_string(), "unsupported: streaming synthesis");
 }
+
+#[test]
+fn speech_price_applies_per_minute_and_per_character() {
+    use crate::{SpeechPrice, SpeechUsage};
+    let stt = SpeechPrice::per_minute(0.006);
+    let ninety_seconds = SpeechUsage::audio(Duration::from_secs(90));
+    assert!((stt.cost(&ninety_seconds) - 0.009).abs() < 1e-12);
+    assert!(stt.cost(&SpeechUsage::characters(1_000)).abs() < f64::EPSILON);
+
+    let tts = SpeechPrice::per_million_characters(15.0);
+    assert!((tts.cost(&SpeechUsage::characters(2_000)) - 0.03).abs() < 1e-12);
+    let json = serde_json::to_value(SpeechUsage::audio(Duration::from_millis(1500))).unwrap();
+    assert_eq!(json, serde_json::json!({"audio_ms": 1500, "characters": 0}));
+}

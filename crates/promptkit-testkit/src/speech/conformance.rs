@@ -1,0 +1,1 @@
+//! The speech conformance suite (to come).
