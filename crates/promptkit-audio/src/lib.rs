@@ -4,7 +4,8 @@
 //! - **DSP** (pure, no I/O): [`g711`] mu-law and A-law (matching Python's `audioop` byte
 //!   for byte), [`resample`] (a streaming polyphase resampler for any pair of rates),
 //!   [`rechunk`] (fixed-size frames from frames of any size), [`pcm`] (PCM16, f32, G.711
-//!   and channel conversions) and [`wav`] (read and write, on `hound`).
+//!   and channel conversions), [`wav`] (read and write, on `hound`) and [`jitter`] (a
+//!   bounded jitter buffer: drop oldest, silence on underrun, prefill, counters).
 //! - **Voice activity detection** behind the core
 //!   [`VoiceActivityDetector`] seam, fresh per run from
 //!   a [`VadFactory`]: [`EarshotVadConfig`] (a learned detector,
@@ -96,6 +97,7 @@
 pub mod client;
 mod error;
 pub mod g711;
+pub mod jitter;
 pub mod pcm;
 pub mod rechunk;
 pub mod resample;
