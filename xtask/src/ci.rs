@@ -119,6 +119,7 @@ impl Ci<'_> {
             ])),
             Step::Test => {
                 ensure_tool(self.root, "nextest", "cargo-nextest")?;
+                ensure_programs(TEST_PROGRAMS)?;
                 run_command(
                     self.cargo("nextest")
                         .arg("run")
@@ -165,6 +166,53 @@ impl Ci<'_> {
             }),
         }
     }
+}
+
+/// Programs the tests run, with the Debian package of each: the voice tests make and speak
+/// real speech with them (the local TTS runs `espeak-ng`).
+const TEST_PROGRAMS: &[(&str, &str)] = &[("espeak-ng", "espeak-ng"), ("sox", "sox")];
+
+/// Whether this is a CI run (`CI=true` or `CI=1`): then the tests need every program and
+/// service, and a missing one fails them instead of skipping.
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Under CI, installs the missing `programs` with apt (Debian, as root). Outside CI a missing
+/// program only makes its tests skip, so nothing is installed on a developer's machine.
+fn ensure_programs(programs: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = programs
+        .iter()
+        .filter(|(program, _)| {
+            Command::new(program)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err()
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() || !under_ci() {
+        return Ok(());
+    }
+    println!("installing what the tests need: {}", missing.join(" "));
+    let install = |update: bool| -> anyhow::Result<bool> {
+        if update {
+            let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        }
+        Ok(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("cannot run apt-get")?
+            .success())
+    };
+    if !install(false)? && !install(true)? {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
 }
 
 /// A command line as the user would type it, with the environment it sets.
