@@ -108,5 +108,29 @@ fn g711_codecs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, vads, resampling, g711_codecs);
+/// Noise suppression per 10 ms frame at 48 kHz, against a copy of the frame.
+#[cfg(feature = "denoise")]
+fn denoising(c: &mut Criterion) {
+    use promptkit_audio::denoise::NoiseSuppressor;
+    let mut group = c.benchmark_group("denoise");
+    let frame = signal(48_000, NoiseSuppressor::FRAME);
+    group.bench_function("copy of a 10 ms frame at 48 kHz (floor)", |b| {
+        b.iter(|| black_box(&frame).to_vec());
+    });
+    let mut suppressor = NoiseSuppressor::new();
+    let mut out = Vec::with_capacity(2 * NoiseSuppressor::FRAME);
+    group.bench_function("RNNoise, 10 ms frame at 48 kHz", |b| {
+        b.iter(|| {
+            out.clear();
+            suppressor.process_i16(black_box(&frame), &mut out);
+            black_box(out.len())
+        });
+    });
+    group.finish();
+}
+
+#[cfg(not(feature = "denoise"))]
+fn denoising(_: &mut Criterion) {}
+
+criterion_group!(benches, vads, resampling, g711_codecs, denoising);
 criterion_main!(benches);

@@ -5,7 +5,8 @@
 //!   for byte), [`resample`] (a streaming polyphase resampler for any pair of rates),
 //!   [`rechunk`] (fixed-size frames from frames of any size), [`pcm`] (PCM16, f32, G.711
 //!   and channel conversions), [`wav`] (read and write, on `hound`) and [`jitter`] (a
-//!   bounded jitter buffer: drop oldest, silence on underrun, prefill, counters).
+//!   bounded jitter buffer: drop oldest, silence on underrun, prefill, counters), and
+//!   `denoise` (feature `denoise`: RNNoise noise suppression, output aligned with input).
 //! - **Voice activity detection** behind the core
 //!   [`VoiceActivityDetector`] seam, fresh per run from
 //!   a [`VadFactory`]: [`EarshotVadConfig`] (a learned detector,
@@ -95,6 +96,8 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "denoise")]
+pub mod denoise;
 mod error;
 pub mod g711;
 pub mod jitter;
