@@ -43,7 +43,12 @@ async fn turn(
         .unwrap()
         .finish()
         .await;
-    (result.map(|_| ()).map_err(|e| e.to_string()), elements)
+    (
+        result
+            .map(|_| ())
+            .map_err(|e| promptkit::ErrorChain(&e).to_string()),
+        elements,
+    )
 }
 
 fn texts(messages: &[Message]) -> Vec<(Role, String)> {
@@ -238,4 +243,57 @@ async fn a_run_without_a_session_id_passes_through_and_stores_nothing() {
         .await
         .unwrap();
     assert_eq!(page.total, 0);
+}
+
+/// A turn appends against the version it loaded: a message another writer appended in the
+/// middle of the turn (a replica that took over a lost lease) makes the turn's next append
+/// fail with a conflict instead of interleaving with it.
+#[tokio::test(start_paused = true)]
+async fn a_turn_never_appends_after_another_writers_message() {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let provider = Arc::new(
+        MockProvider::new("mock", "mock-1")
+            .with_turn(MockTurn::text("An answer.").with_delay(Duration::from_secs(1))),
+    );
+    let interloper = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            // Once the turn's user message is stored, another writer appends.
+            loop {
+                if let Some(conversation) = store.load("conv-1").await.unwrap()
+                    && !conversation.messages.is_empty()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            store
+                .append("conv-1", Some("alice"), &[Message::user("Someone else.")])
+                .await
+                .unwrap();
+        })
+    };
+    let (result, _) = turn(&store, &provider, "Hello?").await;
+    interloper.await.unwrap();
+    let error = result.unwrap_err();
+    assert!(error.contains("version conflict"), "{error}");
+    let stored = store.load("conv-1").await.unwrap().unwrap();
+    assert_eq!(
+        texts(&stored.messages),
+        [
+            (Role::User, "Hello?".to_owned()),
+            (Role::User, "Someone else.".to_owned()),
+        ],
+        "the turn's answer is not written after the other writer's message"
+    );
+
+    // Without the other writer, the same turn stores both its messages.
+    let provider = Arc::new(MockProvider::new("mock", "mock-1").with_turn(MockTurn::text("Fine.")));
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let (result, _) = turn(&store, &provider, "Hello?").await;
+    result.unwrap();
+    assert_eq!(
+        store.load("conv-1").await.unwrap().unwrap().messages.len(),
+        2
+    );
 }

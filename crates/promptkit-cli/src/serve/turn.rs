@@ -11,7 +11,7 @@ use futures_util::Stream as _;
 use promptkit::agent::{Agent, AgentError, AgentEvent, Reply, ReplyStream};
 use promptkit::pipeline::provider::TurnError;
 use promptkit::pipeline::{BuildError, PipelineError, RunData};
-use promptkit::{BoxFuture, FinishReason, Message, ProviderError, Usage};
+use promptkit::{BoxFuture, FinishReason, Message, ProviderError, StateError, Usage};
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -242,6 +242,16 @@ fn class(error: &PipelineError) -> (StatusCode, &'static str, &'static str, &'st
             );
         }
         _ => {}
+    }
+    if let Some(StateError::Conflict { .. }) = cause::<StateError>(error) {
+        // Another writer appended to the session during the turn (its lease was lost to
+        // another replica): nothing of this turn was written after that writer's messages.
+        return (
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "session_conflict",
+            "the session changed during this turn; nothing after the change was saved, retry",
+        );
     }
     match cause::<ProviderError>(error) {
         Some(ProviderError::RateLimited { .. }) => (

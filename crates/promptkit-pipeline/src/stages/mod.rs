@@ -16,4 +16,4 @@ pub use recording::{RecordedElement, Recording, recording};
 pub use router::{
     Router, RoutingStrategy, broadcast, hash_router, predicate_router, round_robin, weighted,
 };
-pub use state::{IncrementalSave, SUMMARY_METADATA_KEY, StateStoreLoad};
+pub use state::{IncrementalSave, LoadedVersion, SUMMARY_METADATA_KEY, StateStoreLoad};

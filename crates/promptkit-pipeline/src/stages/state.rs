@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use promptkit_core::{Message, StateError, StateStore, Timestamp};
+use promptkit_core::{ExpectedVersion, Message, StateError, StateStore, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::element::{Element, Payload};
@@ -99,6 +99,10 @@ impl Stage for StateStoreLoad {
                 None => self.store.load(&id).await?,
             };
             cx.heartbeat();
+            cx.run()
+                .write()
+                .extensions
+                .insert(LoadedVersion(conversation.as_ref().map(|c| c.version)));
             if let Some(mut conversation) = conversation {
                 let latest = self
                     .summaries
@@ -134,6 +138,13 @@ impl Stage for StateStoreLoad {
         Ok(())
     }
 }
+
+/// The version of the conversation [`StateStoreLoad`] loaded (`None`: there was none), in
+/// the run's [`Extensions`](crate::Extensions). [`IncrementalSave`] appends against it, so a
+/// turn never writes after messages another writer appended since its load: that append
+/// fails with [`StateError::Conflict`] instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadedVersion(pub Option<u64>);
 
 /// Appends every new message that passes (not marked as history) to the store, then
 /// forwards it.
@@ -211,7 +222,12 @@ impl Stage for IncrementalSave {
         );
         // Appends run on a task of their own, so a message that reached this stage is
         // stored even when the run is cancelled (a later stage failed) mid-append.
-        let writer = Writer::spawn(Arc::clone(&self.store), session, user);
+        let expected = match cx.run().read().extensions.get::<LoadedVersion>() {
+            Some(LoadedVersion(Some(version))) => ExpectedVersion::Exact(*version),
+            Some(LoadedVersion(None)) => ExpectedVersion::New,
+            None => ExpectedVersion::Any,
+        };
+        let writer = Writer::spawn(Arc::clone(&self.store), session, user, expected);
         let mut next = 0_u64;
         while let Some(mut element) = input.recv().await {
             if let (false, Payload::Message(message)) =
@@ -238,14 +254,37 @@ struct Writer {
 }
 
 impl Writer {
-    fn spawn(store: Arc<dyn StateStore>, session: String, user: Option<String>) -> Self {
+    /// Appends to `session`, the first append expecting `expected` and each next one the
+    /// version the previous one made: a message another writer appended in between (a
+    /// turn on another replica that took over a lost lease) fails this run's next append
+    /// with [`StateError::Conflict`] instead of interleaving with it. A store without
+    /// `append_if` gets plain appends, with a warning.
+    fn spawn(
+        store: Arc<dyn StateStore>,
+        session: String,
+        user: Option<String>,
+        mut expected: ExpectedVersion,
+    ) -> Self {
         let (queue, mut rx) = mpsc::channel::<(Message, Ack)>(16);
         tokio::spawn(async move {
             while let Some((message, ack)) = rx.recv().await {
-                let result = store
-                    .append(&session, user.as_deref(), std::slice::from_ref(&message))
-                    .await
-                    .map(|_| ());
+                let messages = std::slice::from_ref(&message);
+                let mut outcome = store
+                    .append_if(&session, user.as_deref(), messages, expected)
+                    .await;
+                if matches!(outcome, Err(StateError::Unsupported { .. })) {
+                    tracing::warn!(
+                        session = %session,
+                        "the state store has no version-checked appends: appending without a check"
+                    );
+                    expected = ExpectedVersion::Any;
+                    outcome = store.append(&session, user.as_deref(), messages).await;
+                }
+                let result = outcome.map(|done| {
+                    if expected != ExpectedVersion::Any {
+                        expected = ExpectedVersion::Exact(done.version);
+                    }
+                });
                 // The stage may be gone (run cancelled); the message is stored anyway.
                 let _ = ack.send(result);
             }
