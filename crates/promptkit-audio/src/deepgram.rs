@@ -266,7 +266,10 @@ impl DeepgramConfig {
         params.push(("encoding".to_owned(), encoding.to_owned()));
         params.push(("sample_rate".to_owned(), format.sample_rate.to_string()));
         params.push(("channels".to_owned(), format.channels.to_string()));
-        params.push(("interim_results".to_owned(), self.interim_results.to_string()));
+        params.push((
+            "interim_results".to_owned(),
+            self.interim_results.to_string(),
+        ));
         params.push((
             "endpointing".to_owned(),
             self.endpointing
@@ -488,11 +491,10 @@ impl DeepgramStt {
                 Ok(Some(Err(e))) => return Err(http::request_error(connection, e)),
             }
         }
-        let json: Value =
-            serde_json::from_slice(&text).map_err(|e| SpeechError::Service {
-                status: 0,
-                message: format!("Deepgram's response is not the JSON expected: {e}"),
-            })?;
+        let json: Value = serde_json::from_slice(&text).map_err(|e| SpeechError::Service {
+            status: 0,
+            message: format!("Deepgram's response is not the JSON expected: {e}"),
+        })?;
         decode_batch(&json)
     }
 }
@@ -1039,13 +1041,12 @@ pub fn decode_batch(json: &Value) -> Result<Transcript, SpeechError> {
         });
     };
     let mut transcript = transcript_of(alternative, text);
-    if transcript.language.is_none() {
-        if let Some(language) = channel
+    if transcript.language.is_none()
+        && let Some(language) = channel
             .and_then(|c| c.get("detected_language"))
             .and_then(Value::as_str)
-        {
-            transcript = transcript.with_language(language);
-        }
+    {
+        transcript = transcript.with_language(language);
     }
     if let (Some(first), Some(last)) = (transcript.words.first(), transcript.words.last()) {
         let span = (first.start, last.end);
@@ -1074,7 +1075,10 @@ fn seconds(value: Option<&Value>) -> Duration {
 }
 
 /// A confidence within 0 to 1.
-#[expect(clippy::cast_possible_truncation, reason = "a confidence within 0 to 1")]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a confidence within 0 to 1"
+)]
 fn unit(value: f64) -> f32 {
     if value.is_finite() {
         value.clamp(0.0, 1.0) as f32

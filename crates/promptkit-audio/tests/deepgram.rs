@@ -59,10 +59,9 @@ async fn send_ms(session: &SttSession, ms: u64) {
 /// The events until the stream ends.
 async fn drain(session: &mut SttSession) -> Vec<Result<SttEvent, SpeechError>> {
     let mut events = Vec::new();
-    while let Some(event) =
-        tokio::time::timeout(Duration::from_secs(10), session.events.next())
-            .await
-            .expect("the stream ends")
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), session.events.next())
+        .await
+        .expect("the stream ends")
     {
         events.push(event);
     }
@@ -284,10 +283,10 @@ async fn keep_alives_go_out_while_no_audio_is_sent() {
     }
     session.finish().await.expect("finish");
     let events = drain(&mut session).await;
-    assert!(matches!(
-        events.as_slice(),
-        [Ok(SttEvent::Metadata(_))]
-    ), "{events:?}");
+    assert!(
+        matches!(events.as_slice(), [Ok(SttEvent::Metadata(_))]),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -307,15 +306,15 @@ async fn the_wire_form_has_the_settings_in_the_query_and_the_key_only_in_its_hea
         .with_model("nova-2-phonecall")
         .with_extra("diarize", true)
         .with_extra("endpointing", 500);
-    let mut session = stt
-        .open_stream(FORMAT, &options)
-        .await
-        .expect("open");
+    let mut session = stt.open_stream(FORMAT, &options).await.expect("open");
     send_ms(&session, 100).await;
     let wrong = session
         .send(AudioFrame::new(vec![0_u8; 160], AudioFormat::MULAW_8K_MONO))
         .await;
-    assert!(matches!(wrong, Err(SpeechError::InvalidInput { .. })), "{wrong:?}");
+    assert!(
+        matches!(wrong, Err(SpeechError::InvalidInput { .. })),
+        "{wrong:?}"
+    );
     session.finalize().await.expect("finalize");
     session.finish().await.expect("finish");
     drain(&mut session).await;
@@ -344,7 +343,11 @@ async fn the_wire_form_has_the_settings_in_the_query_and_the_key_only_in_its_hea
     ] {
         assert_eq!(recorded.query_param(name), Some(value), "{name}");
     }
-    assert!(recorded.query.contains("keyterm=PromptKit&keyterm=Deep%20gram"));
+    assert!(
+        recorded
+            .query
+            .contains("keyterm=PromptKit&keyterm=Deep%20gram")
+    );
     assert!(!recorded.query.contains("endpointing=300"));
     assert_eq!(recorded.binary_bytes(), 5 * 640);
     let controls: Vec<_> = recorded
@@ -366,7 +369,10 @@ async fn the_wire_form_has_the_settings_in_the_query_and_the_key_only_in_its_hea
         .await
         .expect("open");
     session
-        .send(AudioFrame::new(vec![0xff_u8; 160], AudioFormat::MULAW_8K_MONO))
+        .send(AudioFrame::new(
+            vec![0xff_u8; 160],
+            AudioFormat::MULAW_8K_MONO,
+        ))
         .await
         .expect("send");
     session.finish().await.expect("finish");
@@ -377,9 +383,15 @@ async fn the_wire_form_has_the_settings_in_the_query_and_the_key_only_in_its_hea
     assert_eq!(recorded.query_param("model"), Some("nova-3"));
 
     let unsupported = stt
-        .open_stream(AudioFormat::new(16_000, 1, promptkit_core::AudioEncoding::F32), &options)
+        .open_stream(
+            AudioFormat::new(16_000, 1, promptkit_core::AudioEncoding::F32),
+            &options,
+        )
         .await;
-    assert!(matches!(unsupported, Err(SpeechError::UnsupportedFormat(_))));
+    assert!(matches!(
+        unsupported,
+        Err(SpeechError::UnsupportedFormat(_))
+    ));
 }
 
 async fn open_error(server: &SpeechServer, config: DeepgramConfig) -> SpeechError {
@@ -392,10 +404,12 @@ async fn open_error(server: &SpeechServer, config: DeepgramConfig) -> SpeechErro
 
 #[tokio::test]
 async fn refused_handshakes_map_to_the_error_classes() {
-    let status = |status, retry_after_secs| Script::fault(Fault::Status {
-        status,
-        retry_after_secs,
-    });
+    let status = |status, retry_after_secs| {
+        Script::fault(Fault::Status {
+            status,
+            retry_after_secs,
+        })
+    };
     let server = server(vec![
         status(401, None),
         status(403, None),
@@ -469,7 +483,11 @@ async fn a_vendor_error_in_the_stream_is_a_terminal_service_error() {
         faulty_session(Script::transcript(segments()).with_fault(Fault::VendorError)).await;
     let (last, before) = events.split_last().expect("events");
     assert!(before.iter().all(Result::is_ok));
-    assert!(before.iter().any(|e| matches!(e, Ok(SttEvent::Partial { .. }))));
+    assert!(
+        before
+            .iter()
+            .any(|e| matches!(e, Ok(SttEvent::Partial { .. })))
+    );
     assert!(
         matches!(last, Err(SpeechError::Service { status: 0, message }) if message.contains(VENDOR_ERROR)),
         "{last:?}"
@@ -496,7 +514,11 @@ async fn a_stalled_stream_times_out_after_the_idle_timeout() {
         matches!(last, Err(SpeechError::Timeout(wait)) if *wait == timeouts().idle),
         "{events:?}"
     );
-    assert!(events.iter().any(|e| matches!(e, Ok(SttEvent::Partial { .. }))));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Ok(SttEvent::Partial { .. })))
+    );
 }
 
 #[tokio::test]
@@ -670,8 +692,16 @@ async fn a_session_and_a_batch_request_over_tls() {
     let server = SpeechServer::start_tls(Vendor::Deepgram)
         .await
         .expect("server");
-    server.push(Script::transcript(vec![Segment::new("secure words", 100, 600)]));
-    server.push(Script::transcript(vec![Segment::new("secure batch", 100, 600)]));
+    server.push(Script::transcript(vec![Segment::new(
+        "secure words",
+        100,
+        600,
+    )]));
+    server.push(Script::transcript(vec![Segment::new(
+        "secure batch",
+        100,
+        600,
+    )]));
     let roots = TlsRoots::system().with_root_der(server.certificate_der().expect("cert"));
     let connection = connection(server.ws_url()).with_tls(roots);
     let stt = client(DeepgramConfig::with_connection(connection));

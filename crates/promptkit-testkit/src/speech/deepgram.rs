@@ -107,10 +107,10 @@ fn refusal(
             _ => ("INTERNAL_SERVER_ERROR", "The server hit an internal error."),
         };
         let mut response = error_response(status, code, message, index);
-        if let Some(secs) = retry_after_secs {
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        if let Some(Ok(value)) =
+            retry_after_secs.map(|secs| HeaderValue::from_str(&secs.to_string()))
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         return Some(response);
     }
