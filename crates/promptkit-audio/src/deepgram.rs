@@ -57,7 +57,8 @@
 //! use promptkit_audio::deepgram::{DeepgramConfig, DeepgramStt};
 //! use promptkit_core::{AudioFormat, AudioFrame, SpeechToText, SttEvent, TranscriptionOptions};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let key = ApiKey::from_env("DEEPGRAM_API_KEY").ok_or("no key")?;
 //! let stt = DeepgramStt::new(DeepgramConfig::new(key).with_keyterms(["PromptKit"]))?;
 //! let options = TranscriptionOptions::new().with_language("en-US");

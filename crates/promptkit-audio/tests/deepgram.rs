@@ -621,6 +621,8 @@ async fn batch_transcription_posts_a_wav_and_reads_the_transcript() {
             retry_after_secs: Some(3),
         }),
         Script::transcript(segments()).with_fault(Fault::VendorError),
+        Script::transcript(segments()).with_fault(Fault::SlowFirstChunk(Duration::from_secs(5))),
+        Script::transcript(segments()).with_fault(Fault::Stall),
     ])
     .await;
     let stt = client(config(&server).with_language("en-US"));
@@ -672,6 +674,22 @@ async fn batch_transcription_posts_a_wav_and_reads_the_transcript() {
         .await
         .expect_err("a cut body");
     assert!(matches!(error, SpeechError::Transport { .. }), "{error:?}");
+    let error = stt
+        .transcribe(&pcm_frames(200), &TranscriptionOptions::new())
+        .await
+        .expect_err("a slow answer");
+    assert!(
+        matches!(error, SpeechError::Timeout(wait) if wait == timeouts().first_byte),
+        "{error:?}"
+    );
+    let error = stt
+        .transcribe(&pcm_frames(200), &TranscriptionOptions::new())
+        .await
+        .expect_err("a stalled body");
+    assert!(
+        matches!(error, SpeechError::Timeout(wait) if wait == timeouts().idle),
+        "{error:?}"
+    );
 
     assert!(matches!(
         stt.transcribe(&[], &TranscriptionOptions::new()).await,

@@ -15,7 +15,8 @@
 //! - the final `Results` (`is_final: true`, `speech_final` from the segment) at its end,
 //!   followed by `UtteranceEnd {last_word_end}` after a `speech_final` segment when
 //!   `utterance_end_ms` was given;
-//! - an empty `Results` for each second of audio in which nothing is said.
+//! - an empty interim `Results` for each second of audio in which nothing is said (as
+//!   Deepgram sends them; clients must not turn them into events).
 //!
 //! `{"type":"Finalize"}` flushes what was heard as finals with `from_finalize: true` (an
 //! empty one when there is nothing); `{"type":"CloseStream"}` (or an empty binary message,
@@ -376,7 +377,7 @@ impl LiveSession {
             while self.seconds_reported < whole {
                 let start = Duration::from_secs(self.seconds_reported);
                 self.seconds_reported += 1;
-                out.push(self.result_json("", &[], start, Duration::from_secs(1), true, false));
+                out.push(self.result_json("", &[], start, Duration::from_secs(1), false, false));
             }
         }
         self.send_all(socket, out).await
