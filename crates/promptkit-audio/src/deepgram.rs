@@ -32,8 +32,8 @@
 //! Errors: a refused handshake or HTTP status maps as everywhere (401/403
 //! [`SpeechError::Auth`], 429 [`SpeechError::RateLimited`], others
 //! [`SpeechError::Service`]); Deepgram's in-stream `Error` message is a `Service` error
-//! with status 0 and Deepgram's text; close code 1008 (`DATA-0000`, audio Deepgram cannot
-//! decode) is [`SpeechError::InvalidInput`], 1011 (`NET-0000`, `NET-0001`) and 1013 are
+//! with status 0 and Deepgram's text; close code 1008 or 1002 (`DATA-0000`, audio Deepgram
+//! cannot decode) is [`SpeechError::InvalidInput`], 1011 (`NET-0000`, `NET-0001`) and 1013 are
 //! `Service` errors with status 500 and 503 (retryable), a 4xxx close code carrying an
 //! HTTP status (4401, 4429, …) maps like that status, and a connection dropped without a
 //! close frame is [`SpeechError::Transport`]. While audio has been sent and nothing came
@@ -856,7 +856,8 @@ pub fn close_error(code: u16, reason: &str, finishing: bool) -> Option<SpeechErr
             message: format!("{what} (the connection dropped)"),
             source: None,
         }),
-        1008 => Some(SpeechError::InvalidInput { message: what }),
+        // DATA-0000: the audio cannot be decoded (1008 now, 1002 in older documentation).
+        1002 | 1008 => Some(SpeechError::InvalidInput { message: what }),
         1011 => Some(SpeechError::Service {
             status: 500,
             message: what,
@@ -1157,10 +1158,12 @@ mod tests {
     #[test]
     fn close_codes_map_to_error_classes() {
         assert!(close_error(1000, "", false).is_none());
-        assert!(matches!(
-            close_error(1008, "DATA-0000", false),
-            Some(SpeechError::InvalidInput { .. })
-        ));
+        for code in [1002, 1008] {
+            assert!(matches!(
+                close_error(code, "DATA-0000", false),
+                Some(SpeechError::InvalidInput { message }) if message.contains("DATA-0000")
+            ));
+        }
         let net = close_error(1011, "NET-0001", false).unwrap();
         assert!(net.is_retryable() && net.to_string().contains("NET-0001"));
         assert!(matches!(

@@ -776,3 +776,38 @@ proptest::proptest! {
         let _ = deepgram::decode(&json.to_string().replace("null", "1e999"));
     }
 }
+
+#[tokio::test]
+async fn the_sender_is_shared_by_several_tasks() {
+    let server = server(vec![Script::transcript(vec![])]).await;
+    let stt = client(config(&server));
+    let SttSession { sender, mut events } = stt
+        .open_stream(FORMAT, &TranscriptionOptions::new())
+        .await
+        .expect("open");
+    let sender: std::sync::Arc<dyn promptkit_core::AudioSender> = sender.into();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    sender
+                        .send(AudioFrame::new(vec![0_u8; 640], FORMAT))
+                        .await
+                        .expect("send");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    sender.finish().await.expect("finish");
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("the stream ends")
+    {
+        event.expect("no error");
+    }
+    assert_eq!(server.requests()[0].binary_bytes(), 40 * 640);
+}

@@ -65,7 +65,17 @@ fn error_response(status: StatusCode, code: &str, message: &str, index: usize) -
         "err_msg": message,
         "request_id": request_id(index),
     });
-    (status, axum::Json(body)).into_response()
+    let mut response = (status, axum::Json(body.clone())).into_response();
+    // Deepgram repeats a refused upgrade's error in `dg-error`, with `dg-request-id`.
+    for (name, value) in [
+        ("dg-request-id", request_id(index)),
+        ("dg-error", body.to_string()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }
 
 /// The refusal for a missing key or a `Status` fault; `None` to go on.
