@@ -336,8 +336,7 @@ fn param_value(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
+        // Booleans and numbers as JSON writes them (`true`, `500`).
         other => Some(other.to_string()),
     }
 }

@@ -677,3 +677,37 @@ fn wav_duration(bytes: &[u8]) -> Option<Duration> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_and_durations_come_from_the_query_and_the_wav_header() {
+        let settings = Settings::from_query("encoding=mulaw&sample_rate=8000&interim_results=true")
+            .expect("settings");
+        assert_eq!((settings.sample_rate, settings.bytes_per_sample), (8000, 1));
+        assert!(settings.interim_results && !settings.vad_events && !settings.utterance_end);
+        assert!(Settings::from_query("encoding=opus").is_none());
+        assert!(Settings::from_query("sample_rate=0").is_none());
+
+        // A 44-byte header for 16 kHz mono PCM16 and half a second of samples.
+        let mut wav = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+        wav.extend_from_slice(&16_u32.to_le_bytes());
+        wav.extend_from_slice(&1_u16.to_le_bytes());
+        wav.extend_from_slice(&1_u16.to_le_bytes());
+        wav.extend_from_slice(&16_000_u32.to_le_bytes());
+        wav.extend_from_slice(&32_000_u32.to_le_bytes());
+        wav.extend_from_slice(&2_u16.to_le_bytes());
+        wav.extend_from_slice(&16_u16.to_le_bytes());
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&16_000_u32.to_le_bytes());
+        wav.extend_from_slice(&[0; 16_000]);
+        assert_eq!(batch_duration(&wav, ""), Some(Duration::from_millis(500)));
+        assert_eq!(
+            batch_duration(&[0; 8000], "encoding=alaw&sample_rate=8000"),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(batch_duration(b"RIFF\0\0\0\0WAVE", ""), None);
+    }
+}
