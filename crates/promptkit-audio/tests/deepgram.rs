@@ -440,6 +440,23 @@ async fn refused_handshakes_map_to_the_error_classes() {
     );
     assert!(error.is_retryable());
 
+    // Nothing listening: a transport error (retryable), after the retries.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let retry = RetryPolicy::default()
+        .with_max_retries(1)
+        .with_backoff(ms(5), ms(10));
+    let error = open_error(
+        &server,
+        DeepgramConfig::with_connection(connection(dead).with_retry(retry)),
+    )
+    .await;
+    assert!(
+        matches!(error, SpeechError::Transport { .. }) && error.is_retryable(),
+        "{error:?}"
+    );
+
     // No key: Deepgram's 401.
     let no_key = DeepgramConfig::with_connection(
         Connection::new(server.http_url())
