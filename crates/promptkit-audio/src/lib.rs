@@ -16,6 +16,9 @@
 //!   [`TurnConfig`] makes [`SilenceTurnDetector`]s (silence, minimum speech, maximum turn,
 //!   the recogniser's endpointing), and [`TurnSegmenter`] runs a VAD and a detector over a
 //!   stream and cuts out each turn's audio with its pre-roll.
+//! - **Speech clients** (behind cargo features): [`deepgram`] (feature `deepgram`), live
+//!   transcription over Deepgram's `/v1/listen` WebSocket and its batch endpoint, behind
+//!   the core [`SpeechToText`] seam.
 //!
 //! Everything is in audio time (the duration of the audio processed), never wall-clock
 //! time: the same audio gives the same turns on any machine. The design is in the project's
@@ -96,6 +99,8 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "deepgram")]
+pub mod deepgram;
 #[cfg(feature = "denoise")]
 pub mod denoise;
 mod error;
