@@ -20,7 +20,8 @@
 //! use promptkit_audio::espeak::{EspeakConfig, EspeakTts};
 //! use promptkit_core::{AudioFormat, SynthesisOptions, TextToSpeech};
 //!
-//! # async fn run() -> Result<(), promptkit_core::SpeechError> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), promptkit_core::SpeechError> {
 //! let tts = EspeakTts::new(EspeakConfig::new().with_voice("en-us"))?;
 //! if tts.available().await {
 //!     let options = SynthesisOptions::new().with_format(AudioFormat::PCM16_16K_MONO);
@@ -147,7 +148,7 @@ impl EspeakConfig {
 ///
 /// [`formats`](TextToSpeech::formats): PCM16 at 16, 24, 8 and 48 kHz, 8 kHz mu-law and
 /// A-law (any mono PCM16, mu-law or A-law rate is accepted; the program's 22 050 Hz is
-/// resampled). Options read: [`voice`](SynthesisOptions::voice),
+/// resampled); without a format in the options the audio is 16 kHz PCM16. Options read: [`voice`](SynthesisOptions::voice),
 /// [`language`](SynthesisOptions::language) (as the voice when no voice is set),
 /// [`speed`](SynthesisOptions::speed), [`format`](SynthesisOptions::format). Its
 /// [`price`](TextToSpeech::price) is zero.

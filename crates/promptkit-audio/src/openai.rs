@@ -25,7 +25,8 @@
 //! use promptkit_audio::openai::{OpenAiStt, OpenAiSttConfig};
 //! use promptkit_core::{AudioFormat, AudioFrame, SpeechToText, TranscriptionOptions};
 //!
-//! # async fn run() -> Result<(), promptkit_core::SpeechError> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), promptkit_core::SpeechError> {
 //! let key = ApiKey::from_env("OPENAI_API_KEY").expect("OPENAI_API_KEY");
 //! let stt = OpenAiStt::new(OpenAiSttConfig::new(key).with_model("whisper-1"))?;
 //! let audio = vec![AudioFrame::new(vec![0_u8; 32_000], AudioFormat::PCM16_16K_MONO)];
@@ -45,7 +46,8 @@
 //! use promptkit_audio::openai::{OpenAiTts, OpenAiTtsConfig};
 //! use promptkit_core::{AudioFormat, SynthesisOptions, TextToSpeech};
 //!
-//! # async fn run() -> Result<(), promptkit_core::SpeechError> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), promptkit_core::SpeechError> {
 //! let config = OpenAiTtsConfig::compatible(Connection::new("http://127.0.0.1:8880/v1"))
 //!     .with_model("kokoro")
 //!     .with_voice("af_heart");
@@ -192,6 +194,10 @@ impl OpenAiSttConfig {
 /// `chunking_strategy`, `include`; strings as they are, arrays as repeated `name[]` fields,
 /// objects as JSON), except `file`, `model`, `response_format` and `stream`, which the
 /// client owns, and fields the client already set.
+///
+/// The first-byte timeout runs from the start of the request, the upload included, to the
+/// response's headers; the body must then come without a gap longer than the idle timeout.
+/// A 429, a 5xx, a timeout or a transport error before the response is retried.
 #[derive(Debug, Clone)]
 pub struct OpenAiStt {
     config: OpenAiSttConfig,
@@ -752,6 +758,11 @@ impl OpenAiTtsConfig {
 /// Options read: [`voice`](SynthesisOptions::voice), [`model`](SynthesisOptions::model),
 /// [`speed`](SynthesisOptions::speed), [`format`](SynthesisOptions::format), and the extra
 /// key `instructions` (a string); other keys are ignored.
+///
+/// The first-byte timeout runs from the start of the request to the first byte of audio,
+/// and failures up to then are retried; after it, a gap longer than the idle timeout ends
+/// the stream with [`SpeechError::Timeout`], and a broken body with
+/// [`SpeechError::Transport`]. Dropping the stream closes the connection.
 #[derive(Debug, Clone)]
 pub struct OpenAiTts {
     config: OpenAiTtsConfig,

@@ -33,7 +33,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn connection(base: String) -> Connection {
+fn connection(base: &str) -> Connection {
     Connection::new(format!("{base}/v1"))
         .with_api_key(ApiKey::new(KEY))
         .with_timeouts(
@@ -46,11 +46,11 @@ fn connection(base: String) -> Connection {
 }
 
 fn stt(server: &SpeechServer) -> OpenAiStt {
-    OpenAiStt::new(OpenAiSttConfig::compatible(connection(server.http_url()))).unwrap()
+    OpenAiStt::new(OpenAiSttConfig::compatible(connection(&server.http_url()))).unwrap()
 }
 
 fn tts(server: &SpeechServer) -> OpenAiTts {
-    OpenAiTts::new(OpenAiTtsConfig::compatible(connection(server.http_url()))).unwrap()
+    OpenAiTts::new(OpenAiTtsConfig::compatible(connection(&server.http_url()))).unwrap()
 }
 
 /// `secs` of a quiet tone at 16 kHz in 20 ms frames.
@@ -138,7 +138,7 @@ async fn transcribes_verbose_json_with_words_for_whisper() {
     let server = SpeechServer::start(Vendor::OpenAi).await.unwrap();
     server.push(script());
     let stt = OpenAiStt::new(
-        OpenAiSttConfig::compatible(connection(server.http_url()))
+        OpenAiSttConfig::compatible(connection(&server.http_url()))
             .with_model("whisper-1")
             .with_price(SpeechPrice::per_minute(0.006)),
     )
@@ -303,7 +303,7 @@ async fn speech_is_resampled_and_encoded_to_the_format_asked_for() {
 async fn the_wire_form_puts_the_key_in_the_bearer_header_only() {
     let server = SpeechServer::start(Vendor::OpenAi).await.unwrap();
     let tts = OpenAiTts::new(
-        OpenAiTtsConfig::compatible(connection(server.http_url()))
+        OpenAiTtsConfig::compatible(connection(&server.http_url()))
             .with_voice("nova")
             .with_instructions("Speak warmly."),
     )
@@ -311,7 +311,7 @@ async fn the_wire_form_puts_the_key_in_the_bearer_header_only() {
     let options = SynthesisOptions::new().with_speed(1.25);
     let _ = collect(tts.synthesize("Hi there.", &options).await.unwrap()).await;
     let tts1 = OpenAiTts::new(
-        OpenAiTtsConfig::compatible(connection(server.http_url()))
+        OpenAiTtsConfig::compatible(connection(&server.http_url()))
             .with_model("tts-1")
             .with_instructions("ignored by tts-1"),
     )
@@ -542,7 +542,7 @@ async fn a_transcription_body_cut_or_stalled_is_an_error() {
 #[tokio::test]
 async fn a_rate_limit_before_the_first_byte_is_retried() {
     let server = SpeechServer::start(Vendor::OpenAi).await.unwrap();
-    let retrying = connection(server.http_url())
+    let retrying = connection(&server.http_url())
         .with_retry(RetryPolicy::default().with_backoff(ms(10), ms(50)));
     let tts = OpenAiTts::new(OpenAiTtsConfig::compatible(retrying.clone())).unwrap();
     let stt = OpenAiStt::new(OpenAiSttConfig::compatible(retrying)).unwrap();
@@ -608,7 +608,7 @@ async fn speech_and_transcription_work_over_https() {
     let server = SpeechServer::start_tls(Vendor::OpenAi).await.unwrap();
     assert!(server.http_url().starts_with("https://"));
     let roots = TlsRoots::system().with_root_der(server.certificate_der().unwrap().to_vec());
-    let trusted = connection(server.http_url()).with_tls(roots);
+    let trusted = connection(&server.http_url()).with_tls(roots);
     let tts = OpenAiTts::new(OpenAiTtsConfig::compatible(trusted.clone())).unwrap();
     let (frames, error, _) = collect(
         tts.synthesize("Secure hello.", &SynthesisOptions::new())
@@ -627,7 +627,7 @@ async fn speech_and_transcription_work_over_https() {
     assert_eq!(transcript.text, "hello there");
 
     // Without the test certificate among the roots, the handshake fails.
-    let untrusted = connection(server.http_url());
+    let untrusted = connection(&server.http_url());
     let tts = OpenAiTts::new(OpenAiTtsConfig::compatible(untrusted)).unwrap();
     let error = refused(tts.synthesize("Hello.", &SynthesisOptions::new()).await);
     assert!(matches!(error, SpeechError::Transport { .. }), "{error:?}");

@@ -2,6 +2,7 @@
 //! `POST /v1/audio/speech` (JSON in, raw audio out), as OpenAI and the OpenAI-compatible
 //! local servers speak them.
 //!
+//! - A client's base URL is `{http_url}/v1`, as OpenAI's is `https://api.openai.com/v1`.
 //! - Every request needs `Authorization: Bearer <key>` (any key); without it the answer is
 //!   OpenAI's 401 `{"error": {"message", "type", "param", "code"}}`.
 //! - **Transcriptions** read the uploaded WAV's header (sample rate, channels, sample size,
@@ -56,9 +57,8 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
 async fn transcriptions(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let index = shared.record(&parts);
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => return too_large(),
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return too_large();
     };
     let Some(form) = parts
         .headers
@@ -222,9 +222,8 @@ async fn transcriptions(State(shared): State<Arc<Shared>>, request: Request) -> 
 async fn speech(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let index = shared.record(&parts);
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => return too_large(),
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return too_large();
     };
     shared.message(
         index,
