@@ -187,3 +187,119 @@ async fn an_unknown_voice_is_a_service_error_with_the_program_s_message() {
     );
     assert_eq!(tts.price().unwrap().per_million_characters, Some(0.0));
 }
+
+/// A stand-in for espeak-ng: a shell script with `body`, in a directory of its own.
+#[cfg(unix)]
+fn fake_program(name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("promptkit-espeak-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("espeak-ng");
+    std::fs::write(&path, format!("#!/bin/sh\ncat > /dev/null\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A mono PCM16 22 050 Hz WAV header with espeak-ng's streaming data length, in `printf`
+/// octal escapes.
+#[cfg(unix)]
+const HEADER: &str = r"printf 'RIFF\044\360\377\177WAVEfmt \020\000\000\000\001\000\001\000\042\126\000\000\104\254\000\000\002\000\020\000data\000\360\377\177'";
+
+#[cfg(unix)]
+fn fake(program: std::path::PathBuf) -> EspeakTts {
+    EspeakTts::new(
+        EspeakConfig::new()
+            .with_program(program)
+            .with_timeout(Duration::from_millis(500)),
+    )
+    .unwrap()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_program_that_writes_no_wav_or_fails_is_a_service_error() {
+    let garbage = fake(fake_program("garbage", "echo 'this is not audio at all'"));
+    let error = refused(garbage.synthesize("Hello.", &SynthesisOptions::new()).await);
+    assert!(
+        matches!(&error, SpeechError::Service { status: 0, message } if message.contains("not a WAV")),
+        "{error:?}"
+    );
+    let failing = fake(fake_program(
+        "failing",
+        "echo 'voice data missing' >&2; exit 3",
+    ));
+    let error = refused(failing.synthesize("Hello.", &SynthesisOptions::new()).await);
+    assert!(
+        matches!(&error, SpeechError::Service { status: 0, message }
+            if message.contains("voice data missing") && message.contains("no audio")),
+        "{error:?}"
+    );
+    // Audio, then a failure: the audio is delivered, then the error ends the stream.
+    let broken = fake(fake_program(
+        "broken",
+        &format!("{HEADER}; head -c 8820 /dev/zero; echo 'crashed' >&2; exit 1"),
+    ));
+    let mut stream = broken
+        .synthesize("Hello.", &SynthesisOptions::new())
+        .await
+        .unwrap();
+    let mut samples = 0;
+    let mut error = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(frame) => samples += frame.samples().unwrap(),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(stream.next().await.is_none(), "the error is terminal");
+    assert!(samples > 0 && samples <= 3_200, "{samples}");
+    assert!(
+        matches!(&error, Some(SpeechError::Service { message, .. }) if message.contains("crashed")),
+        "{error:?}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_silent_program_times_out_and_a_dropped_stream_kills_it() {
+    let silent = fake(fake_program("silent", "exec sleep 30"));
+    let error = refused(silent.synthesize("Hello.", &SynthesisOptions::new()).await);
+    assert!(matches!(error, SpeechError::Timeout(_)), "{error:?}");
+
+    let pid_file =
+        std::env::temp_dir().join(format!("promptkit-espeak-{}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pid_file);
+    let stalling = fake(fake_program(
+        "stalling",
+        &format!(
+            "echo $$ > {}; {HEADER}; head -c 8820 /dev/zero; exec sleep 30",
+            pid_file.display()
+        ),
+    ));
+    let mut stream = stalling
+        .synthesize("Hello.", &SynthesisOptions::new())
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.format, AudioFormat::PCM16_16K_MONO);
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    drop(stream);
+    // Killed on drop: gone, or a zombie waiting to be reaped. Polled, not timed.
+    let mut gone = false;
+    for _ in 0..100 {
+        match std::fs::read_to_string(&stat) {
+            Err(_) => gone = true,
+            Ok(stat) => gone = stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')),
+        }
+        if gone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the program still runs after its stream was dropped");
+    let _ = std::fs::remove_file(&pid_file);
+}
