@@ -272,7 +272,13 @@ impl OpenAiStt {
             status: 0,
             message: "the transcription response is not UTF-8".to_owned(),
         })?;
-        let mut transcript = decode_transcription(text)?;
+        let mut transcript = decode_transcription(text).map_err(|error| match error {
+            SpeechError::Service { status, message } => SpeechError::Service {
+                status,
+                message: connection.scrub(&message),
+            },
+            other => other,
+        })?;
         if transcript.audio_duration.is_none() {
             transcript.audio_duration = upload.duration;
         }

@@ -208,6 +208,27 @@ async fn mulaw_input_is_decoded_into_a_pcm16_wav() {
 }
 
 #[tokio::test]
+async fn a_wav_file_is_uploaded_as_it_is() {
+    let server = SpeechServer::start(Vendor::OpenAi).await.unwrap();
+    server.push(script());
+    let pcm: Vec<u8> = pcm_frames(2).iter().flat_map(|f| f.data.to_vec()).collect();
+    let file =
+        promptkit_audio::wav::to_bytes(&AudioFrame::new(pcm, AudioFormat::PCM16_16K_MONO)).unwrap();
+    let wav = AudioFormat::new(16_000, 1, AudioEncoding::Wav);
+    let frames: Vec<AudioFrame> = file
+        .chunks(1000)
+        .map(|c| AudioFrame::new(c.to_vec(), wav))
+        .collect();
+    let transcript = stt(&server)
+        .transcribe(&frames, &TranscriptionOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(transcript.text, "hello there how are you");
+    assert_eq!(transcript.audio_duration, Some(Duration::from_secs(2)));
+    assert_eq!(server.requests()[0].binary_bytes(), file.len());
+}
+
+#[tokio::test]
 async fn empty_or_mixed_audio_is_refused_before_any_request() {
     let server = SpeechServer::start(Vendor::OpenAi).await.unwrap();
     let stt = stt(&server);
@@ -496,6 +517,16 @@ async fn a_slow_first_chunk_times_out_on_the_first_byte_timeout() {
     let server = SpeechServer::start(Vendor::OpenAi).await.unwrap();
     let tts = tts(&server);
     let stt = stt(&server);
+    // A first chunk slower than usual but within the timeout is fine.
+    server.push(Script::fault(Fault::SlowFirstChunk(ms(50))));
+    let (frames, error, _) = collect(
+        tts.synthesize("Hello.", &SynthesisOptions::new())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(samples(&frames), 6 * 240);
     server.push(Script::fault(Fault::SlowFirstChunk(Duration::from_secs(5))));
     let error = refused(tts.synthesize("Hello.", &SynthesisOptions::new()).await);
     assert!(
