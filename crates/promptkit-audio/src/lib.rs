@@ -20,6 +20,11 @@
 //!   transcription over Deepgram's `/v1/listen` WebSocket and its batch endpoint, behind
 //!   the core [`SpeechToText`] seam.
 //!
+//! - **Speech clients** (behind features): [`openai`] (feature `openai`: OpenAI batch
+//!   transcription and streamed speech over HTTP, also for any OpenAI-compatible local
+//!   Whisper or TTS server) and [`espeak`] (feature `espeak`: local synthesis by the
+//!   `espeak-ng` program, voice with no key and no network), on the shared [`client`] parts.
+//!
 //! Everything is in audio time (the duration of the audio processed), never wall-clock
 //! time: the same audio gives the same turns on any machine. The design is in the project's
 //! `docs/decisions/0019-audio-dsp-vad-turns.md`.
@@ -104,12 +109,18 @@ pub mod deepgram;
 #[cfg(feature = "denoise")]
 pub mod denoise;
 mod error;
+#[cfg(feature = "espeak")]
+pub mod espeak;
 pub mod g711;
 pub mod jitter;
+#[cfg(feature = "openai")]
+pub mod openai;
 pub mod pcm;
 pub mod rechunk;
 pub mod resample;
 mod segment;
+#[cfg(any(feature = "openai", feature = "espeak"))]
+mod synth;
 mod turn;
 mod vad;
 pub mod wav;
