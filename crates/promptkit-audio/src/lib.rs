@@ -14,6 +14,10 @@
 //!   [`TurnConfig`] makes [`SilenceTurnDetector`]s (silence, minimum speech, maximum turn,
 //!   the recogniser's endpointing), and [`TurnSegmenter`] runs a VAD and a detector over a
 //!   stream and cuts out each turn's audio with its pre-roll.
+//! - **Streaming synthesis** behind the core [`TextToSpeech`] seam, one vendor context per
+//!   session and one shared WebSocket per client: `cartesia` (feature `cartesia`, Cartesia's
+//!   `/tts/websocket`) and `elevenlabs` (feature `elevenlabs`, ElevenLabs' multi-stream
+//!   input). Late audio of a cancelled session never reaches another session.
 //!
 //! Everything is in audio time (the duration of the audio processed), never wall-clock
 //! time: the same audio gives the same turns on any machine. The design is in the project's
@@ -92,14 +96,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "cartesia")]
+pub mod cartesia;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "elevenlabs")]
+pub mod elevenlabs;
 mod error;
 pub mod g711;
 pub mod pcm;
 pub mod rechunk;
 pub mod resample;
 mod segment;
+#[cfg(any(feature = "cartesia", feature = "elevenlabs"))]
+mod tts_ws;
 mod turn;
 mod vad;
 pub mod wav;

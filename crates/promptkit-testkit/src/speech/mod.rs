@@ -195,6 +195,8 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// What the client sent, in order.
     pub messages: Vec<RecordedMessage>,
+    /// Whether the connection has ended (the client closed it, or the server dropped it).
+    pub closed: bool,
 }
 
 impl Recorded {
@@ -273,8 +275,17 @@ impl Shared {
                 })
                 .collect(),
             messages: Vec::new(),
+            closed: false,
         });
         log.len() - 1
+    }
+
+    /// Marks recorded connection `index` as ended.
+    pub(crate) fn closed(&self, index: usize) {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(recorded) = log.get_mut(index) {
+            recorded.closed = true;
+        }
     }
 
     /// Appends a message to recorded connection `index`.
@@ -618,6 +629,7 @@ mod cartesia;
 mod deepgram;
 mod elevenlabs;
 mod openai;
+mod synth;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,1 @@
+//! ElevenLabs streaming synthesis (to come).
