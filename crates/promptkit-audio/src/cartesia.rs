@@ -50,15 +50,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use promptkit_core::{
-    AudioEncoding, AudioFormat, AudioStream, BoxFuture, SpeechError, SpeechPrice,
-    SynthesisOptions, TextToSpeech, TtsSession, Word,
+    AudioEncoding, AudioFormat, AudioStream, BoxFuture, SpeechError, SpeechPrice, SynthesisOptions,
+    TextToSpeech, TtsSession, Word,
 };
 use serde_json::{Map, Value, json};
 
 use crate::client::ws::ws_base;
 use crate::client::{ApiKey, Connection};
-use crate::tts_ws::{ContextSpec, ContextWire, FlushMode, Mux, audio_of, seconds};
 pub use crate::tts_ws::{Alignment, ServerEvent, ServerMessage, VendorError};
+use crate::tts_ws::{ContextSpec, ContextWire, FlushMode, Mux, audio_of, seconds};
 
 /// Cartesia's API.
 pub const DEFAULT_BASE_URL: &str = "wss://api.cartesia.ai";
@@ -225,7 +225,7 @@ impl CartesiaTts {
         let mux = Mux::new(
             config.connection.clone(),
             config.keep_alive,
-            decode,
+            |text| decode(text).map(|message| message.into_iter().collect()),
             |_, _| None,
         )?;
         Ok(Self { config, url, mux })
@@ -527,7 +527,11 @@ mod tests {
             words.event,
             ServerEvent::Words(vec![
                 Word::new("Hi", Duration::ZERO, Duration::from_millis(20)),
-                Word::new("there", Duration::from_millis(30), Duration::from_millis(80)),
+                Word::new(
+                    "there",
+                    Duration::from_millis(30),
+                    Duration::from_millis(80)
+                ),
             ])
         );
         let error = decode(
@@ -551,7 +555,11 @@ mod tests {
                 .event,
             ServerEvent::FlushDone { flush_id: Some(2) }
         );
-        assert!(decode(r#"{"type":"phoneme_timestamps"}"#).unwrap().is_none());
+        assert!(
+            decode(r#"{"type":"phoneme_timestamps"}"#)
+                .unwrap()
+                .is_none()
+        );
         assert!(decode("[1]").is_err());
         assert!(decode(r#"{"type":"chunk","data":"!!"}"#).is_err());
     }

@@ -111,8 +111,9 @@ impl VendorError {
     }
 }
 
-/// A vendor's pure decoder of server messages.
-pub(crate) type Decoder = fn(&str) -> Result<Option<ServerMessage>, SpeechError>;
+/// A vendor's pure decoder of server messages (one vendor message may say two things:
+/// ElevenLabs can put its last audio and `isFinal` in one).
+pub(crate) type Decoder = fn(&str) -> Result<Vec<ServerMessage>, SpeechError>;
 
 /// A vendor's reading of a close frame: the error it stands for, when it is one of the
 /// vendor's own (ElevenLabs closes with 1008 and a reason for a quota or a bad request).
@@ -430,8 +431,7 @@ async fn run_socket(
     parts: SocketParts,
 ) {
     let (mut write, mut read) = socket.split();
-    let mut ticker =
-        tokio::time::interval_at(Instant::now() + parts.keep_alive, parts.keep_alive);
+    let mut ticker = tokio::time::interval_at(Instant::now() + parts.keep_alive, parts.keep_alive);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ending = loop {
         tokio::select! {
@@ -449,8 +449,11 @@ async fn run_socket(
             },
             incoming = ws::next(&mut read, None) => match incoming {
                 Ok(Incoming::Text(text)) => match (parts.decode)(&text) {
-                    Ok(Some(message)) => routes.deliver(message, &parts.connection),
-                    Ok(None) => {}
+                    Ok(messages) => {
+                        for message in messages {
+                            routes.deliver(message, &parts.connection);
+                        }
+                    }
                     Err(error) => tracing::warn!(%error, "dropping an unreadable vendor message"),
                 },
                 Ok(Incoming::Binary(_)) => {}

@@ -40,7 +40,11 @@ pub(crate) fn chunks(chars: usize, sample_rate: u32, encoding: Encoding) -> Vec<
     let mut at = 0;
     while left > 0 {
         let n = left.min(CHARS_PER_CHUNK);
-        let len = if n == left { audio.len() - at } else { n * per_char };
+        let len = if n == left {
+            audio.len() - at
+        } else {
+            n * per_char
+        };
         out.push((n, audio[at..at + len].to_vec()));
         at += len;
         left -= n;
@@ -50,7 +54,8 @@ pub(crate) fn chunks(chars: usize, sample_rate: u32, encoding: Encoding) -> Vec<
 }
 
 fn samples(pcm: &[u8]) -> impl Iterator<Item = i16> + '_ {
-    pcm.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]))
+    pcm.chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
 }
 
 /// G.711 mu-law of one PCM16 sample (the classic biased segment encoder).
@@ -72,7 +77,10 @@ pub(crate) fn ulaw(sample: i16) -> u8 {
         mask >>= 1;
     }
     let mantissa = (value >> (exponent + 3)) & 0x0F;
-    #[expect(clippy::cast_possible_truncation, reason = "eight bits by construction")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "eight bits by construction"
+    )]
     let code = !(sign | (exponent << 4) | mantissa) as u8;
     code
 }
@@ -81,19 +89,33 @@ pub(crate) fn ulaw(sample: i16) -> u8 {
 pub(crate) fn alaw(sample: i16) -> u8 {
     const ENDS: [i32; 8] = [0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF];
     let pcm = i32::from(sample) >> 3;
-    let (mask, magnitude) = if pcm >= 0 { (0xD5, pcm) } else { (0x55, -pcm - 1) };
+    let (mask, magnitude) = if pcm >= 0 {
+        (0xD5, pcm)
+    } else {
+        (0x55, -pcm - 1)
+    };
     let Some(segment) = ENDS.iter().position(|end| magnitude <= *end) else {
-        #[expect(clippy::cast_possible_truncation, reason = "eight bits by construction")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "eight bits by construction"
+        )]
         return (0x7F ^ mask) as u8;
     };
-    #[expect(clippy::cast_possible_wrap, clippy::cast_possible_truncation, reason = "below 8")]
+    #[expect(
+        clippy::cast_possible_wrap,
+        clippy::cast_possible_truncation,
+        reason = "below 8"
+    )]
     let segment = segment as i32;
     let mantissa = if segment < 2 {
         (magnitude >> 1) & 0x0F
     } else {
         (magnitude >> segment) & 0x0F
     };
-    #[expect(clippy::cast_possible_truncation, reason = "eight bits by construction")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "eight bits by construction"
+    )]
     let code = (((segment << 4) | mantissa) ^ mask) as u8;
     code
 }
