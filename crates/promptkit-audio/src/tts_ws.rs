@@ -223,10 +223,10 @@ impl Mux {
         headers: &[(&'static str, String)],
     ) -> Result<Arc<SocketHandle>, SpeechError> {
         let mut sockets = self.sockets.lock().await;
-        if let Some(handle) = sockets.get(url) {
-            if handle.routes.is_open() {
-                return Ok(handle.clone());
-            }
+        if let Some(handle) = sockets.get(url)
+            && handle.routes.is_open()
+        {
+            return Ok(handle.clone());
         }
         sockets.remove(url);
         let socket = self
@@ -924,7 +924,7 @@ fn non_space(text: &str) -> u64 {
 /// A duration from seconds as a vendor sends them, to the microsecond; `None` when the
 /// number is not a time.
 pub(crate) fn seconds(value: f64) -> Option<Duration> {
-    if !value.is_finite() || value < 0.0 || value > 1.0e9 {
+    if !value.is_finite() || !(0.0..=1.0e9).contains(&value) {
         return None;
     }
     #[expect(

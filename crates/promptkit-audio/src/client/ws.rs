@@ -166,7 +166,9 @@ pub(crate) async fn next(
             None => reader.next().await,
         };
         match item {
-            None => {
+            None
+            | Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) =>
+            {
                 return Ok(Incoming::Closed {
                     code: 1006,
                     reason: String::new(),
@@ -187,12 +189,6 @@ pub(crate) async fn next(
                 ));
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed)) => {
-                return Ok(Incoming::Closed {
-                    code: 1006,
-                    reason: String::new(),
-                });
-            }
             Some(Err(error)) => return Err(transport("the WebSocket connection broke", error)),
         }
     }
@@ -222,10 +218,10 @@ pub(crate) fn send_error(error: tungstenite::Error) -> SpeechError {
 /// the added ones, on the aws-lc-rs provider the rest of the workspace uses.
 pub(crate) fn tls_config(roots: &TlsRoots) -> Result<Arc<rustls::ClientConfig>, SpeechError> {
     static SYSTEM: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    if roots.extra().is_empty() {
-        if let Some(config) = SYSTEM.get() {
-            return Ok(config.clone());
-        }
+    if roots.extra().is_empty()
+        && let Some(config) = SYSTEM.get()
+    {
+        return Ok(config.clone());
     }
     let mut store = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();

@@ -46,10 +46,10 @@ fn error_response(status: u16, message: &str, retry_after: Option<u64>) -> Respo
         "status_code": status.as_u16(),
     });
     let mut response = (status, axum::Json(body)).into_response();
-    if let Some(secs) = retry_after {
-        if let Ok(value) = secs.to_string().parse() {
-            response.headers_mut().insert("retry-after", value);
-        }
+    if let Some(secs) = retry_after
+        && let Ok(value) = secs.to_string().parse()
+    {
+        response.headers_mut().insert("retry-after", value);
     }
     response
 }
@@ -148,10 +148,10 @@ impl Connection {
         if self.stalled || self.dead.contains(context) {
             return Ok(());
         }
-        if !self.first_sent {
-            if let Some(Fault::SlowFirstChunk(delay)) = &self.fault {
-                tokio::time::sleep(*delay).await;
-            }
+        if !self.first_sent
+            && let Some(Fault::SlowFirstChunk(delay)) = &self.fault
+        {
+            tokio::time::sleep(*delay).await;
         }
         let data = base64::engine::general_purpose::STANDARD.encode(audio);
         self.send(

@@ -48,10 +48,10 @@ fn error_response(status: u16, code: &str, message: &str, retry_after: Option<u6
         axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_REQUEST);
     let body = json!({"detail": {"status": code, "message": message}});
     let mut response = (status, axum::Json(body)).into_response();
-    if let Some(secs) = retry_after {
-        if let Ok(value) = secs.to_string().parse() {
-            response.headers_mut().insert("retry-after", value);
-        }
+    if let Some(secs) = retry_after
+        && let Ok(value) = secs.to_string().parse()
+    {
+        response.headers_mut().insert("retry-after", value);
     }
     response
 }
@@ -177,10 +177,10 @@ impl Connection {
         if self.stalled || self.dead.contains(context) {
             return Ok(());
         }
-        if !self.first_sent {
-            if let Some(Fault::SlowFirstChunk(delay)) = &self.fault {
-                tokio::time::sleep(*delay).await;
-            }
+        if !self.first_sent
+            && let Some(Fault::SlowFirstChunk(delay)) = &self.fault
+        {
+            tokio::time::sleep(*delay).await;
         }
         let alignment = json!({
             "chars": chars.iter().map(char::to_string).collect::<Vec<_>>(),
@@ -279,7 +279,7 @@ impl Connection {
         let state = self.contexts.entry(context.clone()).or_default();
         let opening = !state.opened;
         state.opened = true;
-        let speak = !text.is_empty() && !(opening && text == " ");
+        let speak = !(text.is_empty() || opening && text == " ");
         if speak {
             state.unflushed = true;
         }
