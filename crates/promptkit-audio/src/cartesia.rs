@@ -98,6 +98,9 @@ pub struct CartesiaConfig {
     pub price: Option<SpeechPrice>,
     /// How often the idle socket is pinged (30 s).
     pub keep_alive: Duration,
+    /// How long a socket stays open with no session on it, for the next session to reuse
+    /// (60 s). Dropping the client closes its sockets once their sessions are gone.
+    pub idle_close: Duration,
 }
 
 impl CartesiaConfig {
@@ -121,6 +124,7 @@ impl CartesiaConfig {
             extra: Map::new(),
             price: None,
             keep_alive: Duration::from_secs(30),
+            idle_close: Duration::from_secs(60),
         }
     }
 
@@ -194,6 +198,14 @@ impl CartesiaConfig {
         self
     }
 
+    /// Sets how long an unused socket stays open (zero: it closes when its last session
+    /// ends).
+    #[must_use]
+    pub fn with_idle_close(mut self, idle: Duration) -> Self {
+        self.idle_close = idle;
+        self
+    }
+
     /// Sets the keep-alive interval.
     #[must_use]
     pub fn with_keep_alive(mut self, interval: Duration) -> Self {
@@ -224,7 +236,7 @@ impl CartesiaTts {
         );
         let mux = Mux::new(
             config.connection.clone(),
-            config.keep_alive,
+            (config.keep_alive, config.idle_close),
             |text| decode(text).map(|message| message.into_iter().collect()),
             |_, _| None,
         )?;

@@ -126,6 +126,9 @@ pub struct ElevenLabsConfig {
     pub price: Option<SpeechPrice>,
     /// How often the socket is pinged and open contexts are kept alive (15 s).
     pub keep_alive: Duration,
+    /// How long a socket stays open with no session on it, for the next session to reuse
+    /// (60 s). Dropping the client closes its sockets once their sessions are gone.
+    pub idle_close: Duration,
 }
 
 impl ElevenLabsConfig {
@@ -144,6 +147,7 @@ impl ElevenLabsConfig {
             extra: Map::new(),
             price: None,
             keep_alive: Duration::from_secs(15),
+            idle_close: Duration::from_secs(60),
         }
     }
 
@@ -224,6 +228,14 @@ impl ElevenLabsConfig {
         self
     }
 
+    /// Sets how long an unused socket stays open (zero: it closes when its last session
+    /// ends).
+    #[must_use]
+    pub fn with_idle_close(mut self, idle: Duration) -> Self {
+        self.idle_close = idle;
+        self
+    }
+
     /// Sets the keep-alive interval.
     #[must_use]
     pub fn with_keep_alive(mut self, interval: Duration) -> Self {
@@ -250,7 +262,7 @@ impl ElevenLabsTts {
         let base = ws_base(&config.connection)?;
         let mux = Mux::new(
             config.connection.clone(),
-            config.keep_alive,
+            (config.keep_alive, config.idle_close),
             decode,
             read_close,
         )?;

@@ -168,6 +168,7 @@ pub(crate) struct Mux {
     connection: Connection,
     connector: Connector,
     keep_alive: Duration,
+    idle_close: Duration,
     decode: Decoder,
     read_close: CloseReader,
     sockets: tokio::sync::Mutex<HashMap<String, Arc<SocketHandle>>>,
@@ -180,15 +181,17 @@ impl fmt::Debug for Mux {
         f.debug_struct("Mux")
             .field("base_url", &self.connection.base_url)
             .field("keep_alive", &self.keep_alive)
+            .field("idle_close", &self.idle_close)
             .finish_non_exhaustive()
     }
 }
 
 impl Mux {
-    /// The sockets of a client of `connection`.
+    /// The sockets of a client of `connection`: pinged every `keep_alive`, closed when no
+    /// context has been open on them for `idle_close`.
     pub(crate) fn new(
         connection: Connection,
-        keep_alive: Duration,
+        (keep_alive, idle_close): (Duration, Duration),
         decode: Decoder,
         read_close: CloseReader,
     ) -> Result<Self, SpeechError> {
@@ -197,6 +200,7 @@ impl Mux {
             connection,
             connector,
             keep_alive: keep_alive.max(Duration::from_millis(10)),
+            idle_close,
             decode,
             read_close,
             sockets: tokio::sync::Mutex::new(HashMap::new()),
@@ -243,6 +247,7 @@ impl Mux {
             SocketParts {
                 connection: self.connection.clone(),
                 keep_alive: self.keep_alive,
+                idle_close: self.idle_close,
                 decode: self.decode,
                 read_close: self.read_close,
             },
@@ -334,12 +339,16 @@ struct Route {
 #[derive(Default)]
 struct Routes {
     inner: Mutex<RoutesInner>,
+    /// Wakes the socket's task when the last context went (its idle clock starts).
+    emptied: Notify,
 }
 
 #[derive(Default)]
 struct RoutesInner {
     closed: bool,
     map: HashMap<String, Route>,
+    /// Since when no context has been open (`None` before the first one).
+    idle_since: Option<Instant>,
 }
 
 impl Routes {
@@ -358,11 +367,35 @@ impl Routes {
             return false;
         }
         inner.map.insert(id.to_owned(), route);
+        inner.idle_since = None;
         true
     }
 
     fn remove(&self, id: &str) {
-        self.lock().map.remove(id);
+        let mut inner = self.lock();
+        if inner.map.remove(id).is_some() && inner.map.is_empty() {
+            inner.idle_since = Some(Instant::now());
+            self.emptied.notify_one();
+        }
+    }
+
+    /// When the socket is to close for want of contexts, if none is open.
+    fn idle_deadline(&self, idle_close: Duration) -> Option<Instant> {
+        self.lock().idle_since.map(|since| since + idle_close)
+    }
+
+    /// Closes the socket if no context has been open for `idle_close`; under the lock, so
+    /// no context can be registered on a socket that is closing.
+    fn close_if_idle(&self, idle_close: Duration) -> bool {
+        let mut inner = self.lock();
+        let idle = inner.map.is_empty()
+            && inner
+                .idle_since
+                .is_some_and(|since| since + idle_close <= Instant::now());
+        if idle {
+            inner.closed = true;
+        }
+        idle
     }
 
     fn keep_alives(&self) -> Vec<String> {
@@ -412,6 +445,7 @@ impl Routes {
 struct SocketParts {
     connection: Connection,
     keep_alive: Duration,
+    idle_close: Duration,
     decode: Decoder,
     read_close: CloseReader,
 }
@@ -434,7 +468,22 @@ async fn run_socket(
     let mut ticker = tokio::time::interval_at(Instant::now() + parts.keep_alive, parts.keep_alive);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ending = loop {
+        let idle = routes.idle_deadline(parts.idle_close);
+        let idle = async move {
+            match idle {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = routes.emptied.notified() => {}
+            () = idle => {
+                if routes.close_if_idle(parts.idle_close) {
+                    let _ = write.send(Message::Close(None)).await;
+                    let _ = write.close().await;
+                    break Ending::Released;
+                }
+            }
             command = commands.recv() => match command {
                 Some(text) => {
                     if let Err(error) = write.send(ws::text(text)).await {

@@ -629,3 +629,31 @@ async fn a_session_runs_over_tls() {
     assert_eq!(audio_duration(&events), chars_ms("Secure hello."));
     assert!(server.ws_url().starts_with("wss://"));
 }
+
+#[tokio::test]
+async fn an_unused_socket_closes_after_its_idle_time() {
+    let server = SpeechServer::start(Vendor::Cartesia).await.unwrap();
+    let client = CartesiaTts::new(
+        CartesiaConfig::new(KEY)
+            .with_connection(connection(&server))
+            .with_idle_close(Duration::ZERO),
+    )
+    .unwrap();
+    let mut session = client.open_stream(&SynthesisOptions::new()).await.unwrap();
+    session
+        .sender
+        .send("Something to say. ".to_owned())
+        .await
+        .unwrap();
+    let _ = session.events.next().await;
+    drop(session);
+    wait_closed(&server, 0).await;
+    // The next session opens a new socket.
+    let mut session = client.open_stream(&SynthesisOptions::new()).await.unwrap();
+    session.sender.send("Again.".to_owned()).await.unwrap();
+    session.sender.finish().await.unwrap();
+    let events = collect(&mut session.events).await;
+    assert_eq!(audio_duration(&events), chars_ms("Again."));
+    wait_closed(&server, 1).await;
+    assert_eq!(server.requests().len(), 2);
+}

@@ -656,3 +656,31 @@ async fn a_session_runs_over_tls() {
     assert_eq!(audio_duration(&events), chars_ms("Secure hello."));
     assert!(server.ws_url().starts_with("wss://"));
 }
+
+#[tokio::test]
+async fn open_contexts_are_kept_alive_and_unused_sockets_close() {
+    let server = SpeechServer::start(Vendor::ElevenLabs).await.unwrap();
+    let client = ElevenLabsTts::new(
+        ElevenLabsConfig::new(KEY)
+            .with_connection(connection(&server))
+            .with_keep_alive(Duration::from_millis(30))
+            .with_idle_close(Duration::ZERO),
+    )
+    .unwrap();
+    let session = client.open_stream(&SynthesisOptions::new()).await.unwrap();
+    let keep_alive = |server: &SpeechServer| {
+        server.requests()[0]
+            .json_messages()
+            .iter()
+            .any(|m| m["text"] == "" && m.get("flush").is_none())
+    };
+    for _ in 0..500 {
+        if keep_alive(&server) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(keep_alive(&server), "no keep-alive was sent");
+    drop(session);
+    wait_closed(&server, 0).await;
+}
