@@ -12,6 +12,13 @@
 //! (`add_timestamps`) become [`TtsEvent::Words`](promptkit_core::TtsEvent::Words) on the
 //! session's output clock.
 //!
+//! **Retries** (the connection's [`RetryPolicy`](crate::client::RetryPolicy)): a refused or
+//! failed handshake is retried; a session that has had no audio yet and fails in a way
+//! worth retrying (the socket dropped, the first-byte timeout, a vendor 5xx or rate limit)
+//! is opened again in a new context, on a new socket when the old one is gone, and what
+//! it sent is sent again. Once audio came, nothing is retried: the listener would hear it
+//! twice.
+//!
 //! One-shot [`synthesize`](TextToSpeech::synthesize) runs over a session too (send, finish,
 //! keep the audio), so it shares the socket.
 //!
@@ -45,6 +52,7 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -267,7 +275,6 @@ impl CartesiaTts {
         if !self.formats().contains(&format) {
             return Err(SpeechError::UnsupportedFormat(format));
         }
-        let context_id = self.mux.context_id();
         let mut base = self.config.extra.clone();
         for (key, value) in &options.extra {
             base.insert(key.clone(), value.clone());
@@ -296,14 +303,19 @@ impl CartesiaTts {
                 config.insert("speed".to_owned(), json!(speed));
             }
         }
-        base.insert("context_id".to_owned(), json!(context_id));
         Ok(ContextSpec {
             url: self.url.clone(),
             headers: self.headers(),
-            context_id: context_id.clone(),
             format,
             flush_mode: FlushMode::Vendor,
-            wire: Box::new(CartesiaWire { context_id, base }),
+            wire: Arc::new(move |context_id: &str| {
+                let mut base = base.clone();
+                base.insert("context_id".to_owned(), json!(context_id));
+                Box::new(CartesiaWire {
+                    context_id: context_id.to_owned(),
+                    base,
+                }) as Box<dyn ContextWire>
+            }),
         })
     }
 }

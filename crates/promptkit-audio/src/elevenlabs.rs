@@ -29,6 +29,13 @@
 //! session waiting for the model's next sentence is not closed by the inactivity timeout
 //! (`inactivity_timeout`, 180 s, is also asked for).
 //!
+//! **Retries** (the connection's [`RetryPolicy`](crate::client::RetryPolicy)): a refused or
+//! failed handshake is retried; a session that has had no audio yet and fails in a way
+//! worth retrying (the socket dropped, the first-byte timeout, a vendor 5xx or rate limit)
+//! is opened again in a new context, on a new socket when the old one is gone, and what
+//! it sent is sent again. Once audio came, nothing is retried: the listener would hear it
+//! twice.
+//!
 //! One-shot [`synthesize`](TextToSpeech::synthesize) runs over a session too.
 //!
 //! The key goes in the `xi-api-key` header only. Keys of [`SynthesisOptions::extra`] (and
@@ -61,6 +68,7 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -316,10 +324,8 @@ impl ElevenLabsTts {
             encode(voice)
         );
 
-        let context_id = self.mux.context_id();
         let mut first = Map::new();
         first.insert("text".to_owned(), json!(" "));
-        first.insert("context_id".to_owned(), json!(context_id));
         for key in CONTEXT_KEYS {
             if let Some(value) = extra.get(key) {
                 first.insert(key.to_owned(), value.clone());
@@ -340,12 +346,15 @@ impl ElevenLabsTts {
         Ok(ContextSpec {
             url,
             headers,
-            context_id: context_id.clone(),
             format,
             flush_mode: FlushMode::Alignment,
-            wire: Box::new(ElevenLabsWire {
-                context_id,
-                first: Value::Object(first).to_string(),
+            wire: Arc::new(move |context_id: &str| {
+                let mut first = first.clone();
+                first.insert("context_id".to_owned(), json!(context_id));
+                Box::new(ElevenLabsWire {
+                    context_id: context_id.to_owned(),
+                    first: Value::Object(first).to_string(),
+                }) as Box<dyn ContextWire>
             }),
         })
     }

@@ -14,6 +14,9 @@
 //!   received so far), its timings into [`Word`]s, and ends after `Done`, an error or a
 //!   cancel. It owns the first-byte and idle timeouts: they run only while audio is owed
 //!   (text was sent and no audio came since, a flush is pending, or the text was finished).
+//!   Until its first audio a session keeps what it sent: a retryable failure then opens
+//!   the context again under a new id (the old one is cancelled, its late audio dropped)
+//!   and replays it.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -147,24 +150,37 @@ pub(crate) trait ContextWire: Send + Sync + fmt::Debug + 'static {
 }
 
 /// One session to open.
-#[derive(Debug)]
 pub(crate) struct ContextSpec {
     /// The socket's URL (never with the key).
     pub(crate) url: String,
     /// The handshake's headers (the key's among them).
     pub(crate) headers: Vec<(&'static str, String)>,
-    /// The context's id.
-    pub(crate) context_id: String,
     /// The audio format asked for.
     pub(crate) format: AudioFormat,
     /// How flushes complete.
     pub(crate) flush_mode: FlushMode,
-    /// The context's messages.
-    pub(crate) wire: Box<dyn ContextWire>,
+    /// The context's messages, for a context id (a retried session gets a new one).
+    pub(crate) wire: WireMaker,
 }
 
-/// The sockets of one client.
-pub(crate) struct Mux {
+/// Makes a context's messages for its id.
+pub(crate) type WireMaker = Arc<dyn Fn(&str) -> Box<dyn ContextWire> + Send + Sync>;
+
+/// The sockets of one client, shared with its sessions (a session retried before its
+/// first audio opens its context again).
+#[derive(Debug)]
+pub(crate) struct Mux(Arc<MuxShared>);
+
+impl std::ops::Deref for Mux {
+    type Target = MuxShared;
+
+    fn deref(&self) -> &MuxShared {
+        &self.0
+    }
+}
+
+/// What [`Mux`] holds.
+pub(crate) struct MuxShared {
     connection: Connection,
     connector: Connector,
     keep_alive: Duration,
@@ -176,7 +192,7 @@ pub(crate) struct Mux {
     prefix: String,
 }
 
-impl fmt::Debug for Mux {
+impl fmt::Debug for MuxShared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mux")
             .field("base_url", &self.connection.base_url)
@@ -196,7 +212,7 @@ impl Mux {
         read_close: CloseReader,
     ) -> Result<Self, SpeechError> {
         let connector = Connector::new(&connection)?;
-        Ok(Self {
+        Ok(Self(Arc::new(MuxShared {
             connection,
             connector,
             keep_alive: keep_alive.max(Duration::from_millis(10)),
@@ -206,9 +222,73 @@ impl Mux {
             sockets: tokio::sync::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             prefix: format!("pk{:08x}", fastrand::u32(..)),
-        })
+        })))
     }
 
+    /// Opens a session: a context on the shared socket.
+    pub(crate) async fn open(&self, spec: ContextSpec) -> Result<TtsSession, SpeechError> {
+        // A socket found open may close before the context is registered: then once more.
+        for _ in 0..2 {
+            let socket = self.socket(&spec.url, &spec.headers).await?;
+            let (events, receiver) = mpsc::unbounded_channel();
+            let context_id = self.context_id();
+            let wire = (spec.wire)(&context_id);
+            let route = Route {
+                events,
+                keep_alive: wire.keep_alive(),
+            };
+            if !socket.routes.register(&context_id, route) {
+                continue;
+            }
+            if let Some(open) = wire.open() {
+                socket.send(open)?;
+            }
+            let core = Arc::new(Core {
+                mux: self.0.clone(),
+                url: spec.url,
+                headers: spec.headers,
+                make_wire: spec.wire,
+                link: Mutex::new(Link {
+                    socket,
+                    context_id,
+                    wire,
+                }),
+                timeouts: self.connection.timeouts,
+                state: Mutex::new(State::new()),
+                notify: Notify::new(),
+            });
+            let reader = Reader {
+                core: core.clone(),
+                receiver,
+                format: spec.format,
+                flush_mode: spec.flush_mode,
+                received: 0,
+                carry: Vec::new(),
+                word: None,
+                aligned: 0,
+                queue: VecDeque::new(),
+                over: false,
+            };
+            let events: TtsEventStream = Box::pin(futures_util::stream::unfold(
+                reader,
+                |mut reader| async move {
+                    let item = reader.next().await?;
+                    Some((item, reader))
+                },
+            ));
+            return Ok(TtsSession {
+                sender: Box::new(Sender { core }),
+                events,
+            });
+        }
+        Err(SpeechError::Transport {
+            message: "the socket closed while the session was opening".to_owned(),
+            source: None,
+        })
+    }
+}
+
+impl MuxShared {
     /// The connection.
     pub(crate) fn connection(&self) -> &Connection {
         &self.connection
@@ -255,60 +335,6 @@ impl Mux {
         let handle = Arc::new(SocketHandle { commands, routes });
         sockets.insert(url.to_owned(), handle.clone());
         Ok(handle)
-    }
-
-    /// Opens a session: a context on the shared socket.
-    pub(crate) async fn open(&self, spec: ContextSpec) -> Result<TtsSession, SpeechError> {
-        // A socket found open may close before the context is registered: then once more.
-        for _ in 0..2 {
-            let socket = self.socket(&spec.url, &spec.headers).await?;
-            let (events, receiver) = mpsc::unbounded_channel();
-            let route = Route {
-                events,
-                keep_alive: spec.wire.keep_alive(),
-            };
-            if !socket.routes.register(&spec.context_id, route) {
-                continue;
-            }
-            if let Some(open) = spec.wire.open() {
-                socket.send(open)?;
-            }
-            let core = Arc::new(Core {
-                socket,
-                context_id: spec.context_id,
-                wire: spec.wire,
-                timeouts: self.connection.timeouts,
-                state: Mutex::new(State::new()),
-                notify: Notify::new(),
-            });
-            let reader = Reader {
-                core: core.clone(),
-                receiver,
-                format: spec.format,
-                flush_mode: spec.flush_mode,
-                received: 0,
-                carry: Vec::new(),
-                word: None,
-                aligned: 0,
-                queue: VecDeque::new(),
-                over: false,
-            };
-            let events: TtsEventStream = Box::pin(futures_util::stream::unfold(
-                reader,
-                |mut reader| async move {
-                    let item = reader.next().await?;
-                    Some((item, reader))
-                },
-            ));
-            return Ok(TtsSession {
-                sender: Box::new(Sender { core }),
-                events,
-            });
-        }
-        Err(SpeechError::Transport {
-            message: "the socket closed while the session was opening".to_owned(),
-            source: None,
-        })
     }
 }
 
@@ -544,15 +570,57 @@ async fn run_socket(
 
 /// What a session's sender and stream share.
 struct Core {
-    socket: Arc<SocketHandle>,
-    context_id: String,
-    wire: Box<dyn ContextWire>,
+    mux: Arc<MuxShared>,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    make_wire: WireMaker,
+    /// The context the session speaks in now. Lock order: `link`, then `state`.
+    link: Mutex<Link>,
     timeouts: crate::client::Timeouts,
     state: Mutex<State>,
     notify: Notify,
 }
 
+/// A session's context: its socket, id and messages.
+struct Link {
+    socket: Arc<SocketHandle>,
+    context_id: String,
+    wire: Box<dyn ContextWire>,
+}
+
+impl Link {
+    /// Ends the context here: its late messages are dropped, and the vendor is told.
+    fn retire(&self, cancel: bool) {
+        self.socket.routes.remove(&self.context_id);
+        if cancel {
+            let _ = self.socket.send(self.wire.cancel());
+        }
+    }
+}
+
+/// What a sender does, kept until the first audio to replay it in a retried context.
+#[derive(Debug, Clone)]
+enum Op {
+    Text(String),
+    Flush,
+    Finish,
+}
+
+impl Op {
+    fn messages(&self, wire: &dyn ContextWire) -> Vec<String> {
+        match self {
+            Self::Text(text) => vec![wire.text(text)],
+            Self::Flush => wire.flush(),
+            Self::Finish => wire.finish(),
+        }
+    }
+}
+
 struct State {
+    /// What was sent before the first audio.
+    log: Vec<Op>,
+    /// Retries of the session so far.
+    retries: u32,
     first_text_at: Option<Instant>,
     last_activity: Instant,
     first_audio: bool,
@@ -571,6 +639,8 @@ struct State {
 impl State {
     fn new() -> Self {
         Self {
+            log: Vec::new(),
+            retries: 0,
             first_text_at: None,
             last_activity: Instant::now(),
             first_audio: false,
@@ -590,8 +660,31 @@ impl Core {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn send(&self, message: String) -> Result<(), SpeechError> {
-        self.socket.send(message)
+    fn link(&self) -> MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends what `op` stands for. Before the first audio it is kept for a retry, and a
+    /// socket that is gone is the retry's to deal with.
+    fn apply(&self, op: Op) -> Result<(), SpeechError> {
+        let link = self.link();
+        let mut sent = true;
+        for message in op.messages(&*link.wire) {
+            sent &= link.socket.send(message).is_ok();
+        }
+        let mut state = self.state();
+        let replayable = !state.first_audio;
+        if replayable {
+            state.log.push(op);
+        }
+        drop(state);
+        drop(link);
+        self.notify.notify_one();
+        if sent || replayable {
+            Ok(())
+        } else {
+            Err(SpeechError::Closed)
+        }
     }
 
     /// Ends the context (idempotent): its route goes, so late messages are dropped;
@@ -605,10 +698,7 @@ impl Core {
             state.over = true;
             state.cancelled = cancel;
         }
-        self.socket.routes.remove(&self.context_id);
-        if cancel {
-            let _ = self.send(self.wire.cancel());
-        }
+        self.link().retire(cancel);
         self.notify.notify_one();
     }
 
@@ -641,7 +731,7 @@ struct Sender {
 impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
-            .field("context_id", &self.core.context_id)
+            .field("context_id", &self.core.link().context_id)
             .finish_non_exhaustive()
     }
 }
@@ -677,9 +767,7 @@ impl Sender {
             state.text_since_audio = true;
             state.chars_sent += non_space(text);
         }
-        self.core.send(self.core.wire.text(text))?;
-        self.core.notify.notify_one();
-        Ok(())
+        self.core.apply(Op::Text(text.to_owned()))
     }
 
     fn flush_now(&self) -> Result<(), SpeechError> {
@@ -690,11 +778,7 @@ impl Sender {
             state.flush_marks.push_back(mark);
             state.last_activity = Instant::now();
         }
-        for message in self.core.wire.flush() {
-            self.core.send(message)?;
-        }
-        self.core.notify.notify_one();
-        Ok(())
+        self.core.apply(Op::Flush)
     }
 
     fn finish_now(&self) -> Result<(), SpeechError> {
@@ -709,11 +793,7 @@ impl Sender {
             state.finished = true;
             state.last_activity = Instant::now();
         }
-        for message in self.core.wire.finish() {
-            self.core.send(message)?;
-        }
-        self.core.notify.notify_one();
-        Ok(())
+        self.core.apply(Op::Finish)
     }
 }
 
@@ -798,19 +878,104 @@ impl Reader {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let step = tokio::select! {
                 inbound = self.receiver.recv() => match inbound {
-                    Some(Inbound::Event(event)) => self.handle(event),
-                    Some(Inbound::Failed(error)) => self.fail(error),
-                    None => self.fail(SpeechError::Transport {
+                    Some(Inbound::Event(event)) => Some(Ok(event)),
+                    Some(Inbound::Failed(error)) => Some(Err(error)),
+                    None => Some(Err(SpeechError::Transport {
                         message: "the speech service's socket closed".to_owned(),
                         source: None,
-                    }),
+                    })),
                 },
-                () = self.core.notify.notified() => {}
-                timeout = timer => self.fail(SpeechError::Timeout(timeout)),
+                () = self.core.notify.notified() => None,
+                timeout = timer => Some(Err(SpeechError::Timeout(timeout))),
+            };
+            match step {
+                Some(Ok(event)) => self.handle(event),
+                Some(Err(error)) => self.failed(error).await,
+                None => {}
             }
         }
+    }
+
+    /// A failure: before the first audio, a retryable one (a dropped socket, a first-byte
+    /// timeout, a vendor's 5xx or rate limit) opens the context again, on a new socket if
+    /// need be, and replays what was sent; anything else is terminal.
+    async fn failed(&mut self, error: SpeechError) {
+        let retry = {
+            let mut state = self.core.state();
+            let policy = &self.core.mux.connection.retry;
+            if state.cancelled {
+                return;
+            }
+            let retry = !state.over
+                && !state.first_audio
+                && error.is_retryable()
+                && state.retries < policy.max_retries;
+            if retry {
+                state.retries += 1;
+            }
+            retry.then_some(state.retries)
+        };
+        let Some(retry) = retry else {
+            self.fail(error);
+            return;
+        };
+        tracing::debug!(%error, retry, "synthesis failed before its first audio, retrying");
+        self.core.link().retire(true);
+        let wait = self.core.mux.connection.retry.backoff(retry, &error);
+        tokio::time::sleep(wait).await;
+        if let Err(error) = self.relink().await {
+            self.fail(error);
+        }
+    }
+
+    /// The session in a new context: registered, opened, and what was sent replayed.
+    async fn relink(&mut self) -> Result<(), SpeechError> {
+        let core = self.core.clone();
+        let socket = core.mux.socket(&core.url, &core.headers).await?;
+        let context_id = core.mux.context_id();
+        let wire = (core.make_wire)(&context_id);
+        let (events, receiver) = mpsc::unbounded_channel();
+        let route = Route {
+            events,
+            keep_alive: wire.keep_alive(),
+        };
+        if !socket.routes.register(&context_id, route) {
+            return Err(SpeechError::Transport {
+                message: "the socket closed while the session was retried".to_owned(),
+                source: None,
+            });
+        }
+        let mut link = core.link();
+        let mut state = core.state();
+        if state.over {
+            drop(state);
+            socket.routes.remove(&context_id);
+            return Ok(());
+        }
+        if let Some(open) = wire.open() {
+            let _ = socket.send(open);
+        }
+        for op in &state.log {
+            for message in op.messages(&*wire) {
+                let _ = socket.send(message);
+            }
+        }
+        let now = Instant::now();
+        if state.first_text_at.is_some() {
+            state.first_text_at = Some(now);
+        }
+        state.last_activity = now;
+        *link = Link {
+            socket,
+            context_id,
+            wire,
+        };
+        drop(state);
+        drop(link);
+        self.receiver = receiver;
+        Ok(())
     }
 
     /// A terminal error: the context is cancelled at the vendor (it may still be
@@ -823,8 +988,7 @@ impl Reader {
             let mut state = self.core.state();
             state.over = true;
         }
-        self.core.socket.routes.remove(&self.core.context_id);
-        let _ = self.core.send(self.core.wire.cancel());
+        self.core.link().retire(true);
         self.queue.push_back(Err(error));
         self.over = true;
     }
@@ -882,6 +1046,7 @@ impl Reader {
             let mut state = self.core.state();
             state.first_audio = true;
             state.text_since_audio = false;
+            state.log = Vec::new();
         }
         let sample = self.format.bytes_per_sample_frame().unwrap_or(1).max(1);
         let mut bytes = std::mem::take(&mut self.carry);

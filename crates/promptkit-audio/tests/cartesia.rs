@@ -657,3 +657,70 @@ async fn an_unused_socket_closes_after_its_idle_time() {
     wait_closed(&server, 1).await;
     assert_eq!(server.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_session_without_audio_yet_is_replayed_when_the_socket_drops() {
+    let (server, client) = start().await;
+    server.push(Script::fault(Fault::CloseMidStream));
+    let mut first = client.open_stream(&SynthesisOptions::new()).await.unwrap();
+    let mut second = client.open_stream(&SynthesisOptions::new()).await.unwrap();
+    first
+        .sender
+        .send("This one heard audio before the drop. ".to_owned())
+        .await
+        .unwrap();
+    let (before, error) = error_of(&mut first.events).await;
+    assert!(matches!(before[0], TtsEvent::Audio(_)));
+    assert!(matches!(error, SpeechError::Transport { .. }), "{error:?}");
+    // The second session had no audio yet: it goes on, on a new socket.
+    second
+        .sender
+        .send("Nothing lost ".to_owned())
+        .await
+        .unwrap();
+    second.sender.send("here.".to_owned()).await.unwrap();
+    second.sender.finish().await.unwrap();
+    let events = collect(&mut second.events).await;
+    assert_eq!(audio_duration(&events), chars_ms("Nothing lost here."));
+    assert_eq!(words(&events), expected_words(&["Nothing lost ", "here."]));
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let texts: Vec<String> = requests[1]
+        .json_messages()
+        .iter()
+        .filter_map(|m| m["transcript"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(texts, ["Nothing lost ", "here.", ""]);
+}
+
+#[tokio::test]
+async fn a_first_byte_timeout_is_retried_in_a_new_context() {
+    let (server, _) = start().await;
+    server.push(Script::fault(Fault::SlowFirstChunk(Duration::from_millis(
+        600,
+    ))));
+    let client = client_with(
+        connection(&server).with_timeouts(
+            Timeouts::default()
+                .with_first_byte(Duration::from_millis(400))
+                .with_idle(Duration::from_secs(5)),
+        ),
+    );
+    let mut session = client.open_stream(&SynthesisOptions::new()).await.unwrap();
+    session.sender.send("Slow start.".to_owned()).await.unwrap();
+    session.sender.finish().await.unwrap();
+    let events = collect(&mut session.events).await;
+    assert_eq!(audio_duration(&events), chars_ms("Slow start."));
+    assert_eq!(events.iter().filter(|e| **e == TtsEvent::Done).count(), 1);
+    let messages = server.requests()[0].json_messages();
+    let contexts: std::collections::BTreeSet<&str> = messages
+        .iter()
+        .filter(|m| m["transcript"] == "Slow start.")
+        .filter_map(|m| m["context_id"].as_str())
+        .collect();
+    assert_eq!(
+        contexts.len(),
+        2,
+        "the text was sent again in a new context"
+    );
+}
