@@ -22,7 +22,9 @@
 //! [`TtsEvent::Flushed`](promptkit_core::TtsEvent::Flushed) once the alignment of the audio
 //! received has covered as many (then everything flushed has been spoken). A flush after no
 //! new text is answered at once; flushes still pending when the context ends are answered
-//! before `Done`.
+//! before `Done`, and so are flushes the alignment never covers (a vendor may drop or
+//! rewrite characters) once the context has been quiet for the idle timeout after audio,
+//! instead of a timeout error.
 //!
 //! **Keep-alive.** Every [`keep_alive`](ElevenLabsConfig::keep_alive) interval the socket is
 //! pinged and every open context gets ElevenLabs' keep-alive (`{"text": ""}`), so a

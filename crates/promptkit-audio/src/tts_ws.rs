@@ -902,6 +902,9 @@ impl Reader {
     /// timeout, a vendor's 5xx or rate limit) opens the context again, on a new socket if
     /// need be, and replays what was sent; anything else is terminal.
     async fn failed(&mut self, error: SpeechError) {
+        if matches!(error, SpeechError::Timeout(_)) && self.quiet_after_flush() {
+            return;
+        }
         let retry = {
             let mut state = self.core.state();
             let policy = &self.core.mux.connection.retry;
@@ -928,6 +931,32 @@ impl Reader {
         if let Err(error) = self.relink().await {
             self.fail(error);
         }
+    }
+
+    /// Alignment mode: the vendor went quiet after a flush's audio without the alignment
+    /// covering every character sent (a vendor may drop or rewrite some). When nothing
+    /// else is owed, the flushes are taken as complete instead of failing the session.
+    fn quiet_after_flush(&mut self) -> bool {
+        if self.flush_mode != FlushMode::Alignment {
+            return false;
+        }
+        let pending = {
+            let mut state = self.core.state();
+            if !state.first_audio
+                || state.finished
+                || state.text_since_audio
+                || state.pending_flushes == 0
+            {
+                return false;
+            }
+            state.flush_marks.clear();
+            std::mem::take(&mut state.pending_flushes)
+        };
+        self.end_word();
+        for _ in 0..pending {
+            self.queue.push_back(Ok(TtsEvent::Flushed));
+        }
+        true
     }
 
     /// The session in a new context: registered, opened, and what was sent replayed.

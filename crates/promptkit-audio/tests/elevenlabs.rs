@@ -684,3 +684,30 @@ async fn open_contexts_are_kept_alive_and_unused_sockets_close() {
     drop(session);
     wait_closed(&server, 0).await;
 }
+
+#[tokio::test]
+async fn a_flush_the_alignment_never_covers_is_answered_after_the_idle_time() {
+    let (server, client) = start().await;
+    // The server stalls after its first chunk: the alignment covers 10 of 22 characters.
+    server.push(Script::fault(Fault::Stall));
+    let mut session = client.open_stream(&SynthesisOptions::new()).await.unwrap();
+    session
+        .sender
+        .send("Hello there everyone, ".to_owned())
+        .await
+        .unwrap();
+    session.sender.flush().await.unwrap();
+    let mut events = Vec::new();
+    loop {
+        let event = session.events.next().await.unwrap().unwrap();
+        if event == TtsEvent::Flushed {
+            break;
+        }
+        events.push(event);
+    }
+    assert_eq!(audio_duration(&events), Duration::from_millis(100));
+    // The end of the text is owed, though: a stall then is a timeout.
+    session.sender.finish().await.unwrap();
+    let (_, error) = error_of(&mut session.events).await;
+    assert!(matches!(error, SpeechError::Timeout(_)), "{error:?}");
+}
