@@ -14,6 +14,8 @@
 //!   received so far), its timings into [`Word`]s, and ends after `Done`, an error or a
 //!   cancel. It owns the first-byte and idle timeouts: they run only while audio is owed
 //!   (text was sent and no audio came since, a flush is pending, or the text was finished).
+//!   The session's channel is unbounded: the socket's task must never wait for one slow
+//!   consumer, and a vendor sends no more than the answer's audio (a cancel stops it).
 //!   Until its first audio a session keeps what it sent: a retryable failure then opens
 //!   the context again under a new id (the old one is cancelled, its late audio dropped)
 //!   and replays it.
@@ -405,6 +407,13 @@ impl Routes {
         }
     }
 
+    /// Stops the keep-alives of a context whose text is finished (it is closing).
+    fn quiet(&self, id: &str) {
+        if let Some(route) = self.lock().map.get_mut(id) {
+            route.keep_alive = None;
+        }
+    }
+
     /// When the socket is to close for want of contexts, if none is open.
     fn idle_deadline(&self, idle_close: Duration) -> Option<Instant> {
         self.lock().idle_since.map(|since| since + idle_close)
@@ -793,7 +802,10 @@ impl Sender {
             state.finished = true;
             state.last_activity = Instant::now();
         }
-        self.core.apply(Op::Finish)
+        let result = self.core.apply(Op::Finish);
+        let link = self.core.link();
+        link.socket.routes.quiet(&link.context_id);
+        result
     }
 }
 
@@ -966,9 +978,10 @@ impl Reader {
         let context_id = core.mux.context_id();
         let wire = (core.make_wire)(&context_id);
         let (events, receiver) = mpsc::unbounded_channel();
+        let finished = core.state().finished;
         let route = Route {
             events,
-            keep_alive: wire.keep_alive(),
+            keep_alive: wire.keep_alive().filter(|_| !finished),
         };
         if !socket.routes.register(&context_id, route) {
             return Err(SpeechError::Transport {
