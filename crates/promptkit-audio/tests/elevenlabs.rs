@@ -711,3 +711,41 @@ async fn a_flush_the_alignment_never_covers_is_answered_after_the_idle_time() {
     let (_, error) = error_of(&mut session.events).await;
     assert!(matches!(error, SpeechError::Timeout(_)), "{error:?}");
 }
+
+#[tokio::test]
+async fn the_server_also_speaks_single_context_stream_input() {
+    use base64::Engine as _;
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let server = SpeechServer::start(Vendor::ElevenLabs).await.unwrap();
+    let url = format!(
+        "{}/v1/text-to-speech/v/stream-input?model_id=m&output_format=pcm_16000",
+        server.ws_url()
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("xi-api-key", KEY.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    for text in [" ", "Hi there ", ""] {
+        let message = serde_json::json!({ "text": text }).to_string();
+        socket.send(Message::Text(message.into())).await.unwrap();
+    }
+    let mut audio = 0;
+    let mut last = serde_json::Value::Null;
+    while let Some(Ok(Message::Text(text))) = socket.next().await {
+        let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(message.get("contextId").is_none());
+        if let Some(data) = message["audio"].as_str() {
+            audio += base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap()
+                .len();
+        }
+        last = message;
+    }
+    assert_eq!(audio, 9 * 10 * 16 * 2, "9 characters of 16 kHz PCM16");
+    assert_eq!(last["isFinal"], true);
+}

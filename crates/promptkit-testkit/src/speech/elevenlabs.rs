@@ -12,6 +12,9 @@
 //!   context alive, `flush: true` is accepted (the text is already spoken; ElevenLabs sends
 //!   no acknowledgement), `close_context: true` is answered by `{"isFinal": true}`, and
 //!   `close_socket: true` ends every context and closes the socket.
+//! - `GET /v1/text-to-speech/{voice_id}/stream-input` is the single-context form: no
+//!   context ids, and `{"text": ""}` ends the input, answered by `{"isFinal": true}` and a
+//!   close.
 //! - Faults: [`Fault::Status`] refuses the handshake; after the connection's first audio,
 //!   [`Fault::VendorError`] sends `{"error": "internal_error", "message":
 //!   VENDOR_ERROR, "code": 500}` for that context, [`Fault::CloseMidStream`] drops the TCP
@@ -38,7 +41,11 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(
             "/v1/text-to-speech/{voice_id}/multi-stream-input",
-            get(handshake),
+            get(|state, request| handshake(state, request, false)),
+        )
+        .route(
+            "/v1/text-to-speech/{voice_id}/stream-input",
+            get(|state, request| handshake(state, request, true)),
         )
         .with_state(shared)
 }
@@ -74,7 +81,7 @@ fn format_of(query: &str) -> Option<(u32, Encoding)> {
     }
 }
 
-async fn handshake(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+async fn handshake(State(shared): State<Arc<Shared>>, request: Request, single: bool) -> Response {
     let (mut parts, _body) = request.into_parts();
     let index = shared.record(&parts);
     if parts.headers.get("xi-api-key").is_none() {
@@ -108,6 +115,7 @@ async fn handshake(State(shared): State<Arc<Shared>>, request: Request) -> Respo
     upgrade.on_upgrade(move |socket| async move {
         let mut connection = Connection {
             socket,
+            single,
             rate,
             encoding,
             fault: script.fault,
@@ -149,6 +157,8 @@ struct Context {
 
 struct Connection {
     socket: WebSocket,
+    /// `stream-input`: one context, no context ids, `{"text": ""}` ends it and the socket.
+    single: bool,
     rate: u32,
     encoding: Encoding,
     fault: Option<Fault>,
@@ -162,9 +172,14 @@ struct Connection {
 struct End;
 
 impl Connection {
-    async fn send(&mut self, context: &str, message: Value) -> Result<(), End> {
+    async fn send(&mut self, context: &str, mut message: Value) -> Result<(), End> {
         if self.stalled || self.dead.contains(context) {
             return Ok(());
+        }
+        if self.single
+            && let Some(object) = message.as_object_mut()
+        {
+            object.remove("contextId");
         }
         self.socket
             .send(Message::Text(message.to_string().into()))
@@ -252,11 +267,15 @@ impl Connection {
                 .await;
             return Err(End);
         }
-        let context = request
-            .get("context_id")
-            .and_then(Value::as_str)
-            .unwrap_or("default")
-            .to_owned();
+        let context = if self.single {
+            "default"
+        } else {
+            request
+                .get("context_id")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+        }
+        .to_owned();
         if request.get("close_context").and_then(Value::as_bool) == Some(true) {
             let Some(state) = self.contexts.remove(&context) else {
                 return Ok(());
@@ -288,6 +307,18 @@ impl Connection {
         }
         if speak {
             self.speak(&context, &text).await?;
+        }
+        if self.single && text.is_empty() && !opening {
+            // The end of the input: the single context is over, and so is the socket.
+            self.send(&context, json!({"isFinal": true})).await?;
+            let _ = self
+                .socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1000,
+                    reason: "".into(),
+                })))
+                .await;
+            return Err(End);
         }
         Ok(())
     }
