@@ -16,14 +16,18 @@
 //!   [`TurnConfig`] makes [`SilenceTurnDetector`]s (silence, minimum speech, maximum turn,
 //!   the recogniser's endpointing), and [`TurnSegmenter`] runs a VAD and a detector over a
 //!   stream and cuts out each turn's audio with its pre-roll.
-//! - **Speech clients** (behind cargo features): [`deepgram`] (feature `deepgram`), live
-//!   transcription over Deepgram's `/v1/listen` WebSocket and its batch endpoint, behind
-//!   the core [`SpeechToText`] seam.
-//!
-//! - **Speech clients** (behind features): [`openai`] (feature `openai`: OpenAI batch
-//!   transcription and streamed speech over HTTP, also for any OpenAI-compatible local
-//!   Whisper or TTS server) and [`espeak`] (feature `espeak`: local synthesis by the
-//!   `espeak-ng` program, voice with no key and no network), on the shared [`client`] parts.
+//! - **Speech clients**, each behind its cargo feature and the core seams, on the shared
+//!   [`client`] parts (keys that never print, timeouts, retries before the first result,
+//!   fallback across vendors):
+//!   - `deepgram`: live transcription over Deepgram's `/v1/listen` WebSocket
+//!     (`Finalize`, `CloseStream`, keep-alives) and its batch endpoint;
+//!   - `openai`: OpenAI batch transcription and streamed speech over HTTP, also for any
+//!     OpenAI-compatible local Whisper or TTS server;
+//!   - `cartesia` and `elevenlabs`: streaming synthesis, one vendor context per session and
+//!     one shared WebSocket per client; late audio of a cancelled session never reaches
+//!     another;
+//!   - `espeak`: local synthesis by the `espeak-ng` program, voice with no key and no
+//!     network.
 //!
 //! Everything is in audio time (the duration of the audio processed), never wall-clock
 //! time: the same audio gives the same turns on any machine. The design is in the project's
@@ -102,12 +106,16 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "cartesia")]
+pub mod cartesia;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "deepgram")]
 pub mod deepgram;
 #[cfg(feature = "denoise")]
 pub mod denoise;
+#[cfg(feature = "elevenlabs")]
+pub mod elevenlabs;
 mod error;
 #[cfg(feature = "espeak")]
 pub mod espeak;
@@ -121,6 +129,8 @@ pub mod resample;
 mod segment;
 #[cfg(any(feature = "openai", feature = "espeak"))]
 mod synth;
+#[cfg(any(feature = "cartesia", feature = "elevenlabs"))]
+mod tts_ws;
 mod turn;
 mod vad;
 pub mod wav;

@@ -630,6 +630,7 @@ mod cartesia;
 mod deepgram;
 mod elevenlabs;
 mod openai;
+mod synth;
 
 #[cfg(test)]
 mod tests {
