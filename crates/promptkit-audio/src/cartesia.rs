@@ -32,11 +32,12 @@
 //! ```no_run
 //! use futures_util::StreamExt as _;
 //! use promptkit_audio::cartesia::{CartesiaConfig, CartesiaTts};
+//! use promptkit_audio::client::ApiKey;
 //! use promptkit_core::{SynthesisOptions, TextToSpeech, TtsEvent};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let tts = CartesiaTts::new(CartesiaConfig::new("sk_car_..."))?;
+//! let tts = CartesiaTts::new(CartesiaConfig::new(ApiKey::new("sk_car_...")))?;
 //! let mut session = tts.open_stream(&SynthesisOptions::new()).await?;
 //! session.sender.send("Hello there, ".to_owned()).await?;
 //! session.sender.send("how are you?".to_owned()).await?;
@@ -113,10 +114,8 @@ pub struct CartesiaConfig {
 
 impl CartesiaConfig {
     /// Cartesia's API with `api_key`.
-    pub fn new(api_key: impl Into<String>) -> Self {
-        Self::with_connection_only(
-            Connection::new(DEFAULT_BASE_URL).with_api_key(ApiKey::new(api_key)),
-        )
+    pub fn new(api_key: ApiKey) -> Self {
+        Self::with_connection_only(Connection::new(DEFAULT_BASE_URL).with_api_key(api_key))
     }
 
     fn with_connection_only(connection: Connection) -> Self {

@@ -106,7 +106,7 @@ pub const DEFAULT_MODEL: &str = "nova-3";
 /// How a [`DeepgramStt`] talks to Deepgram.
 ///
 /// `#[non_exhaustive]`: built with [`DeepgramConfig::new`] (Deepgram's API) or
-/// [`DeepgramConfig::with_connection`] and the `with_*` methods. Its `Debug` does not show
+/// [`DeepgramConfig::compatible`] and the `with_*` methods. Its `Debug` does not show
 /// the key.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -145,12 +145,12 @@ pub struct DeepgramConfig {
 impl DeepgramConfig {
     /// Deepgram's API with `api_key`.
     pub fn new(api_key: ApiKey) -> Self {
-        Self::with_connection(Connection::new(DEFAULT_BASE_URL).with_api_key(api_key))
+        Self::compatible(Connection::new(DEFAULT_BASE_URL).with_api_key(api_key))
     }
 
     /// A Deepgram-compatible service at `connection` (a self-hosted Deepgram, a test
     /// server), with the default settings.
-    pub fn with_connection(connection: Connection) -> Self {
+    pub fn compatible(connection: Connection) -> Self {
         Self {
             connection,
             model: DEFAULT_MODEL.to_owned(),
@@ -165,6 +165,13 @@ impl DeepgramConfig {
             keep_alive: Duration::from_secs(4),
             price: None,
         }
+    }
+
+    /// Sets where the service is and how to reach it (its key included).
+    #[must_use]
+    pub fn with_connection(mut self, connection: Connection) -> Self {
+        self.connection = connection;
+        self
     }
 
     /// Sets the model.
@@ -778,7 +785,10 @@ impl Session {
         answered: &mut Duration,
     ) -> Option<End> {
         match incoming {
-            Incoming::Binary(_) => None,
+            Incoming::Binary(bytes) => {
+                tracing::debug!(bytes, "ignored a binary message from Deepgram");
+                None
+            }
             Incoming::Text(text) => match decode_message(&text) {
                 Ok((event, covered)) => {
                     *answered = (*answered).max(covered);
@@ -1177,8 +1187,8 @@ mod tests {
 
     #[test]
     fn queries_carry_settings_and_extras() {
-        let config = DeepgramConfig::with_connection(Connection::new("http://x"))
-            .with_keyterms(["a b", "c&d"]);
+        let config =
+            DeepgramConfig::compatible(Connection::new("http://x")).with_keyterms(["a b", "c&d"]);
         let options = TranscriptionOptions::new()
             .with_extra("diarize", true)
             .with_extra("endpointing", 500)

@@ -51,12 +51,13 @@
 //!
 //! ```no_run
 //! use futures_util::StreamExt as _;
+//! use promptkit_audio::client::ApiKey;
 //! use promptkit_audio::elevenlabs::{ElevenLabsConfig, ElevenLabsTts};
 //! use promptkit_core::{AudioFormat, SynthesisOptions, TextToSpeech, TtsEvent};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let tts = ElevenLabsTts::new(ElevenLabsConfig::new("xi-..."))?;
+//! let tts = ElevenLabsTts::new(ElevenLabsConfig::new(ApiKey::new("xi-...")))?;
 //! let options = SynthesisOptions::new().with_format(AudioFormat::MULAW_8K_MONO);
 //! let mut session = tts.open_stream(&options).await?;
 //! session.sender.send("Thanks for calling. ".to_owned()).await?;
@@ -143,9 +144,9 @@ pub struct ElevenLabsConfig {
 
 impl ElevenLabsConfig {
     /// ElevenLabs' API with `api_key`.
-    pub fn new(api_key: impl Into<String>) -> Self {
+    pub fn new(api_key: ApiKey) -> Self {
         Self {
-            connection: Connection::new(DEFAULT_BASE_URL).with_api_key(ApiKey::new(api_key)),
+            connection: Connection::new(DEFAULT_BASE_URL).with_api_key(api_key),
             id: "elevenlabs".to_owned(),
             model: DEFAULT_MODEL.to_owned(),
             voice: DEFAULT_VOICE.to_owned(),

@@ -540,7 +540,9 @@ async fn run_socket(
                     }
                     Err(error) => tracing::warn!(%error, "dropping an unreadable vendor message"),
                 },
-                Ok(Incoming::Binary(_)) => {}
+                Ok(Incoming::Binary(bytes)) => {
+                    tracing::debug!(bytes, "ignored a binary message from the speech service");
+                }
                 Ok(Incoming::Closed { code, reason }) => {
                     break match (parts.read_close)(code, &reason) {
                         Some(error) => Ending::Vendor(error),

@@ -35,7 +35,7 @@ fn connection(server: &SpeechServer) -> Connection {
 }
 
 fn client_with(connection: Connection) -> CartesiaTts {
-    CartesiaTts::new(CartesiaConfig::new(KEY).with_connection(connection)).unwrap()
+    CartesiaTts::new(CartesiaConfig::new(ApiKey::new(KEY)).with_connection(connection)).unwrap()
 }
 
 async fn start() -> (SpeechServer, CartesiaTts) {
@@ -280,7 +280,7 @@ async fn concurrent_sessions_share_one_socket() {
 async fn the_wire_form_is_cartesias() {
     let (server, _) = start().await;
     let client = CartesiaTts::new(
-        CartesiaConfig::new(KEY)
+        CartesiaConfig::new(ApiKey::new(KEY))
             .with_connection(connection(&server))
             .with_model("sonic-test")
             .with_voice("voice-1")
@@ -604,7 +604,7 @@ async fn one_shot_synthesis_runs_over_a_session() {
     assert_eq!(total, chars_ms("One shot."));
     assert_eq!(client.price(), None);
     let priced = CartesiaTts::new(
-        CartesiaConfig::new(KEY).with_price(SpeechPrice::per_million_characters(50.0)),
+        CartesiaConfig::new(ApiKey::new(KEY)).with_price(SpeechPrice::per_million_characters(50.0)),
     )
     .unwrap();
     assert_eq!(
@@ -634,7 +634,7 @@ async fn a_session_runs_over_tls() {
 async fn an_unused_socket_closes_after_its_idle_time() {
     let server = SpeechServer::start(Vendor::Cartesia).await.unwrap();
     let client = CartesiaTts::new(
-        CartesiaConfig::new(KEY)
+        CartesiaConfig::new(ApiKey::new(KEY))
             .with_connection(connection(&server))
             .with_idle_close(Duration::ZERO),
     )

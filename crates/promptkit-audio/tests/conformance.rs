@@ -27,7 +27,7 @@ fn connection(base_url: &str) -> Connection {
 async fn deepgram_passes_the_speech_conformance_suite() {
     use promptkit_audio::deepgram::{DeepgramConfig, DeepgramStt};
     let target = SttTarget::start(Vendor::Deepgram, true, |base| {
-        Arc::new(DeepgramStt::new(DeepgramConfig::with_connection(connection(base))).unwrap())
+        Arc::new(DeepgramStt::new(DeepgramConfig::compatible(connection(base))).unwrap())
     })
     .await
     .unwrap();
@@ -52,6 +52,32 @@ async fn openai_speech_passes_the_speech_conformance_suite() {
     use promptkit_audio::openai::{OpenAiTts, OpenAiTtsConfig};
     let target = TtsTarget::start(Vendor::OpenAi, false, false, |base| {
         Arc::new(OpenAiTts::new(OpenAiTtsConfig::compatible(connection(base))).unwrap())
+    })
+    .await
+    .unwrap();
+    run_tts(&target).await.assert_passed();
+}
+
+#[cfg(feature = "cartesia")]
+#[tokio::test]
+async fn cartesia_passes_the_speech_conformance_suite() {
+    use promptkit_audio::cartesia::{CartesiaConfig, CartesiaTts};
+    let target = TtsTarget::start(Vendor::Cartesia, true, true, |base| {
+        let config = CartesiaConfig::new(ApiKey::new(KEY)).with_connection(connection(base));
+        Arc::new(CartesiaTts::new(config).unwrap())
+    })
+    .await
+    .unwrap();
+    run_tts(&target).await.assert_passed();
+}
+
+#[cfg(feature = "elevenlabs")]
+#[tokio::test]
+async fn elevenlabs_passes_the_speech_conformance_suite() {
+    use promptkit_audio::elevenlabs::{ElevenLabsConfig, ElevenLabsTts};
+    let target = TtsTarget::start(Vendor::ElevenLabs, true, true, |base| {
+        let config = ElevenLabsConfig::new(ApiKey::new(KEY)).with_connection(connection(base));
+        Arc::new(ElevenLabsTts::new(config).unwrap())
     })
     .await
     .unwrap();

@@ -31,7 +31,7 @@ fn connection(base: String) -> Connection {
 }
 
 fn config(server: &SpeechServer) -> DeepgramConfig {
-    DeepgramConfig::with_connection(connection(server.http_url()))
+    DeepgramConfig::compatible(connection(server.http_url()))
 }
 
 fn client(config: DeepgramConfig) -> DeepgramStt {
@@ -449,7 +449,7 @@ async fn refused_handshakes_map_to_the_error_classes() {
         .with_backoff(ms(5), ms(10));
     let error = open_error(
         &server,
-        DeepgramConfig::with_connection(connection(dead).with_retry(retry)),
+        DeepgramConfig::compatible(connection(dead).with_retry(retry)),
     )
     .await;
     assert!(
@@ -458,7 +458,7 @@ async fn refused_handshakes_map_to_the_error_classes() {
     );
 
     // No key: Deepgram's 401.
-    let no_key = DeepgramConfig::with_connection(
+    let no_key = DeepgramConfig::compatible(
         Connection::new(server.http_url())
             .with_timeouts(timeouts())
             .with_retry(RetryPolicy::none()),
@@ -565,7 +565,7 @@ async fn opening_is_retried_before_the_first_result() {
         .with_max_retries(2)
         .with_backoff(ms(10), ms(50));
     let connection = config.connection.clone().with_retry(retry);
-    let stt = client(DeepgramConfig::with_connection(connection));
+    let stt = client(DeepgramConfig::compatible(connection));
     let mut session = stt
         .open_stream(FORMAT, &TranscriptionOptions::new())
         .await
@@ -739,7 +739,7 @@ async fn a_session_and_a_batch_request_over_tls() {
     )]));
     let roots = TlsRoots::system().with_root_der(server.certificate_der().expect("cert"));
     let connection = connection(server.ws_url()).with_tls(roots);
-    let stt = client(DeepgramConfig::with_connection(connection));
+    let stt = client(DeepgramConfig::compatible(connection));
     let mut session = stt
         .open_stream(FORMAT, &TranscriptionOptions::new())
         .await

@@ -34,7 +34,7 @@ fn connection(server: &SpeechServer) -> Connection {
 }
 
 fn client_with(connection: Connection) -> ElevenLabsTts {
-    ElevenLabsTts::new(ElevenLabsConfig::new(KEY).with_connection(connection)).unwrap()
+    ElevenLabsTts::new(ElevenLabsConfig::new(ApiKey::new(KEY)).with_connection(connection)).unwrap()
 }
 
 async fn start() -> (SpeechServer, ElevenLabsTts) {
@@ -279,7 +279,7 @@ async fn concurrent_sessions_share_one_socket() {
 async fn the_wire_form_is_elevenlabs() {
     let (server, _) = start().await;
     let client = ElevenLabsTts::new(
-        ElevenLabsConfig::new(KEY)
+        ElevenLabsConfig::new(ApiKey::new(KEY))
             .with_connection(connection(&server))
             .with_model("eleven-test")
             .with_voice("voice-1")
@@ -631,7 +631,8 @@ async fn one_shot_synthesis_runs_over_a_session() {
     assert_eq!(total, chars_ms("One shot."));
     assert_eq!(client.price(), None);
     let priced = ElevenLabsTts::new(
-        ElevenLabsConfig::new(KEY).with_price(SpeechPrice::per_million_characters(50.0)),
+        ElevenLabsConfig::new(ApiKey::new(KEY))
+            .with_price(SpeechPrice::per_million_characters(50.0)),
     )
     .unwrap();
     assert_eq!(
@@ -661,7 +662,7 @@ async fn a_session_runs_over_tls() {
 async fn open_contexts_are_kept_alive_and_unused_sockets_close() {
     let server = SpeechServer::start(Vendor::ElevenLabs).await.unwrap();
     let client = ElevenLabsTts::new(
-        ElevenLabsConfig::new(KEY)
+        ElevenLabsConfig::new(ApiKey::new(KEY))
             .with_connection(connection(&server))
             .with_keep_alive(Duration::from_millis(30))
             .with_idle_close(Duration::ZERO),

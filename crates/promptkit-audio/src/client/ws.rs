@@ -140,8 +140,9 @@ pub(crate) fn ws_base(connection: &Connection) -> Result<String, SpeechError> {
 pub(crate) enum Incoming {
     /// A text message (the vendors' JSON events).
     Text(String),
-    /// A binary message (raw audio).
-    Binary(Bytes),
+    /// A binary message, with its length: the vendors here send JSON only, so the clients
+    /// skip these.
+    Binary(usize),
     /// The vendor closed the socket, with its close code and reason (1005 when it gave
     /// none), or the connection ended without a close frame (code 1006).
     Closed {
@@ -175,7 +176,7 @@ pub(crate) async fn next(
                 });
             }
             Some(Ok(Message::Text(text))) => return Ok(Incoming::Text(text.as_str().to_owned())),
-            Some(Ok(Message::Binary(data))) => return Ok(Incoming::Binary(data)),
+            Some(Ok(Message::Binary(data))) => return Ok(Incoming::Binary(data.len())),
             Some(Ok(Message::Close(frame))) => {
                 return Ok(frame.map_or(
                     Incoming::Closed {

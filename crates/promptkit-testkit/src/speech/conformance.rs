@@ -236,8 +236,9 @@ pub fn base_url(server: &SpeechServer) -> String {
 /// A recogniser against its vendor's server.
 pub struct SttTarget {
     name: String,
-    server: SpeechServer,
+    server: Arc<SpeechServer>,
     stt: Arc<dyn SpeechToText>,
+    build: SttBuilder,
     streaming: bool,
 }
 
@@ -259,14 +260,15 @@ impl SttTarget {
     pub async fn start(
         vendor: Vendor,
         streaming: bool,
-        build: impl FnOnce(&str) -> Arc<dyn SpeechToText>,
+        build: impl Fn(&str) -> Arc<dyn SpeechToText> + Send + Sync + 'static,
     ) -> io::Result<Self> {
-        let server = SpeechServer::start(vendor).await?;
+        let server = Arc::new(SpeechServer::start(vendor).await?);
         let stt = build(&base_url(&server));
         Ok(Self {
             name: format!("{vendor:?} ({})", stt.id()),
             server,
             stt,
+            build: Arc::new(build),
             streaming,
         })
     }
@@ -277,7 +279,22 @@ impl SttTarget {
     }
 }
 
-/// Plays every recogniser scenario against `target`.
+/// What builds a recogniser from a base URL.
+type SttBuilder = Arc<dyn Fn(&str) -> Arc<dyn SpeechToText> + Send + Sync>;
+
+impl SttTarget {
+    fn fresh(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            server: Arc::clone(&self.server),
+            stt: (self.build)(&base_url(&self.server)),
+            build: Arc::clone(&self.build),
+            streaming: self.streaming,
+        }
+    }
+}
+
+/// Plays every recogniser scenario against `target`, each with a fresh client.
 pub async fn run_stt(target: &SttTarget) -> Report {
     let mut scenarios = Vec::new();
     if target.streaming {
@@ -291,7 +308,10 @@ pub async fn run_stt(target: &SttTarget) -> Report {
     }
     let mut results = Vec::new();
     for scenario in scenarios {
-        let outcome = within_deadline(stt_scenario(target, scenario)).await;
+        // A fresh client per scenario: a client that keeps one socket for all its sessions
+        // would otherwise never open the connection a scripted fault refuses.
+        let fresh = target.fresh();
+        let outcome = within_deadline(stt_scenario(&fresh, scenario)).await;
         results.push((scenario, outcome));
     }
     Report {
@@ -572,8 +592,9 @@ fn wire_form(server: &SpeechServer) -> Result<(), String> {
 /// A synthesiser against its vendor's server.
 pub struct TtsTarget {
     name: String,
-    server: SpeechServer,
+    server: Arc<SpeechServer>,
     tts: Arc<dyn TextToSpeech>,
+    build: TtsBuilder,
     streaming: bool,
     multiplexes: bool,
 }
@@ -598,14 +619,15 @@ impl TtsTarget {
         vendor: Vendor,
         streaming: bool,
         multiplexes: bool,
-        build: impl FnOnce(&str) -> Arc<dyn TextToSpeech>,
+        build: impl Fn(&str) -> Arc<dyn TextToSpeech> + Send + Sync + 'static,
     ) -> io::Result<Self> {
-        let server = SpeechServer::start(vendor).await?;
+        let server = Arc::new(SpeechServer::start(vendor).await?);
         let tts = build(&base_url(&server));
         Ok(Self {
             name: format!("{vendor:?} ({})", tts.id()),
             server,
             tts,
+            build: Arc::new(build),
             streaming,
             multiplexes,
         })
@@ -617,7 +639,23 @@ impl TtsTarget {
     }
 }
 
-/// Plays every synthesiser scenario against `target`.
+/// What builds a synthesiser from a base URL.
+type TtsBuilder = Arc<dyn Fn(&str) -> Arc<dyn TextToSpeech> + Send + Sync>;
+
+impl TtsTarget {
+    fn fresh(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            server: Arc::clone(&self.server),
+            tts: (self.build)(&base_url(&self.server)),
+            build: Arc::clone(&self.build),
+            streaming: self.streaming,
+            multiplexes: self.multiplexes,
+        }
+    }
+}
+
+/// Plays every synthesiser scenario against `target`, each with a fresh client.
 pub async fn run_tts(target: &TtsTarget) -> Report {
     let mut scenarios = vec![Scenario::OneShot];
     if target.streaming {
@@ -633,7 +671,10 @@ pub async fn run_tts(target: &TtsTarget) -> Report {
     scenarios.push(Scenario::Error(Failure::TooSlowFirstResult));
     let mut results = Vec::new();
     for scenario in scenarios {
-        let outcome = within_deadline(tts_scenario(target, scenario)).await;
+        // A fresh client per scenario: a client that keeps one socket for all its sessions
+        // would otherwise never open the connection a scripted fault refuses.
+        let fresh = target.fresh();
+        let outcome = within_deadline(tts_scenario(&fresh, scenario)).await;
         results.push((scenario, outcome));
     }
     Report {
