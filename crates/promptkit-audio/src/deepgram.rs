@@ -461,10 +461,15 @@ impl DeepgramStt {
             self.config.batch_query(format, options)
         );
         let body = Bytes::from(body);
-        let first_byte = connection.timeouts.first_byte;
+        let audio_length = audio
+            .iter()
+            .filter_map(AudioFrame::duration)
+            .fold(Duration::ZERO, Duration::saturating_add);
+        let first_byte =
+            crate::client::batch_deadline(connection.timeouts.first_byte, audio_length);
         let response = connection
             .retry
-            .run(|| {
+            .run_if(crate::client::batch_retryable, || {
                 let mut request = self
                     .http
                     .post(&url)
@@ -475,29 +480,20 @@ impl DeepgramStt {
                     request = request.header(name, value);
                 }
                 async move {
-                    let response = tokio::time::timeout(first_byte, request.send())
+                    let deadline = crate::client::after(first_byte);
+                    let response = tokio::time::timeout_at(deadline, request.send())
                         .await
                         .map_err(|_| SpeechError::Timeout(first_byte))?
                         .map_err(|e| http::request_error(connection, e))?;
                     if response.status().is_success() {
                         Ok(response)
                     } else {
-                        Err(http::error_for(connection, response).await)
+                        Err(http::error_within(connection, response, deadline).await)
                     }
                 }
             })
             .await?;
-        let idle = connection.timeouts.idle;
-        let mut chunks = response.bytes_stream();
-        let mut text = Vec::new();
-        loop {
-            match tokio::time::timeout(idle, chunks.next()).await {
-                Err(_) => return Err(SpeechError::Timeout(idle)),
-                Ok(None) => break,
-                Ok(Some(Ok(chunk))) => text.extend_from_slice(&chunk),
-                Ok(Some(Err(e))) => return Err(http::request_error(connection, e)),
-            }
-        }
+        let text = http::read_body(connection, response, "Deepgram's response").await?;
         let json: Value = serde_json::from_slice(&text).map_err(|e| SpeechError::Service {
             status: 0,
             message: format!("Deepgram's response is not the JSON expected: {e}"),
@@ -717,14 +713,14 @@ impl Session {
         // message after which Deepgram is still far behind the audio sent, or from
         // `CloseStream`.
         let mut owed_since: Option<Instant> = None;
-        let mut keep_alive_at = Instant::now() + self.keep_alive;
+        let mut keep_alive_at = crate::client::after(self.keep_alive);
         loop {
             let wait = if heard_any {
                 timeouts.idle
             } else {
                 timeouts.first_byte
             };
-            let deadline = owed_since.map(|since| since + wait);
+            let deadline = owed_since.and_then(|since| since.checked_add(wait));
             let outgoing = tokio::select! {
                 () = self.events.closed() => return End::Dropped,
                 command = commands.recv(), if commands_open => command,
@@ -736,7 +732,7 @@ impl Session {
                             if let Some(end) = self.incoming(incoming, finishing, &mut answered).await {
                                 return end;
                             }
-                            owed_since = (finishing || sent > answered + BEHIND)
+                            owed_since = (finishing || sent > answered.saturating_add(BEHIND))
                                 .then(Instant::now);
                         }
                     }
@@ -746,9 +742,10 @@ impl Session {
                     return self.fail(SpeechError::Timeout(wait)).await;
                 }
                 () = tokio::time::sleep_until(keep_alive_at), if !finishing => {
-                    keep_alive_at = Instant::now() + self.keep_alive;
-                    if let Err(error) = writer.send(ws::text(r#"{"type":"KeepAlive"}"#.to_owned())).await {
-                        return self.fail(ws::send_error(error)).await;
+                    keep_alive_at = crate::client::after(self.keep_alive);
+                    let keep_alive = ws::text(r#"{"type":"KeepAlive"}"#.to_owned());
+                    if let Err(end) = self.write(writer, keep_alive, timeouts.idle).await {
+                        return end;
                     }
                     continue;
                 }
@@ -769,11 +766,30 @@ impl Session {
                     ws::text(r#"{"type":"CloseStream"}"#.to_owned())
                 }
             };
-            keep_alive_at = Instant::now() + self.keep_alive;
+            keep_alive_at = crate::client::after(self.keep_alive);
             owed_since.get_or_insert_with(Instant::now);
-            if let Err(error) = writer.send(message).await {
-                return self.fail(ws::send_error(error)).await;
+            if let Err(end) = self.write(writer, message, timeouts.idle).await {
+                return end;
             }
+        }
+    }
+
+    /// Writes `message` within `limit`: a socket whose send buffer stays full (a network
+    /// that dropped without a reset) is a [`SpeechError::Timeout`], and a consumer that
+    /// goes away while the write waits ends the session at once.
+    async fn write(
+        &self,
+        writer: &mut SplitSink<Socket, Message>,
+        message: Message,
+        limit: Duration,
+    ) -> Result<(), End> {
+        tokio::select! {
+            () = self.events.closed() => Err(End::Dropped),
+            sent = tokio::time::timeout(limit, writer.send(message)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(self.fail(ws::send_error(error)).await),
+                Err(_) => Err(self.fail(SpeechError::Timeout(limit)).await),
+            },
         }
     }
 
@@ -1082,7 +1098,8 @@ fn seconds(value: Option<&Value>) -> Duration {
     if !secs.is_finite() || secs <= 0.0 {
         return Duration::ZERO;
     }
-    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    // A time beyond a day of audio is not a time in this session.
+    Duration::try_from_secs_f64(secs.min(86_400.0)).unwrap_or_default()
 }
 
 /// A confidence within 0 to 1.

@@ -75,9 +75,8 @@ use promptkit_core::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::time::Instant;
 
-use crate::client::{ApiKey, Connection, http, status_error, transport};
+use crate::client::{ApiKey, Connection, http, transport};
 use crate::synth::PcmFramer;
 use crate::{pcm, wav};
 
@@ -99,8 +98,6 @@ pub const SPEECH_SAMPLE_RATE: u32 = 24_000;
 /// [`OpenAiTtsConfig::from_env`] read.
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
 
-/// The largest transcription response read (8 MiB: hours of words with timestamps).
-const MAX_RESPONSE_BODY: usize = 8 << 20;
 /// The most speech one request may return (an hour of 24 kHz PCM16; 4096 characters are
 /// a few minutes).
 const MAX_SPEECH_BYTES: usize = 3600 * 48_000;
@@ -236,10 +233,13 @@ impl OpenAiStt {
         let fields = form_fields(&model, verbose, options);
         let connection = &self.config.connection;
         let url = format!("{}/audio/transcriptions", connection.base());
-        let first_byte = connection.timeouts.first_byte;
+        let first_byte = crate::client::batch_deadline(
+            connection.timeouts.first_byte,
+            upload.duration.unwrap_or_default(),
+        );
         let response = connection
             .retry
-            .run(|| async {
+            .run_if(crate::client::batch_retryable, || async {
                 let mut form = reqwest::multipart::Form::new();
                 for (name, value) in &fields {
                     form = form.text(name.clone(), value.clone());
@@ -256,18 +256,18 @@ impl OpenAiStt {
                 if let Some(key) = &connection.api_key {
                     request = request.bearer_auth(key.expose());
                 }
-                let deadline = Instant::now() + first_byte;
+                let deadline = crate::client::after(first_byte);
                 let response = tokio::time::timeout_at(deadline, request.send())
                     .await
                     .map_err(|_| SpeechError::Timeout(first_byte))?
                     .map_err(|e| http::request_error(connection, e))?;
                 if !response.status().is_success() {
-                    return Err(error_within(connection, response, deadline).await);
+                    return Err(http::error_within(connection, response, deadline).await);
                 }
                 Ok(response)
             })
             .await?;
-        let body = read_body(connection, response).await?;
+        let body = http::read_body(connection, response, "the transcription response").await?;
         let text = std::str::from_utf8(&body).map_err(|_| SpeechError::Service {
             status: 0,
             message: "the transcription response is not UTF-8".to_owned(),
@@ -275,7 +275,7 @@ impl OpenAiStt {
         let mut transcript = decode_transcription(text).map_err(|error| match error {
             SpeechError::Service { status, message } => SpeechError::Service {
                 status,
-                message: connection.scrub(&message),
+                message: crate::client::vendor_message(connection, &message),
             },
             other => other,
         })?;
@@ -602,54 +602,14 @@ fn secs(value: f64) -> Option<Duration> {
 }
 
 /// A message cut to the shared bound.
+/// A vendor message cut to 4 KiB (on a character boundary). The caller scrubs the key and
+/// cuts to the final length after: cutting first could leave a key's prefix behind.
 fn cut(message: &str) -> String {
-    crate::client::vendor_message(&Connection::new(""), message)
-}
-
-/// The error of a failed response, its body read within `deadline`.
-async fn error_within(
-    connection: &Connection,
-    response: reqwest::Response,
-    deadline: Instant,
-) -> SpeechError {
-    let status = response.status().as_u16();
-    tokio::time::timeout_at(deadline, http::error_for(connection, response))
-        .await
-        .unwrap_or_else(|_| status_error(status, None, format!("HTTP {status}")))
-}
-
-/// A response body, at most [`MAX_RESPONSE_BODY`] bytes, no gap longer than the idle
-/// timeout.
-async fn read_body(
-    connection: &Connection,
-    response: reqwest::Response,
-) -> Result<Vec<u8>, SpeechError> {
-    let idle = connection.timeouts.idle;
-    let mut chunks = response.bytes_stream();
-    let mut body = Vec::new();
-    loop {
-        match tokio::time::timeout(idle, chunks.next()).await {
-            Err(_) => return Err(SpeechError::Timeout(idle)),
-            Ok(None) => return Ok(body),
-            Ok(Some(Err(e))) => {
-                return Err(transport(
-                    "the transcription response broke off",
-                    e.without_url(),
-                ));
-            }
-            Ok(Some(Ok(chunk))) => {
-                if body.len() + chunk.len() > MAX_RESPONSE_BODY {
-                    return Err(SpeechError::Service {
-                        status: 0,
-                        message: format!(
-                            "the transcription response is larger than {MAX_RESPONSE_BODY} bytes"
-                        ),
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
-        }
+    let mut end = message.len().min(4096);
+    while !message.is_char_boundary(end) {
+        end -= 1;
     }
+    message[..end].to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -851,13 +811,13 @@ impl OpenAiTts {
                 if let Some(key) = &connection.api_key {
                     request = request.bearer_auth(key.expose());
                 }
-                let deadline = Instant::now() + first_byte;
+                let deadline = crate::client::after(first_byte);
                 let response = tokio::time::timeout_at(deadline, request.send())
                     .await
                     .map_err(|_| SpeechError::Timeout(first_byte))?
                     .map_err(|e| http::request_error(connection, e))?;
                 if !response.status().is_success() {
-                    return Err(error_within(connection, response, deadline).await);
+                    return Err(http::error_within(connection, response, deadline).await);
                 }
                 let mut chunks: BoxStream<'static, reqwest::Result<Bytes>> =
                     response.bytes_stream().boxed();

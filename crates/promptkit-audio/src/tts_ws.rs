@@ -500,7 +500,8 @@ async fn run_socket(
     parts: SocketParts,
 ) {
     let (mut write, mut read) = socket.split();
-    let mut ticker = tokio::time::interval_at(Instant::now() + parts.keep_alive, parts.keep_alive);
+    let mut ticker =
+        tokio::time::interval_at(crate::client::after(parts.keep_alive), parts.keep_alive);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ending = loop {
         let idle = routes.idle_deadline(parts.idle_close);

@@ -24,6 +24,8 @@ enum Mode {
     FailsBeforeFirstResult,
     /// Gives one result, then fails.
     FailsAfterFirstResult,
+    /// Recognisers: fails at its first audio and ends, so later sends are `Closed`.
+    DiesAtFirstAudio,
 }
 
 fn unavailable() -> SpeechError {
@@ -113,7 +115,7 @@ impl TextToSpeech for FakeTts {
         Box::pin(async move {
             match mode {
                 Mode::RefusesToOpen => Err(unavailable()),
-                Mode::FailsBeforeFirstResult => {
+                Mode::FailsBeforeFirstResult | Mode::DiesAtFirstAudio => {
                     Ok(Box::pin(futures_util::stream::iter([Err(broken())])) as AudioStream)
                 }
                 Mode::FailsAfterFirstResult => {
@@ -379,6 +381,10 @@ impl SpeechToText for FakeStt {
                 let mut finals = 0;
                 while let Some(command) = rx.recv().await {
                     match command {
+                        SttCommand::Audio(_) if mode == Mode::DiesAtFirstAudio => {
+                            let _ = out.send(Err(broken()));
+                            return;
+                        }
                         SttCommand::Audio(len) => *audio.lock().unwrap() += len,
                         SttCommand::Finalize => {
                             if mode == Mode::FailsBeforeFirstResult
@@ -484,4 +490,30 @@ async fn batch_transcription_falls_over_but_not_on_bad_input() {
         session,
         Err(SpeechError::Service { status: 503, .. })
     ));
+}
+
+#[tokio::test]
+async fn sends_after_the_first_vendor_died_are_kept_for_the_next() {
+    let second = FakeStt::new("second", Mode::Works);
+    let stt =
+        SttFallback::new(vec![FakeStt::new("first", Mode::DiesAtFirstAudio), second]).unwrap();
+    let session = stt
+        .open_stream(AudioFormat::PCM16_16K_MONO, &TranscriptionOptions::new())
+        .await
+        .unwrap();
+    let frame = AudioFrame::new(vec![0_u8; 640], AudioFormat::PCM16_16K_MONO);
+    // The first vendor dies at the first frame: the sends after it meet a closed session,
+    // and the caller must not see that.
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+        session.send(frame.clone()).await.unwrap();
+    }
+    session.finalize().await.unwrap();
+    let mut events = session.events;
+    let first_event = events.next().await.unwrap();
+    assert_eq!(
+        final_text(&first_event),
+        "second heard 3200",
+        "every frame reached the next vendor"
+    );
 }

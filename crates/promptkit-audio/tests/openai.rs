@@ -538,8 +538,9 @@ async fn a_slow_first_chunk_times_out_on_the_first_byte_timeout() {
         .transcribe(&pcm_frames(1), &TranscriptionOptions::new())
         .await
         .unwrap_err();
+    // A transcription's deadline is the first-byte timeout plus its audio (1 s here).
     assert!(
-        matches!(error, SpeechError::Timeout(d) if d == ms(400)),
+        matches!(error, SpeechError::Timeout(d) if d == ms(400) + Duration::from_secs(1)),
         "{error:?}"
     );
 }
@@ -712,4 +713,33 @@ proptest! {
             prop_assert!((0.0..=1.0).contains(&c));
         }
     }
+}
+
+/// A transcription that timed out waiting for its answer is not sent again: the vendor may
+/// have transcribed, and billed, it already. A 503 before it is retried.
+#[tokio::test]
+async fn a_transcription_that_timed_out_is_not_sent_again() {
+    let server = SpeechServer::start(Vendor::OpenAi).await.unwrap();
+    let retrying = connection(&server.http_url())
+        .with_retry(RetryPolicy::default().with_backoff(ms(1), ms(1)));
+    let stt = OpenAiStt::new(OpenAiSttConfig::compatible(retrying)).unwrap();
+    server.push(script().with_fault(Fault::SlowFirstChunk(Duration::from_secs(5))));
+    let error = stt
+        .transcribe(&pcm_frames(1), &TranscriptionOptions::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SpeechError::Timeout(_)), "{error:?}");
+    assert_eq!(server.requests().len(), 1, "sent once");
+
+    server.push(Script::fault(Fault::Status {
+        status: 503,
+        retry_after_secs: None,
+    }));
+    server.push(script());
+    let transcript = stt
+        .transcribe(&pcm_frames(1), &TranscriptionOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(transcript.text, "hello there");
+    assert_eq!(server.requests().len(), 3, "the 503 was retried once");
 }

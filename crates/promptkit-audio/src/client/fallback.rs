@@ -15,7 +15,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -135,6 +135,7 @@ impl SpeechToText for SttFallback {
             let (index, session) = open_stt(&self.services, 0, format, options).await?;
             self.last.store(index, Ordering::Relaxed);
             let shared = Arc::new(SttShared {
+                committed: AtomicBool::new(false),
                 inner: Mutex::new(SttInner {
                     sender: Arc::from(session.sender),
                     replay: Some(Vec::new()),
@@ -217,6 +218,10 @@ impl SttInner {
 
 #[derive(Debug)]
 struct SttShared {
+    /// Set at the first event (or when the replay outgrew its bound): no more fallback,
+    /// and nobody takes the lock to send any more, so a slow vendor never blocks the
+    /// reader of its events.
+    committed: AtomicBool,
     inner: Mutex<SttInner>,
 }
 
@@ -228,19 +233,43 @@ struct SttFallbackSender {
 impl SttFallbackSender {
     async fn run(&self, command: SttCommand) -> Result<(), SpeechError> {
         let mut inner = self.shared.inner.lock().await;
+        if self.shared.committed.load(Ordering::Acquire) {
+            let sender = inner.sender.clone();
+            drop(inner);
+            return send_stt(sender.as_ref(), command).await;
+        }
         inner.keep(command.clone());
+        if inner.replay.is_none() {
+            self.shared.committed.store(true, Ordering::Release);
+        }
+        // Held across the send before the first event, so a replay sees every command in
+        // order; the reader needs the lock only once this vendor failed, when this send
+        // returns at once.
         let sender = inner.sender.clone();
-        let result = match command {
-            SttCommand::Audio(frame) => sender.send(frame).await,
-            SttCommand::Finalize => sender.finalize().await,
-            SttCommand::Finish => sender.finish().await,
-        };
-        match result {
-            // Before the first event, a broken session is the event stream's to replace.
-            Err(error) if inner.replay.is_some() && error.is_retryable() => Ok(()),
+        match send_stt(sender.as_ref(), command).await {
+            // Before the first event, a broken session (an error, or `Closed` once its task
+            // ended) is the event stream's to replace.
+            Err(error) if inner.replay.is_some() && replaceable(&error) => Ok(()),
             other => other,
         }
     }
+}
+
+async fn send_stt(sender: &dyn AudioSender, command: SttCommand) -> Result<(), SpeechError> {
+    match command {
+        SttCommand::Audio(frame) => sender.send(frame).await,
+        SttCommand::Finalize => sender.finalize().await,
+        SttCommand::Finish => sender.finish().await,
+    }
+}
+
+/// Whether an error of a sender can be left to the fallback: any but a fault in the
+/// caller's input.
+fn replaceable(error: &SpeechError) -> bool {
+    !matches!(
+        error,
+        SpeechError::InvalidInput { .. } | SpeechError::EmptyAudio
+    )
 }
 
 impl AudioSender for SttFallbackSender {
@@ -277,13 +306,22 @@ async fn next_stt_event(
     loop {
         match state.events.next().await {
             Some(Ok(event)) => {
-                state.shared.inner.lock().await.replay = None;
+                state.shared.committed.store(true, Ordering::Release);
                 return Some((Ok(event), state));
             }
             Some(Err(error)) => {
+                if state.shared.committed.load(Ordering::Acquire) {
+                    state.done = true;
+                    return Some((Err(error), state));
+                }
                 let mut inner = state.shared.inner.lock().await;
                 let replay = match inner.replay.take() {
-                    Some(replay) if falls_over(&error) => replay,
+                    Some(replay)
+                        if falls_over(&error)
+                            && !state.shared.committed.load(Ordering::Acquire) =>
+                    {
+                        replay
+                    }
                     _ => {
                         drop(inner);
                         state.done = true;
@@ -305,11 +343,7 @@ async fn next_stt_event(
                 };
                 let sender: Arc<dyn AudioSender> = Arc::from(session.sender);
                 for command in &replay {
-                    let replayed = match command.clone() {
-                        SttCommand::Audio(frame) => sender.send(frame).await,
-                        SttCommand::Finalize => sender.finalize().await,
-                        SttCommand::Finish => sender.finish().await,
-                    };
+                    let replayed = send_stt(sender.as_ref(), command.clone()).await;
                     if let Err(replay_error) = replayed {
                         tracing::warn!(%replay_error, "replaying audio into the next recogniser failed");
                         break;
@@ -424,6 +458,7 @@ impl TextToSpeech for TtsFallback {
             let (index, session) = open_tts(&self.services, 0, options).await?;
             self.last.store(index, Ordering::Relaxed);
             let shared = Arc::new(TtsShared {
+                committed: AtomicBool::new(false),
                 inner: Mutex::new(TtsInner {
                     sender: Arc::from(session.sender),
                     replay: Some(Vec::new()),
@@ -473,7 +508,11 @@ async fn open_tts(
             Ok(session) => return Ok((index, session)),
             Err(error) if falls_over(&error) => {
                 tracing::warn!(service = service.id(), %error, "could not open a synthesis session, trying the next synthesiser");
-                last_error = Some(error);
+                // A synthesiser without sessions does not hide why the one before failed.
+                let unsupported = matches!(error, SpeechError::Unsupported { .. });
+                if last_error.is_none() || !unsupported {
+                    last_error = Some(error);
+                }
             }
             Err(error) => return Err(error),
         }
@@ -497,6 +536,8 @@ struct TtsInner {
 
 #[derive(Debug)]
 struct TtsShared {
+    /// Set at the first event or a cancel: no more fallback, and no lock taken to send.
+    committed: AtomicBool,
     inner: Mutex<TtsInner>,
 }
 
@@ -508,19 +549,27 @@ struct TtsFallbackSender {
 impl TtsFallbackSender {
     async fn run(&self, command: TtsCommand) -> Result<(), SpeechError> {
         let mut inner = self.shared.inner.lock().await;
+        if self.shared.committed.load(Ordering::Acquire) {
+            let sender = inner.sender.clone();
+            drop(inner);
+            return send_tts(sender.as_ref(), command).await;
+        }
         if let Some(replay) = &mut inner.replay {
             replay.push(command.clone());
         }
         let sender = inner.sender.clone();
-        let result = match command {
-            TtsCommand::Text(text) => sender.send(text).await,
-            TtsCommand::Flush => sender.flush().await,
-            TtsCommand::Finish => sender.finish().await,
-        };
-        match result {
-            Err(error) if inner.replay.is_some() && error.is_retryable() => Ok(()),
+        match send_tts(sender.as_ref(), command).await {
+            Err(error) if inner.replay.is_some() && replaceable(&error) => Ok(()),
             other => other,
         }
+    }
+}
+
+async fn send_tts(sender: &dyn TextSender, command: TtsCommand) -> Result<(), SpeechError> {
+    match command {
+        TtsCommand::Text(text) => sender.send(text).await,
+        TtsCommand::Flush => sender.flush().await,
+        TtsCommand::Finish => sender.finish().await,
     }
 }
 
@@ -535,8 +584,9 @@ impl TextSender for TtsFallbackSender {
 
     fn cancel(&self) -> BoxFuture<'_, Result<(), SpeechError>> {
         Box::pin(async move {
-            let mut inner = self.shared.inner.lock().await;
             // A cancelled session never falls over to another synthesiser.
+            self.shared.committed.store(true, Ordering::Release);
+            let mut inner = self.shared.inner.lock().await;
             inner.replay = None;
             let sender = inner.sender.clone();
             drop(inner);
@@ -568,15 +618,23 @@ async fn next_tts_event(
     loop {
         match state.events.next().await {
             Some(Ok(event)) => {
-                if matches!(event, TtsEvent::Audio(_)) {
-                    state.shared.inner.lock().await.replay = None;
-                }
+                // Any event, not only audio: words or a flush given twice would be wrong too.
+                state.shared.committed.store(true, Ordering::Release);
                 return Some((Ok(event), state));
             }
             Some(Err(error)) => {
+                if state.shared.committed.load(Ordering::Acquire) {
+                    state.done = true;
+                    return Some((Err(error), state));
+                }
                 let mut inner = state.shared.inner.lock().await;
                 let replay = match inner.replay.take() {
-                    Some(replay) if falls_over(&error) => replay,
+                    Some(replay)
+                        if falls_over(&error)
+                            && !state.shared.committed.load(Ordering::Acquire) =>
+                    {
+                        replay
+                    }
                     _ => {
                         drop(inner);
                         state.done = true;
@@ -593,11 +651,7 @@ async fn next_tts_event(
                 };
                 let sender: Arc<dyn TextSender> = Arc::from(session.sender);
                 for command in &replay {
-                    let replayed = match command.clone() {
-                        TtsCommand::Text(text) => sender.send(text).await,
-                        TtsCommand::Flush => sender.flush().await,
-                        TtsCommand::Finish => sender.finish().await,
-                    };
+                    let replayed = send_tts(sender.as_ref(), command.clone()).await;
                     if let Err(replay_error) = replayed {
                         tracing::warn!(%replay_error, "replaying text into the next synthesiser failed");
                         break;

@@ -3,6 +3,7 @@
 
 use futures_util::StreamExt as _;
 use promptkit_core::SpeechError;
+use tokio::time::Instant;
 
 use super::{Connection, parse_retry_after, status_error, transport, vendor_message};
 
@@ -80,4 +81,50 @@ pub(crate) fn request_error(connection: &Connection, error: reqwest::Error) -> S
     // reqwest puts the URL in its message; ours never holds the key, but strip it anyway.
     let error = error.without_url();
     transport("the speech request failed", error)
+}
+
+/// The most of a success body read (8 MiB: a transcription's JSON, with its words, is far
+/// smaller).
+pub(crate) const MAX_RESPONSE_BODY: usize = 8 << 20;
+
+/// [`error_for`] before `deadline`: a vendor whose error body stalls still gets its status.
+pub(crate) async fn error_within(
+    connection: &Connection,
+    response: reqwest::Response,
+    deadline: Instant,
+) -> SpeechError {
+    let status = response.status().as_u16();
+    tokio::time::timeout_at(deadline, error_for(connection, response))
+        .await
+        .unwrap_or_else(|_| status_error(status, None, format!("HTTP {status}")))
+}
+
+/// A response body (`what` names it in errors): at most [`MAX_RESPONSE_BODY`] bytes, with
+/// no gap between chunks longer than the idle timeout.
+pub(crate) async fn read_body(
+    connection: &Connection,
+    response: reqwest::Response,
+    what: &str,
+) -> Result<Vec<u8>, SpeechError> {
+    let idle = connection.timeouts.idle;
+    let mut chunks = response.bytes_stream();
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout(idle, chunks.next()).await {
+            Err(_) => return Err(SpeechError::Timeout(idle)),
+            Ok(None) => return Ok(body),
+            Ok(Some(Err(e))) => {
+                return Err(transport(format!("{what} broke off"), e.without_url()));
+            }
+            Ok(Some(Ok(chunk))) => {
+                if body.len() + chunk.len() > MAX_RESPONSE_BODY {
+                    return Err(SpeechError::Service {
+                        status: 0,
+                        message: format!("{what} is larger than {MAX_RESPONSE_BODY} bytes"),
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
 }

@@ -182,7 +182,22 @@ impl RetryPolicy {
 
     /// Runs `attempt` until it succeeds, fails with an error that is not
     /// [retryable](SpeechError::is_retryable), or the retries are used up.
-    pub(crate) async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T, SpeechError>
+    pub(crate) async fn run<T, F, Fut>(&self, attempt: F) -> Result<T, SpeechError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SpeechError>>,
+    {
+        self.run_if(SpeechError::is_retryable, attempt).await
+    }
+
+    /// [`run`](Self::run), retrying only the errors `retryable` picks: a batch
+    /// transcription that timed out waiting for its answer may have been transcribed (and
+    /// billed) already, so it is not sent again.
+    pub(crate) async fn run_if<T, F, Fut>(
+        &self,
+        retryable: impl Fn(&SpeechError) -> bool,
+        mut attempt: F,
+    ) -> Result<T, SpeechError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SpeechError>>,
@@ -190,7 +205,7 @@ impl RetryPolicy {
         let mut retry = 0;
         loop {
             match attempt().await {
-                Err(error) if error.is_retryable() && retry < self.max_retries => {
+                Err(error) if retryable(&error) && retry < self.max_retries => {
                     retry += 1;
                     let wait = self.backoff(retry, &error);
                     tracing::debug!(%error, retry, ?wait, "speech request failed, retrying");
@@ -304,6 +319,26 @@ impl Connection {
     pub(crate) fn base(&self) -> &str {
         self.base_url.trim_end_matches('/')
     }
+}
+
+/// `delay` from now, on tokio's clock; a century ahead for a delay too long to add (a
+/// timeout set to `Duration::MAX` to turn it off), instead of a panic.
+pub(crate) fn after(delay: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// Whether a failed batch request may be sent again: a retryable error that is not a
+/// timeout waiting for the answer (the vendor may have done, and billed, the work).
+pub(crate) fn batch_retryable(error: &SpeechError) -> bool {
+    error.is_retryable() && !matches!(error, SpeechError::Timeout(_))
+}
+
+/// How long a batch transcription of `audio` may take to answer: the first-byte timeout
+/// plus the audio's own length (upload and recognition grow with it).
+pub(crate) fn batch_deadline(first_byte: Duration, audio: Duration) -> Duration {
+    first_byte.saturating_add(audio)
 }
 
 /// The longest vendor error message kept in a [`SpeechError`].
