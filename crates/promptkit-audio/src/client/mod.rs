@@ -4,6 +4,11 @@
 //! Each vendor client takes a [`Connection`]: where the service is, its key, its
 //! [`Timeouts`] and [`RetryPolicy`], and the [`TlsRoots`] it trusts. The design is in the
 //! project's `docs/decisions/0020-speech-clients.md`.
+//!
+//! Keys never reach a URL, an error or a `Debug` output. One exception is outside our
+//! reach: tungstenite logs the raw WebSocket handshake request, key header included,
+//! through the `log` crate at trace level; an application that bridges `log` into its
+//! logging must keep `tungstenite` below trace.
 
 use std::fmt;
 use std::future::Future;
