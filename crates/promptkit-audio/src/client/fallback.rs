@@ -52,7 +52,10 @@ fn fallback_id(ids: impl Iterator<Item = String>) -> String {
 // Speech-to-text
 // ---------------------------------------------------------------------------------------
 
-/// Recognisers tried in order (see the [module docs](self)).
+/// Recognisers tried in order. A batch transcription goes to the next recogniser when one
+/// fails; a live session that fails before its first event is reopened on the next one
+/// and the audio sent so far is replayed into it (at most [`STT_REPLAY_LIMIT`] of it).
+/// After a first event an error is final; errors in the caller's input are final at once.
 pub struct SttFallback {
     id: String,
     services: Arc<[Arc<dyn SpeechToText>]>,
@@ -365,7 +368,11 @@ async fn next_stt_event(
 // Text-to-speech
 // ---------------------------------------------------------------------------------------
 
-/// Synthesisers tried in order (see the [module docs](self)).
+/// Synthesisers tried in order. A one-shot synthesis that fails before its first audio
+/// goes to the next synthesiser; a streaming session that fails before its first event is
+/// reopened on the next one and the text sent so far (with its flushes and its finish) is
+/// replayed. After a first event an error is final; errors in the caller's input are final
+/// at once.
 pub struct TtsFallback {
     id: String,
     services: Arc<[Arc<dyn TextToSpeech>]>,
