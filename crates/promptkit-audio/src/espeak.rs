@@ -325,14 +325,7 @@ impl TextToSpeech for EspeakTts {
     }
 
     fn formats(&self) -> Vec<AudioFormat> {
-        vec![
-            AudioFormat::PCM16_16K_MONO,
-            AudioFormat::PCM16_24K_MONO,
-            AudioFormat::pcm16(8_000, 1),
-            AudioFormat::pcm16(48_000, 1),
-            AudioFormat::MULAW_8K_MONO,
-            AudioFormat::ALAW_8K_MONO,
-        ]
+        synth::framed_formats(AudioFormat::PCM16_16K_MONO)
     }
 
     fn synthesize<'a>(

@@ -16,6 +16,25 @@ const MAX_FRAME: Duration = Duration::from_millis(100);
 
 /// Whether a synthesiser that makes mono PCM16 can deliver `format`: mono PCM16, mu-law or
 /// A-law at any rate (resampled).
+/// The formats a synthesiser whose PCM goes through a [`PcmFramer`] offers: `native` (what
+/// the vendor makes, no conversion) first, then the common PCM16 rates and 8 kHz G.711.
+pub(crate) fn framed_formats(native: AudioFormat) -> Vec<AudioFormat> {
+    let mut formats = vec![native];
+    for format in [
+        AudioFormat::PCM16_24K_MONO,
+        AudioFormat::PCM16_16K_MONO,
+        AudioFormat::pcm16(8_000, 1),
+        AudioFormat::pcm16(48_000, 1),
+        AudioFormat::MULAW_8K_MONO,
+        AudioFormat::ALAW_8K_MONO,
+    ] {
+        if !formats.contains(&format) {
+            formats.push(format);
+        }
+    }
+    formats
+}
+
 pub(crate) fn supports(format: AudioFormat) -> bool {
     format.channels == 1
         && format.sample_rate > 0
