@@ -517,3 +517,78 @@ async fn sends_after_the_first_vendor_died_are_kept_for_the_next() {
         "every frame reached the next vendor"
     );
 }
+
+#[tokio::test]
+async fn a_whole_text_synthesiser_speaks_a_stream_sentence_by_sentence() {
+    use promptkit_audio::client::Segmented;
+    let inner = FakeTts::new("local", Mode::Works);
+    let tts = Segmented::new(inner.clone());
+    let session = tts.open_stream(&SynthesisOptions::new()).await.unwrap();
+    for chunk in ["Hello there. How", " are you? Fine"] {
+        session.sender.send(chunk.to_owned()).await.unwrap();
+    }
+    session.sender.flush().await.unwrap();
+    session.sender.send(" thanks.".to_owned()).await.unwrap();
+    session.sender.finish().await.unwrap();
+    let events: Vec<_> = session.events.collect().await;
+    assert_eq!(
+        *inner.received.lock().unwrap(),
+        ["Hello there. ", "How are you? ", "Fine", " thanks."],
+        "each sentence spoken as it completed, the flush and the finish speak the rest"
+    );
+    // Timestamps on one output clock across sentences, in samples (24 kHz, 1 per char).
+    let mut samples = 0;
+    let mut flushed_after = None;
+    let at = |n: usize| AudioFormat::PCM16_24K_MONO.duration_of_samples(n);
+    for event in &events {
+        match event {
+            Ok(TtsEvent::Audio(frame)) => {
+                assert_eq!(
+                    frame.timestamp,
+                    at(samples),
+                    "one output clock across sentences"
+                );
+                samples += frame.samples().unwrap();
+            }
+            Ok(TtsEvent::Flushed) => flushed_after = Some(samples),
+            other => assert!(matches!(other, Ok(TtsEvent::Done)), "{other:?}"),
+        }
+    }
+    assert_eq!(flushed_after, Some("Hello there. How are you? Fine".len()));
+    assert_eq!(samples, "Hello there. How are you? Fine thanks.".len());
+    assert!(matches!(events.last(), Some(Ok(TtsEvent::Done))));
+}
+
+#[tokio::test]
+async fn a_cancelled_sentence_session_ends_at_once_and_a_fallback_can_use_one() {
+    use promptkit_audio::client::Segmented;
+    let tts = Segmented::new(FakeTts::new("local", Mode::Works));
+    let session = tts.open_stream(&SynthesisOptions::new()).await.unwrap();
+    session
+        .sender
+        .send("One. Two. Three. ".to_owned())
+        .await
+        .unwrap();
+    let mut events = session.events;
+    assert!(matches!(events.next().await, Some(Ok(TtsEvent::Audio(_)))));
+    session.sender.cancel().await.unwrap();
+    assert!(events.next().await.is_none(), "nothing after a cancel");
+    assert!(matches!(
+        session.sender.send("More.".to_owned()).await,
+        Err(SpeechError::Closed)
+    ));
+
+    // A vendor that refuses, then the local whole-text voice as a streaming fallback.
+    let local = FakeTts::new("local", Mode::Works);
+    let tts = TtsFallback::new(vec![
+        FakeTts::new("cloud", Mode::RefusesToOpen),
+        Arc::new(Segmented::new(local.clone())),
+    ])
+    .unwrap();
+    let events = speak(&tts, &["Hello. ", "Bye."]).await;
+    assert!(
+        matches!(events.last(), Some(Ok(TtsEvent::Done))),
+        "{events:?}"
+    );
+    assert_eq!(*local.received.lock().unwrap(), ["Hello. ", "Bye."]);
+}

@@ -20,10 +20,12 @@ use promptkit_core::SpeechError;
 mod fallback;
 #[cfg(feature = "http")]
 pub(crate) mod http;
+mod segmented;
 #[cfg(feature = "ws")]
 pub(crate) mod ws;
 
 pub use fallback::{STT_REPLAY_LIMIT, SttFallback, TtsFallback};
+pub use segmented::Segmented;
 
 /// A vendor's API key. Its `Debug` and `Display` print `***`, so a configuration can be
 /// logged; the key itself goes only into a request header.
