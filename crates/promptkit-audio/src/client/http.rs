@@ -76,7 +76,12 @@ pub(crate) async fn error_for(connection: &Connection, response: reqwest::Respon
 /// The error for a request that failed in transport.
 pub(crate) fn request_error(connection: &Connection, error: reqwest::Error) -> SpeechError {
     if error.is_timeout() {
-        return SpeechError::Timeout(connection.timeouts.first_byte);
+        let limit = if error.is_connect() {
+            connection.timeouts.connect
+        } else {
+            connection.timeouts.first_byte
+        };
+        return SpeechError::Timeout(limit);
     }
     // reqwest puts the URL in its message; ours never holds the key, but strip it anyway.
     let error = error.without_url();

@@ -184,7 +184,9 @@ impl RetryPolicy {
             .initial_backoff
             .saturating_mul(1 << exponent)
             .min(self.max_backoff);
-        ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+        // Full jitter: anywhere up to the ceiling, so clients that failed together do not
+        // come back together.
+        ceiling.mul_f64(fastrand::f64())
     }
 
     /// Runs `attempt` until it succeeds, fails with an error that is not
