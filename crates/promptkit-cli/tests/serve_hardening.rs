@@ -611,6 +611,32 @@ async fn connections_beyond_the_cap_are_refused_and_idle_ones_closed() {
     assert_eq!(ok.status(), 200);
 }
 
+// 10b. A shutdown closes idle keep-alive connections at once, not at their idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_closes_idle_keep_alive_connections_at_once() {
+    let upstream = MockUpstream::start(Profile::INSTANT).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::launch(command(
+        home.path(),
+        &upstream.base_url(),
+        &["--state", "memory"],
+        &["--idle-timeout", "60", "--header-timeout", "60"],
+    ));
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(format!("GET /health HTTP/1.1\r\nhost: {}\r\n\r\n", server.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0_u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    server.terminate();
+    // Without the shutdown reaching the connection it would stay open for its 60 s idle
+    // timeout, cut short only when the process exits at the end of the test kit's 5 s
+    // grace period; reached, it closes at once.
+    let (_, closed) = read_to_close(&mut idle, Duration::from_secs(3)).await;
+    assert!(closed, "the idle connection is closed by the shutdown");
+}
+
 // 11. The queue: a bounded wait, then 503; with no room in the queue, 503 at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wait_for_a_slot_is_bounded_in_time_and_in_size() {
