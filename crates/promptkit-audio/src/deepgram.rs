@@ -457,7 +457,7 @@ impl DeepgramStt {
         let (format, body, content_type) = batch_body(audio)?;
         let url = format!(
             "{}/v1/listen?{}",
-            http_base(connection.base()),
+            crate::client::http_base(connection.base()),
             self.config.batch_query(format, options)
         );
         let body = Bytes::from(body);
@@ -499,17 +499,6 @@ impl DeepgramStt {
             message: format!("Deepgram's response is not the JSON expected: {e}"),
         })?;
         decode_batch(&json)
-    }
-}
-
-/// The base URL for HTTP: a `ws://` or `wss://` base becomes `http://` or `https://`.
-fn http_base(base: &str) -> String {
-    if let Some(rest) = base.strip_prefix("wss://") {
-        format!("https://{rest}")
-    } else if let Some(rest) = base.strip_prefix("ws://") {
-        format!("http://{rest}")
-    } else {
-        base.to_owned()
     }
 }
 

@@ -605,11 +605,7 @@ fn secs(value: f64) -> Option<Duration> {
 /// A vendor message cut to 4 KiB (on a character boundary). The caller scrubs the key and
 /// cuts to the final length after: cutting first could leave a key's prefix behind.
 fn cut(message: &str) -> String {
-    let mut end = message.len().min(4096);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    message[..end].to_owned()
+    message[..crate::client::char_floor(message, 4096)].to_owned()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -357,14 +357,32 @@ pub(crate) const MAX_MESSAGE: usize = 512;
 pub(crate) fn vendor_message(connection: &Connection, text: &str) -> String {
     let mut message = connection.scrub(text.trim());
     if message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
+        message.truncate(char_floor(&message, MAX_MESSAGE));
         message.push('…');
     }
     message
+}
+
+/// The largest index of `text` at most `max` that falls on a character boundary.
+pub(crate) fn char_floor(text: &str, max: usize) -> usize {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
+/// The base URL for HTTP requests of a service configured with a WebSocket URL: `wss`
+/// becomes `https` and `ws` becomes `http` (the mirror of `ws::ws_base`).
+#[cfg(feature = "http")]
+pub(crate) fn http_base(base: &str) -> String {
+    if let Some(rest) = base.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = base.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        base.to_owned()
+    }
 }
 
 /// The error for an HTTP status (of a response or of a refused WebSocket handshake).
